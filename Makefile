@@ -1,0 +1,42 @@
+# remediator: the two commands are `make demo` and `make test`; everything else is a step of theirs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv system-deps demo test lint bench docs schema clean
+
+all: venv
+
+system-deps:
+	@scripts/ensure-system-deps
+
+# The venv is rebuilt when pyproject.toml changes; the system packages are checked every time (fast).
+venv: system-deps $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: venv
+	$(BIN)/python -m remediator.demo
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check remediator tests
+	$(BIN)/ruff format --check remediator tests
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python -m tests.bench
+
+# Regenerate the configuration reference from the declared options (a test fails when it is stale).
+docs: venv
+	$(BIN)/remediator schema --markdown > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

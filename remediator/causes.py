@@ -10,38 +10,25 @@ import enum
 
 
 class Cause(enum.StrEnum):
-    """A classified reason behind a failed request, from error logs or the journal."""
+    """A classified reason behind failed requests, from error logs or the journal."""
 
     UPSTREAM_REFUSED = "upstream_refused"
-    """Nothing listens on the upstream socket (nginx 111, Apache AH02454/AH01079): PHP-FPM down."""
     UPSTREAM_MISSING = "upstream_missing"
-    """The upstream unix socket file does not exist (nginx ``2: No such file``): PHP-FPM stopped."""
     UPSTREAM_OVERLOADED = "upstream_overloaded"
-    """The upstream's listen backlog is full (nginx ``11: Resource temporarily unavailable``)."""
     UPSTREAM_TIMEOUT = "upstream_timeout"
-    """The upstream accepted but did not answer in time (nginx ``110``): hung or saturated workers."""
     UPSTREAM_RESET = "upstream_reset"
-    """The upstream connection was reset mid-request (nginx ``104``, Apache AH01067/AH01075)."""
     UPSTREAM_CLOSED = "upstream_closed"
-    """The upstream closed the connection before a full response header."""
     NO_LIVE_UPSTREAMS = "no_live_upstreams"
-    """Every server of an nginx upstream block is marked down."""
     DNS_FAILURE = "dns_failure"
-    """An upstream host name could not be resolved."""
     FPM_MAX_CHILDREN = "fpm_max_children"
-    """PHP-FPM reached ``pm.max_children``: saturated."""
     WORKER_CRASHED = "worker_crashed"
-    """A PHP-FPM child exited on a signal (SIGSEGV, SIGKILL, ...)."""
     FPM_EXEC_TIMEOUT = "fpm_exec_timeout"
-    """PHP-FPM killed a request at ``request_terminate_timeout``."""
     FPM_SLOW = "fpm_slow"
-    """PHP-FPM's slowlog reports a request executing too slowly."""
     CONFIG_ERROR = "config_error"
-    """The server reports a broken configuration (nginx ``[emerg]``, PHP-FPM ``ERROR: [file:N]``)."""
 
 
 def describe(cause: Cause) -> str:
-    """The one-line explanation of a cause, taken from its docstring-like comment table."""
+    """The one-line explanation of a cause, for docs and the incident timeline."""
     return _DESCRIPTIONS[cause]
 
 

@@ -1,0 +1,1 @@
+"""Actions a playbook step can take: their declarations (arguments) and implementations."""

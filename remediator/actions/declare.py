@@ -1,0 +1,176 @@
+"""The registry of actions a step can name, each with its declared arguments.
+
+Adding an action means declaring its arguments here (validation, schema and docs follow) and
+giving it an implementation in its own module of this package.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remediator.schema import (
+    Bool,
+    Duration,
+    Int,
+    ListOf,
+    Record,
+    Ref,
+    Size,
+    Str,
+    opt,
+)
+
+ARG = Str(what="argument", nonempty=False)
+ARGV = ListOf(Str(what="argument"), min_len=1)
+
+
+def _check_endpoint(text: str) -> str | None:
+    if text.startswith("unix:"):
+        return None if Path(text[5:]).is_absolute() else "a unix socket needs an absolute path"
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"'{text}' is not host:port or unix:/path"
+    return None
+
+
+HOSTNAME = Str(
+    pattern=r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?",
+    what="host name",
+)
+ENDPOINT = Str(check=_check_endpoint, what="endpoint (host:port or unix:/path)")
+
+
+@dataclass(frozen=True)
+class ServiceArgs:
+    """The service the action applies to."""
+
+    service: str = opt(Ref("service"), "A service from the config's `services`.")
+
+
+@dataclass(frozen=True)
+class ScaleArgs:
+    """Change a PHP-FPM pool's `pm.max_children` within the memory the host has.
+
+    The pool file is edited atomically and backed up, tested with the service's config test,
+    reloaded, verified, and rolled back when the step does not help.
+    """
+
+    service: str = opt(Ref("service", ("php-fpm",), "scale_workers"), "A php-fpm service.")
+    by: int | None = opt(
+        Int(min=-1000, max=1000),
+        "Change by this many (negative lowers). Unset: raise to what memory allows.",
+        None,
+    )
+    min_children: int = opt(Int(min=1, max=10000), "Never go below this.", 2)
+    max_children: int = opt(Int(min=1, max=10000), "Never go above this.", 64)
+    memory_reserve: int = opt(
+        Size(min=0),
+        "Memory left for everything else: the budget is available memory minus this, "
+        "divided by the average worker's RSS.",
+        256 * 1024 * 1024,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.by == 0:
+            out.append(("by", "changing by 0 does nothing; leave it unset to fit memory"))
+        if self.min_children > self.max_children:
+            out.append(("min_children", "must not be larger than max_children"))
+        return out
+
+
+@dataclass(frozen=True)
+class DiagnoseArgs:
+    """Collect evidence without changing anything: DNS, TCP connects, config tests, a snapshot."""
+
+    resolve: tuple[str, ...] = opt(ListOf(HOSTNAME, single=True), "Host names to resolve.", ())
+    connect: tuple[str, ...] = opt(
+        ListOf(ENDPOINT, single=True), "Endpoints to connect to (host:port or unix:/path).", ()
+    )
+    config_test: tuple[str, ...] = opt(
+        ListOf(Ref("service"), single=True), "Services whose config test to run.", ()
+    )
+    snapshot: bool = opt(Bool(), "Take a host snapshot (memory, load, processes).", True)
+
+
+@dataclass(frozen=True)
+class CommandArgs:
+    """Run a program (an argv list, never a shell) with a timeout.
+
+    It runs in its own session; on timeout its whole process group gets TERM, then KILL.
+    Arguments may use `{playbook}`, `{incident}` and `{service}` but nothing from a log line.
+    """
+
+    argv: tuple[str, ...] = opt(ARGV, "Program and arguments, e.g. [/usr/local/bin/flush-cache].")
+    timeout: float = opt(Duration(min=0.1, max=3600), "Kill it after this long.", 30.0)
+    service: str | None = opt(
+        Ref("service"), "The service it acts on (counted in that service's action budget).", None
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        bad = [a for a in self.argv if _TEMPLATE.search(a) and not _allowed_template(a)]
+        if bad:
+            return [
+                (
+                    "argv",
+                    f"unknown placeholder in '{bad[0]}': use {{playbook}}, {{incident}}, {{service}}",
+                )
+            ]
+        return []
+
+
+_TEMPLATE = re.compile(r"\{([^{}]*)\}")
+TEMPLATE_KEYS = frozenset({"playbook", "incident", "service"})
+
+
+def _allowed_template(arg: str) -> bool:
+    return all(m.group(1) in TEMPLATE_KEYS for m in _TEMPLATE.finditer(arg))
+
+
+@dataclass(frozen=True)
+class NotifyArgs:
+    """Send a notification (it never blocks remediation; a failure is logged)."""
+
+    notifier: str = opt(Ref("notifier"), "A notifier from the config's `notifiers`.")
+    message: str | None = opt(Str(), "Text to send; the incident's summary is always added.", None)
+
+
+@dataclass(frozen=True)
+class ActionDecl:
+    """An action's name, help and argument spec."""
+
+    help: str
+    spec: Record[Any]
+    changes_host: bool
+
+
+def _decl(cls: type[Any], help: str, shorthand: str, *, changes_host: bool) -> ActionDecl:
+    return ActionDecl(
+        help, Record(cls, name=cls.__name__.lower(), shorthand=shorthand), changes_host
+    )
+
+
+ACTIONS: dict[str, ActionDecl] = {
+    "reload": _decl(
+        ServiceArgs,
+        "Graceful reload, only after the service's config test passes.",
+        "service",
+        changes_host=True,
+    ),
+    "restart": _decl(ServiceArgs, "Restart the service.", "service", changes_host=True),
+    "config_test": _decl(
+        ServiceArgs,
+        "Run the service's config test and record its output.",
+        "service",
+        changes_host=False,
+    ),
+    "scale_workers": _decl(ScaleArgs, ScaleArgs.__doc__ or "", "service", changes_host=True),
+    "diagnose": _decl(DiagnoseArgs, DiagnoseArgs.__doc__ or "", "resolve", changes_host=False),
+    "command": _decl(CommandArgs, CommandArgs.__doc__ or "", "argv", changes_host=True),
+    "notify": _decl(NotifyArgs, NotifyArgs.__doc__ or "", "notifier", changes_host=False),
+}
+
+VERIFIABLE = frozenset(name for name, d in ACTIONS.items() if d.changes_host)

@@ -1,0 +1,300 @@
+"""The main configuration file: settings, sources, services, notifiers, guards.
+
+Declarations only; loading (with playbook files and cross-references) is in ``remediator.load``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from remediator.playbook import PLAYBOOK, Playbook
+from remediator.schema import (
+    Bool,
+    Choice,
+    Duration,
+    Int,
+    ListOf,
+    MapOf,
+    PathSpec,
+    Record,
+    Str,
+    Tagged,
+    Url,
+    opt,
+)
+from remediator.sources.formats import ACCESS_FORMATS, ERROR_FORMATS, check_custom_format
+
+DEFAULT_CONFIG = Path("/etc/remediator/remediator.yaml")
+
+UNIT = Str(
+    pattern=r"[A-Za-z0-9:_.@\\-]+\.(service|socket|target)",
+    pattern_help=" (a full unit name like php8.2-fpm.service)",
+    what="systemd unit name",
+)
+ARGV = ListOf(Str(what="argument"), min_len=1)
+STATUS = Int(min=100, max=599)
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessLogSource:
+    """An access log (nginx or Apache): which statuses users got, and when."""
+
+    kind: ClassVar[str] = "access_log"
+    path: Path = opt(PathSpec(), "The log file to follow; rotation and truncation are handled.")
+    format: str = opt(
+        Choice(ACCESS_FORMATS, what="access log format"),
+        "A built-in format; see the table of formats below.",
+        "nginx-combined",
+    )
+    log_format: str | None = opt(
+        Str(what="nginx log_format string"),
+        "Your nginx `log_format` string, used instead of `format`.",
+        None,
+    )
+    apache_format: str | None = opt(
+        Str(what="Apache LogFormat string"),
+        "Your Apache `LogFormat` string, used instead of `format`.",
+        None,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.log_format is not None and self.apache_format is not None:
+            return [
+                ("apache_format", "give log_format (nginx) or apache_format (Apache), not both")
+            ]
+        for key, flavour, text in (
+            ("log_format", "nginx", self.log_format),
+            ("apache_format", "apache", self.apache_format),
+        ):
+            if text is not None:
+                problem = check_custom_format(flavour, text)
+                if problem:
+                    return [(key, problem)]
+        return []
+
+
+@dataclass(frozen=True)
+class ErrorLogSource:
+    """An error log (nginx, Apache or PHP-FPM), classified into causes."""
+
+    kind: ClassVar[str] = "error_log"
+    path: Path = opt(PathSpec(), "The log file to follow.")
+    format: str = opt(Choice(ERROR_FORMATS, what="error log format"), "Which server wrote it.")
+
+
+@dataclass(frozen=True)
+class JournalSource:
+    """A systemd unit's messages in the journal, classified like an error log."""
+
+    kind: ClassVar[str] = "journal"
+    unit: str = opt(UNIT, "The unit whose messages to read.")
+    format: str = opt(
+        Choice(ERROR_FORMATS, what="error log format"), "Which server's messages these are."
+    )
+
+
+@dataclass(frozen=True)
+class ProbeSource:
+    """An HTTP health probe of the site, as users would reach it."""
+
+    kind: ClassVar[str] = "probe"
+    url: str = opt(Url(), "The URL to fetch (plain GET, no redirects followed).")
+    interval: float = opt(Duration(min=0.1, max=3600), "Time between probes.", 2.0)
+    timeout: float = opt(
+        Duration(min=0.05, max=600),
+        "A probe that takes longer counts as failed (a hang is a failure, never a wait).",
+        1.0,
+    )
+    expect_status: tuple[int, ...] = opt(
+        ListOf(STATUS, min_len=1, single=True), "Statuses that mean healthy.", (200,)
+    )
+    expect_body: str | None = opt(
+        Str(what="text"), "Healthy only if the body contains this text.", None
+    )
+    host: str | None = opt(
+        Str(what="host name"), "Host header to send (for name-based virtual hosts).", None
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.timeout > self.interval:
+            return [("timeout", "must not be longer than interval")]
+        return []
+
+
+@dataclass(frozen=True)
+class HostSource:
+    """Host resources through psutil: CPU, load, memory, swap, per-service processes."""
+
+    kind: ClassVar[str] = "host"
+    interval: float = opt(Duration(min=0.5, max=3600), "Time between snapshots.", 5.0)
+
+
+Source = AccessLogSource | ErrorLogSource | JournalSource | ProbeSource | HostSource
+SOURCE_TYPES: dict[str, type[Any]] = {
+    c.kind: c for c in (AccessLogSource, ErrorLogSource, JournalSource, ProbeSource, HostSource)
+}
+SOURCE: Tagged[Source] = Tagged(
+    {k: Record(c, name=f"{k}_source", ignore=("type",)) for k, c in SOURCE_TYPES.items()},
+    what="source",
+)
+
+
+# --- services ---------------------------------------------------------------------------------
+
+SERVICE_KINDS = ("php-fpm", "nginx", "apache")
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service remediator may act on, and how to control it.
+
+    With `unit`, control goes through systemd (`systemctl`). Without it, through `pid_file`,
+    signals and `start` (hosts or containers without systemd).
+    """
+
+    kind: str = opt(Choice(SERVICE_KINDS, what="service kind"), "What it is; sets the defaults.")
+    unit: str | None = opt(UNIT, "The systemd unit, e.g. `php8.2-fpm.service`.", None)
+    pid_file: Path | None = opt(PathSpec(), "Without systemd: the master's pid file.", None)
+    start: tuple[str, ...] | None = opt(
+        ARGV, "Without systemd: the command that starts it (it may daemonize).", None
+    )
+    reload: tuple[str, ...] | None = opt(
+        ARGV,
+        "A graceful reload command instead of the default (systemd: `systemctl reload`; "
+        "otherwise php-fpm: SIGUSR2 to the master, nginx: `nginx -s reload`, "
+        "apache: `apachectl -k graceful`).",
+        None,
+    )
+    config_test: tuple[str, ...] | None = opt(
+        ARGV,
+        "The test every reload must pass first. Default: `php-fpm8.2 -t`, `nginx -t`, "
+        "`apachectl configtest`, with `-y`/`-c`/`-f` `config_file` when that is given.",
+        None,
+    )
+    config_file: Path | None = opt(PathSpec(), "The main config file.", None)
+    pool_file: Path | None = opt(PathSpec(), "php-fpm: the pool file `scale_workers` edits.", None)
+    startup_grace: float = opt(
+        Duration(max=600), "After a (re)start, the service is not judged again for this long.", 10.0
+    )
+    max_actions: int = opt(Int(min=1, max=1000), "At most this many actions on this service ...", 6)
+    actions_window: float = opt(Duration(min=60, max=7 * 86400), "... in this window.", 3600.0)
+
+    def check(self) -> list[tuple[str, str]]:
+        out = []
+        if self.unit is None and (self.pid_file is None or self.start is None):
+            out.append(
+                (
+                    "unit",
+                    "say how to control it: a systemd 'unit', or 'pid_file' and 'start' "
+                    "on hosts without systemd",
+                )
+            )
+        if self.pool_file is not None and self.kind != "php-fpm":
+            out.append(("pool_file", "only a php-fpm service has a pool file"))
+        return out
+
+
+# --- notifiers and guards ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """A webhook that receives alerts as JSON (or a Slack-compatible payload)."""
+
+    url: str = opt(Url(), "Where to POST.")
+    format: str = opt(Choice(("json", "slack")), "Payload shape.", "json")
+    timeout: float = opt(Duration(min=0.1, max=60), "Give up after this long.", 5.0)
+    headers: dict[str, str] = opt(
+        MapOf(Str(what="header value"), what="header name"), "Extra HTTP headers.", {}
+    )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off between repeated incidents of a playbook."""
+
+    initial: float = opt(Duration(min=0, max=3600), "Wait after the first incident.", 10.0)
+    max: float = opt(Duration(min=0, max=86400), "The wait doubles up to this.", 300.0)
+    reset_after: float = opt(
+        Duration(min=0, max=86400), "Healthy this long resets the wait.", 600.0
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        return [("max", "must not be less than initial")] if self.max < self.initial else []
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """A circuit breaker per playbook: it opens when remediation keeps failing."""
+
+    failures: int = opt(Int(min=1, max=100), "Failed incidents in a row that open it.", 3)
+    open_for: float = opt(
+        Duration(max=30 * 86400),
+        "It closes by itself after this long (0: only `remediator reset`).",
+        3600.0,
+    )
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Global limits on acting, on top of each playbook's own."""
+
+    backoff: Backoff = opt(Record(Backoff, name="backoff"), "Back-off.", Backoff())
+    breaker: Breaker = opt(Record(Breaker, name="breaker"), "Circuit breaker.", Breaker())
+
+
+# --- the file ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """The main configuration file (`/etc/remediator/remediator.yaml`)."""
+
+    sources: dict[str, Source] = opt(
+        MapOf(SOURCE, what="source name"), "What to watch, by name.", {}
+    )
+    services: dict[str, Service] = opt(
+        MapOf(Record(Service, name="service"), what="service name"),
+        "What may be acted on, by name.",
+        {},
+    )
+    notifiers: dict[str, Notifier] = opt(
+        MapOf(Record(Notifier, name="notifier"), what="notifier name"), "Where alerts go.", {}
+    )
+    playbooks_dir: Path = opt(
+        PathSpec(), "Directory of playbook files (`*.yaml`, `*.yml`).", Path("playbooks.d")
+    )
+    playbooks: tuple[Playbook, ...] = opt(
+        ListOf(PLAYBOOK), "Playbooks written in this file (besides `playbooks_dir`).", ()
+    )
+    dry_run: bool = opt(
+        Bool(), "Log what would be done (`would_run`) and change nothing on the host.", False
+    )
+    state_dir: Path = opt(
+        PathSpec(),
+        "Offsets, guards and breakers, kept across restarts.",
+        Path("/var/lib/remediator"),
+    )
+    action_log: Path = opt(
+        PathSpec(),
+        "The JSON-lines action log.",
+        Path("/var/log/remediator/actions.jsonl"),
+    )
+    log_format: str = opt(
+        Choice(("auto", "json", "console")),
+        "Daemon log output: `auto` is the journal under systemd, readable on a terminal, "
+        "JSON otherwise.",
+        "auto",
+    )
+    log_level: str = opt(
+        Choice(("debug", "info", "warning", "error")), "Least level logged.", "info"
+    )
+    guards: Guards = opt(Record(Guards, name="guards"), "Global guards.", Guards())
+
+
+CONFIG = Record(Config, name="config")

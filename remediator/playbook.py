@@ -1,0 +1,410 @@
+"""The playbook language: triggers (conditions over sources), ordered steps, limits.
+
+A playbook says *when* (a condition tree over sources), *what* (steps, each one action with
+its arguments and a verification), and *how often at most* (limits). Declarations here are the
+single source of validation, JSON Schema and docs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from remediator.actions.declare import ACTIONS, VERIFIABLE
+from remediator.causes import Cause
+from remediator.schema import (
+    INVALID,
+    NAME_PATTERN,
+    Bool,
+    Choice,
+    Context,
+    Duration,
+    Float,
+    Int,
+    ListOf,
+    OneKey,
+    Ratio,
+    Record,
+    Ref,
+    Spec,
+    Str,
+    Wrap,
+    _Invalid,
+    did_you_mean,
+    opt,
+    parse_size,
+)
+
+# --- condition values -------------------------------------------------------------------------
+
+
+def _parse_status(text: str) -> frozenset[int] | None:
+    """``502`` -> {502}; ``5xx`` -> 500..599; ``50x`` -> 500..509."""
+    text = text.strip().lower()
+    if len(text) != 3 or text[0] not in "12345":
+        return None
+    if text.isdigit():
+        return frozenset({int(text)})
+    if text[1:] == "xx":
+        base = int(text[0]) * 100
+        return frozenset(range(base, base + 100))
+    if text[1].isdigit() and text[2] == "x":
+        base = int(text[:2]) * 10
+        return frozenset(range(base, base + 10))
+    return None
+
+
+class Statuses(Spec[frozenset[int]]):
+    """HTTP statuses: ``502``, ``[502, 503, 504]``, ``5xx`` or ``50x``."""
+
+    def load(self, node: Node, ctx: Context, key: str) -> frozenset[int] | _Invalid:
+        items = node.value if not isinstance(node, ScalarNode) else [node]
+        if isinstance(node, MappingNode) or not items:
+            return ctx.error(node, key, "expected a status like 502, a list, or a class like 5xx")
+        out: set[int] = set()
+        for item in items:
+            codes = _parse_status(str(item.value)) if isinstance(item, ScalarNode) else None
+            if codes is None:
+                return ctx.error(
+                    item,
+                    key,
+                    f"'{item.value}' is not an HTTP status (100-599, or a class like 5xx)",
+                )
+            out |= codes
+        return frozenset(out)
+
+    def describe(self) -> str:
+        return "HTTP status, list of statuses, or class (`5xx`, `50x`)"
+
+    def _json(self, defs: dict[str, Any]) -> dict[str, Any]:
+        one = {"anyOf": [{"type": "integer", "minimum": 100, "maximum": 599}, {"type": "string"}]}
+        return {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+
+    def render(self, value: Any) -> str:
+        return ", ".join(str(v) for v in sorted(value))
+
+
+@dataclass(frozen=True)
+class Amount:
+    """Memory as bytes or as a fraction of the total."""
+
+    bytes: int | None = None
+    ratio: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.ratio * 100:g}%" if self.ratio is not None else f"{self.bytes} bytes"
+
+
+class MemoryAmount(Spec[Amount]):
+    """``512MiB`` (absolute) or ``10%`` (of total memory)."""
+
+    def load(self, node: Node, ctx: Context, key: str) -> Amount | _Invalid:
+        text = str(node.value).strip() if isinstance(node, ScalarNode) else ""
+        if text.endswith("%"):
+            try:
+                pct = float(text[:-1])
+            except ValueError:
+                pct = -1
+            if 0 < pct < 100:
+                return Amount(ratio=pct / 100)
+        elif text:
+            size = parse_size(text)
+            if size:
+                return Amount(bytes=size)
+        return ctx.error(node, key, f"'{text}' is not a memory amount: write 512MiB, 2G or 10%")
+
+    def describe(self) -> str:
+        return "memory amount (`512MiB`, `2G` or `10%` of total)"
+
+    def _json(self, defs: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "string"}
+
+
+# --- conditions -------------------------------------------------------------------------------
+
+WINDOW = Duration(min=1, max=24 * 3600)
+
+
+@dataclass(frozen=True)
+class StatusRate:
+    """Holds when enough requests in the window ended with one of the statuses."""
+
+    source: str = opt(
+        Ref("source", ("access_log",), "status_rate"), "The access log to count statuses in."
+    )
+    status: frozenset[int] = opt(Statuses(), "Which statuses count.")
+    window: float = opt(WINDOW, "The sliding window counted over.", 30.0)
+    at_least: int = opt(Int(min=1), "Minimum number of matching requests in the window.", 1)
+    ratio: float | None = opt(
+        Ratio(), "Also require this share of all requests in the window to match.", None
+    )
+    min_sample: int = opt(
+        Int(min=1),
+        "The ratio is judged only once the window holds at least this many requests.",
+        20,
+    )
+
+
+@dataclass(frozen=True)
+class StatusSpike:
+    """Holds when the statuses' rate is far above the source's own recent baseline."""
+
+    source: str = opt(Ref("source", ("access_log",), "status_spike"), "The access log to watch.")
+    status: frozenset[int] = opt(Statuses(), "Which statuses count.")
+    window: float = opt(WINDOW, "The recent window compared with the baseline.", 30.0)
+    baseline: float = opt(
+        Duration(min=60, max=24 * 3600), "How far back the baseline looks.", 1800.0
+    )
+    factor: float = opt(Float(min=1.1), "How many times the baseline rate counts as a spike.", 4.0)
+    at_least: int = opt(Int(min=1), "Minimum matching requests in the window.", 10)
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.baseline <= self.window:
+            return [("baseline", "must be longer than window")]
+        return []
+
+
+@dataclass(frozen=True)
+class ErrorCause:
+    """Holds when error-log lines classified as one of the causes appear in the window."""
+
+    source: str = opt(
+        Ref("source", ("error_log", "journal"), "error_cause"),
+        "The error log or journal source to classify.",
+    )
+    cause: tuple[str, ...] = opt(
+        ListOf(Choice([c.value for c in Cause], what="cause"), min_len=1, single=True),
+        "One cause or a list; see the cause table in the cookbook.",
+    )
+    window: float = opt(WINDOW, "The sliding window counted over.", 30.0)
+    at_least: int = opt(Int(min=1), "Minimum number of matching lines in the window.", 1)
+
+
+@dataclass(frozen=True)
+class ProbeFailing:
+    """Holds when an HTTP probe has failed this many times in a row."""
+
+    probe: str = opt(Ref("source", ("probe",), "probe_failing"), "The probe source.")
+    consecutive: int = opt(Int(min=1, max=1000), "Failures in a row that count.", 3)
+
+
+@dataclass(frozen=True)
+class HostCondition:
+    """Holds when a host resource crosses a limit (every given limit must hold)."""
+
+    memory_available_below: Amount | None = opt(
+        MemoryAmount(), "Available memory (psutil's 'available') under this.", None
+    )
+    swap_used_above: float | None = opt(Ratio(), "Share of swap in use above this.", None)
+    load_above: float | None = opt(Float(min=0), "1-minute load average per CPU above this.", None)
+
+    def check(self) -> list[tuple[str, str]]:
+        if (self.memory_available_below, self.swap_used_above, self.load_above) == (None,) * 3:
+            return [
+                ("", "give at least one of memory_available_below, swap_used_above, load_above")
+            ]
+        return []
+
+
+@dataclass(frozen=True)
+class AllOf:
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    conditions: tuple[Condition, ...]
+
+
+Condition = StatusRate | StatusSpike | ErrorCause | ProbeFailing | HostCondition | AllOf | AnyOf
+
+CONDITION: OneKey[Condition] = OneKey(what="condition", name="condition")
+CONDITION.add(
+    "all", Wrap(ListOf(CONDITION, min_len=1), AllOf), "Every condition in the list holds."
+)
+CONDITION.add("any", Wrap(ListOf(CONDITION, min_len=1), AnyOf), "At least one condition holds.")
+CONDITION.add("status_rate", Record(StatusRate, name="status_rate"), StatusRate.__doc__ or "")
+CONDITION.add("status_spike", Record(StatusSpike, name="status_spike"), StatusSpike.__doc__ or "")
+CONDITION.add("error_cause", Record(ErrorCause, name="error_cause"), ErrorCause.__doc__ or "")
+CONDITION.add(
+    "probe_failing",
+    Record(ProbeFailing, name="probe_failing", shorthand="probe"),
+    ProbeFailing.__doc__ or "",
+)
+CONDITION.add("host", Record(HostCondition, name="host_condition"), HostCondition.__doc__ or "")
+
+
+def walk_conditions(cond: Condition) -> list[Condition]:
+    """Every leaf condition of a tree, in order."""
+    if isinstance(cond, AllOf | AnyOf):
+        return [leaf for c in cond.conditions for leaf in walk_conditions(c)]
+    return [cond]
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verify:
+    """How a step is judged to have worked. Both checks that are set must pass in time."""
+
+    within: float = opt(Duration(min=0.1, max=600), "Deadline for the step to show success.", 10.0)
+    probe: str | None = opt(
+        Ref("source", ("probe",), "verify"), "This probe must answer as expected.", None
+    )
+    trigger_clear: bool = opt(
+        Bool(),
+        "The playbook's trigger must no longer hold (e.g. the 502 rate is back under).",
+        True,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.probe is None and not self.trigger_clear:
+            return [("trigger_clear", "a verification needs a probe or trigger_clear: true")]
+        return []
+
+
+VERIFY = Record(Verify, name="verify")
+STEP_NAME = Str(what="step name")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action with its arguments, and how to tell it worked."""
+
+    action: str
+    args: Any
+    verify: Verify | None
+    name: str | None = None
+
+
+class StepSpec(Spec[Step]):
+    """``- restart: php-fpm`` with optional ``verify:`` and ``name:`` beside the action key."""
+
+    name = "step"
+    COMMON = ("verify", "name")
+
+    def load(self, node: Node, ctx: Context, key: str) -> Step | _Invalid:
+        if not isinstance(node, MappingNode):
+            return ctx.error(node, key, "expected a step: a mapping like 'restart: php-fpm'")
+        found: list[tuple[Node, Node]] = []
+        verify: Verify | None = None
+        name: str | None = None
+        ok = True
+        for knode, vnode in node.value:
+            k = str(knode.value)
+            if k in ACTIONS:
+                found.append((knode, vnode))
+            elif k == "verify":
+                v = VERIFY.load(vnode, ctx, f"{key}.verify")
+                ok = ok and not isinstance(v, _Invalid)
+                verify = None if isinstance(v, _Invalid) else v
+            elif k == "name":
+                n = STEP_NAME.load(vnode, ctx, f"{key}.name")
+                name = None if isinstance(n, _Invalid) else n
+            else:
+                ctx.error(
+                    knode,
+                    f"{key}.{k}",
+                    f"unknown action '{k}'{did_you_mean(k, [*ACTIONS, *self.COMMON])}; "
+                    f"actions: {', '.join(ACTIONS)}",
+                )
+                ok = False
+        if not found:
+            if ok:  # an unknown key was most likely the action, misspelled: said already
+                ctx.error(node, key, f"missing the action: one of {', '.join(ACTIONS)}")
+            return INVALID
+        if len(found) > 1:
+            names = " and ".join(str(k.value) for k, _ in found)
+            return ctx.error(
+                found[1][0], key, f"a step does one action, this one has {names}: split it in two"
+            )
+        knode, vnode = found[0]
+        action = str(knode.value)
+        args = ACTIONS[action].spec.load(vnode, ctx, f"{key}.{action}")
+        if isinstance(args, _Invalid) or not ok:
+            return INVALID
+        if verify is not None and action not in VERIFIABLE:
+            return ctx.error(
+                node,
+                f"{key}.verify",
+                f"'{action}' changes nothing on the host, so there is nothing to verify",
+            )
+        return Step(action, args, verify, name)
+
+    def describe(self) -> str:
+        return "step"
+
+    def _json(self, defs: dict[str, Any]) -> dict[str, Any]:
+        common = {"verify": VERIFY.json_schema(defs), "name": {"type": "string"}}
+        return {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        a: {**d.spec.json_schema(defs), "description": d.help},
+                        **common,
+                    },
+                    "required": [a],
+                    "additionalProperties": False,
+                }
+                for a, d in ACTIONS.items()
+            ]
+        }
+
+
+# --- the playbook -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How often a playbook may run. Global guards (back-off, breaker) apply as well."""
+
+    cooldown: float = opt(Duration(max=24 * 3600), "Quiet time after a run ends.", 300.0)
+    max_runs: int = opt(Int(min=1, max=1000), "At most this many runs ...", 3)
+    per: float = opt(Duration(min=60, max=7 * 86400), "... in this sliding window.", 3600.0)
+    backoff: bool = opt(Bool(), "Apply the exponential back-off between repeated incidents.", True)
+
+
+@dataclass(frozen=True)
+class OnExhausted:
+    """What happens when every step ran and the trigger still holds."""
+
+    notify: tuple[str, ...] = opt(ListOf(Ref("notifier"), single=True), "Notifiers to alert.", ())
+    stop: bool = opt(
+        Bool(),
+        "Open the playbook's breaker: no more runs until `remediator reset PLAYBOOK` "
+        "or the breaker's own timeout.",
+        True,
+    )
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A named remediation: when it triggers, what it does, and how often at most."""
+
+    name: str = opt(
+        Str(pattern=NAME_PATTERN, pattern_help=" (letters, digits, _.-)", what="playbook name"),
+        "Unique name, used in the action log and by `trigger`/`reset`.",
+    )
+    when: Condition = opt(CONDITION, "The trigger: a condition, or `all`/`any` of several.")
+    steps: tuple[Step, ...] = opt(
+        ListOf(StepSpec(), min_len=1), "Steps tried in order until one is verified."
+    )
+    description: str = opt(Str(nonempty=False), "What this playbook is for.", "")
+    enabled: bool = opt(Bool(), "A disabled playbook is checked but never runs.", True)
+    priority: int = opt(
+        Int(min=0, max=1000),
+        "When several playbooks trigger at once, the lowest priority number runs first.",
+        100,
+    )
+    limits: Limits = opt(Record(Limits, name="limits"), "Run limits.", Limits())
+    on_exhausted: OnExhausted = opt(
+        Record(OnExhausted, name="on_exhausted"), "When no step helped.", OnExhausted()
+    )
+
+
+PLAYBOOK = Record(Playbook, name="playbook")
+PLAYBOOK_FILE: Spec[tuple[Playbook, ...]] = ListOf(PLAYBOOK, min_len=1, single=True)

@@ -1,0 +1,1 @@
+"""Sources: turn log bytes, journal entries, probes and host stats into small events."""

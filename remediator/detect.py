@@ -1,0 +1,278 @@
+"""Detectors: pure functions of the events they were fed and the clock they are given.
+
+No I/O, no threads, no wall clock. The same objects run live (``now`` is ``time.monotonic()``
+at arrival), in ``replay`` (``now`` is the log line's own time) and in tests (``now`` is set).
+
+Memory is bounded whatever the traffic: counts are kept in time buckets (one second wide, or
+wider for long windows, at most ``MAX_BUCKETS`` per window), never per event.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from remediator.playbook import (
+    AllOf,
+    AnyOf,
+    Condition,
+    ErrorCause,
+    HostCondition,
+    ProbeFailing,
+    StatusRate,
+    StatusSpike,
+)
+
+MAX_BUCKETS = 600
+
+
+class Window:
+    """Counts of keys (statuses, causes) in time buckets covering ``horizon`` seconds."""
+
+    __slots__ = ("_buckets", "horizon", "resolution")
+
+    def __init__(self, horizon: float) -> None:
+        self.horizon = horizon
+        self.resolution = max(1.0, horizon / MAX_BUCKETS)
+        # (bucket start, counts); newest last
+        self._buckets: collections.deque[tuple[float, collections.Counter[Any]]] = (
+            collections.deque()
+        )
+
+    def add(self, now: float, key: Any, n: int = 1) -> None:
+        """Count ``n`` events of ``key`` at ``now`` (times may only move forward, roughly)."""
+        buckets = self._buckets
+        start = now - now % self.resolution
+        if buckets and buckets[-1][0] >= start:
+            buckets[-1][1][key] += n  # same bucket, or a slightly late event: keep it here
+        else:
+            buckets.append((start, collections.Counter({key: n})))
+            self._expire(now)
+
+    def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
+        for key, n in counts.items():
+            self.add(now, key, n)
+
+    def _expire(self, now: float) -> None:
+        oldest = now - self.horizon - self.resolution
+        buckets = self._buckets
+        while buckets and buckets[0][0] < oldest:
+            buckets.popleft()
+
+    def count(
+        self, now: float, window: float, keys: frozenset[Any] | None = None, *, until: float = 0
+    ) -> tuple[int, int]:
+        """(events with one of ``keys``, all events) in ``(now - window, now - until]``.
+
+        Edges are as precise as the buckets: a bucket counts when its start is in the range.
+        """
+        lo, hi = now - window, now - until
+        matched = total = 0
+        for start, counts in reversed(self._buckets):
+            if start <= lo:
+                break
+            if start > hi:
+                continue
+            total += counts.total()
+            if keys is None:
+                continue
+            for k, n in counts.items():
+                if k in keys:
+                    matched += n
+        return matched, total
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+@dataclass
+class ProbeState:
+    """Consecutive failures and the last result of one HTTP probe."""
+
+    consecutive_failures: int = 0
+    last_ok: bool | None = None
+    last_detail: str = ""
+
+    def record(self, ok: bool, detail: str = "") -> None:
+        self.last_ok = ok
+        self.last_detail = detail
+        self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
+
+
+@dataclass(frozen=True)
+class HostReading:
+    """What host conditions are judged on (from the host snapshot)."""
+
+    memory_total: int
+    memory_available: int
+    swap_used_ratio: float
+    load_per_cpu: float
+
+
+@dataclass
+class Signals:
+    """Everything detectors know: per-source windows, probe states, the latest host reading."""
+
+    statuses: dict[str, Window] = field(default_factory=dict)
+    causes: dict[str, Window] = field(default_factory=dict)
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+    host: HostReading | None = None
+
+    @classmethod
+    def for_conditions(cls, conditions: Iterable[Condition]) -> Signals:
+        """Windows sized for the longest window any condition needs of each source."""
+        horizons: dict[tuple[str, str], float] = {}
+        sig = cls()
+        for cond in conditions:
+            if isinstance(cond, StatusRate):
+                key, span = ("status", cond.source), cond.window
+            elif isinstance(cond, StatusSpike):
+                key, span = ("status", cond.source), cond.baseline
+            elif isinstance(cond, ErrorCause):
+                key, span = ("cause", cond.source), cond.window
+            elif isinstance(cond, ProbeFailing):
+                sig.probes.setdefault(cond.probe, ProbeState())
+                continue
+            else:
+                continue
+            horizons[key] = max(horizons.get(key, 0.0), span)
+        for (kind, source), span in horizons.items():
+            (sig.statuses if kind == "status" else sig.causes)[source] = Window(span)
+        return sig
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One condition's verdict and the numbers behind it (evidence for the incident)."""
+
+    condition: str
+    holds: bool
+    detail: dict[str, Any]
+
+
+def evaluate(cond: Condition, sig: Signals, now: float) -> tuple[bool, list[Reading]]:
+    """Whether ``cond`` holds at ``now``, with the readings of every leaf that was judged."""
+    if isinstance(cond, AllOf | AnyOf):
+        readings: list[Reading] = []
+        results = []
+        for c in cond.conditions:
+            ok, sub = evaluate(c, sig, now)
+            results.append(ok)
+            readings.extend(sub)
+        holds = all(results) if isinstance(cond, AllOf) else any(results)
+        return holds, readings
+    reading = _leaf(cond, sig, now)
+    return reading.holds, [reading]
+
+
+def _leaf(cond: Condition, sig: Signals, now: float) -> Reading:
+    if isinstance(cond, StatusRate):
+        return _status_rate(cond, sig.statuses.get(cond.source), now)
+    if isinstance(cond, StatusSpike):
+        return _status_spike(cond, sig.statuses.get(cond.source), now)
+    if isinstance(cond, ErrorCause):
+        win = sig.causes.get(cond.source)
+        matched = win.count(now, cond.window, frozenset(cond.cause))[0] if win else 0
+        return Reading(
+            "error_cause",
+            matched >= cond.at_least,
+            {
+                "source": cond.source,
+                "causes": list(cond.cause),
+                "count": matched,
+                "window_s": cond.window,
+                "at_least": cond.at_least,
+            },
+        )
+    if isinstance(cond, ProbeFailing):
+        st = sig.probes.get(cond.probe, ProbeState())
+        return Reading(
+            "probe_failing",
+            st.consecutive_failures >= cond.consecutive,
+            {
+                "probe": cond.probe,
+                "consecutive_failures": st.consecutive_failures,
+                "needed": cond.consecutive,
+                "last": st.last_detail,
+            },
+        )
+    if isinstance(cond, HostCondition):
+        return _host(cond, sig.host)
+    raise TypeError(f"not a leaf condition: {cond!r}")
+
+
+def _status_rate(cond: StatusRate, win: Window | None, now: float) -> Reading:
+    matched, total = win.count(now, cond.window, cond.status) if win else (0, 0)
+    holds = matched >= cond.at_least
+    ratio = matched / total if total else 0.0
+    if cond.ratio is not None:
+        holds = holds and total >= cond.min_sample and ratio >= cond.ratio
+    return Reading(
+        "status_rate",
+        holds,
+        {
+            "source": cond.source,
+            "statuses": _statuses(cond.status),
+            "count": matched,
+            "total": total,
+            "ratio": round(ratio, 4),
+            "window_s": cond.window,
+            "at_least": cond.at_least,
+            "min_ratio": cond.ratio,
+        },
+    )
+
+
+def _status_spike(cond: StatusSpike, win: Window | None, now: float) -> Reading:
+    if win is None:
+        recent = before = 0
+    else:
+        recent = win.count(now, cond.window, cond.status)[0]
+        before = win.count(now, cond.baseline, cond.status, until=cond.window)[0]
+    base_span = cond.baseline - cond.window
+    baseline_rate = max(before / base_span, 1.0 / base_span)  # never divide by an empty past
+    rate = recent / cond.window
+    holds = recent >= cond.at_least and rate >= cond.factor * baseline_rate
+    return Reading(
+        "status_spike",
+        holds,
+        {
+            "source": cond.source,
+            "statuses": _statuses(cond.status),
+            "count": recent,
+            "rate_per_s": round(rate, 3),
+            "baseline_per_s": round(baseline_rate, 4),
+            "factor": cond.factor,
+        },
+    )
+
+
+def _host(cond: HostCondition, host: HostReading | None) -> Reading:
+    if host is None:  # no snapshot yet: blind, which is never "holds"
+        return Reading("host", False, {"blind": True})
+    checks = []
+    detail: dict[str, Any] = {}
+    if cond.memory_available_below is not None:
+        limit = cond.memory_available_below
+        threshold = (
+            limit.bytes if limit.bytes is not None else int((limit.ratio or 0) * host.memory_total)
+        )
+        checks.append(host.memory_available < threshold)
+        detail |= {"memory_available": host.memory_available, "threshold": threshold}
+    if cond.swap_used_above is not None:
+        checks.append(host.swap_used_ratio > cond.swap_used_above)
+        detail["swap_used_ratio"] = round(host.swap_used_ratio, 4)
+    if cond.load_above is not None:
+        checks.append(host.load_per_cpu > cond.load_above)
+        detail["load_per_cpu"] = round(host.load_per_cpu, 3)
+    return Reading("host", all(checks), detail)
+
+
+def _statuses(codes: frozenset[int]) -> str:
+    """Compact text for a status set: ``5xx`` for a whole class, else a list."""
+    lo = min(codes)
+    if len(codes) == 100 and lo % 100 == 0 and max(codes) == lo + 99:
+        return f"{lo // 100}xx"
+    return ",".join(str(c) for c in sorted(codes))

@@ -1,0 +1,149 @@
+"""Detectors are pure: fed events and a clock set by the test."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from remediator.causes import Cause
+from remediator.detect import MAX_BUCKETS, HostReading, Signals, Window, evaluate
+from remediator.playbook import (
+    AllOf,
+    Amount,
+    AnyOf,
+    ErrorCause,
+    HostCondition,
+    ProbeFailing,
+    StatusRate,
+    StatusSpike,
+)
+
+S502 = frozenset({502})
+RATE = StatusRate(source="acc", status=S502, window=20.0, at_least=10, ratio=0.05, min_sample=20)
+
+
+def signals(*conds: object) -> Signals:
+    return Signals.for_conditions(conds)  # type: ignore[arg-type]
+
+
+def test_status_rate_holds_once_enough_502s_fall_in_the_window() -> None:
+    sig = signals(RATE)
+    for i in range(100):
+        sig.statuses["acc"].add(1000 + i * 0.1, 200)
+    assert not evaluate(RATE, sig, 1010)[0]
+    for _ in range(9):
+        sig.statuses["acc"].add(1010, 502)
+    assert not evaluate(RATE, sig, 1010)[0]
+    sig.statuses["acc"].add(1010, 502)
+    holds, readings = evaluate(RATE, sig, 1010)
+    assert holds
+    assert readings[0].detail["count"] == 10
+    assert readings[0].detail["total"] == 110
+
+
+def test_status_rate_stops_holding_when_the_502s_leave_the_window() -> None:
+    sig = signals(RATE)
+    sig.statuses["acc"].add(1000, 502, 30)
+    assert evaluate(RATE, sig, 1000)[0]
+    assert evaluate(RATE, sig, 1019)[0]
+    assert not evaluate(RATE, sig, 1021)[0]
+
+
+def test_ratio_is_not_judged_below_the_minimum_sample() -> None:
+    cond = StatusRate(source="acc", status=S502, window=20.0, at_least=1, ratio=0.5, min_sample=20)
+    sig = signals(cond)
+    sig.statuses["acc"].add(1000, 502, 5)  # 100 % of 5 requests: too few to judge a ratio
+    assert not evaluate(cond, sig, 1000)[0]
+    sig.statuses["acc"].add(1000, 502, 15)
+    assert evaluate(cond, sig, 1000)[0]
+
+
+def test_ratio_below_threshold_does_not_hold_on_a_busy_site() -> None:
+    sig = signals(RATE)
+    sig.statuses["acc"].add(1000, 200, 10_000)
+    sig.statuses["acc"].add(1000, 502, 100)  # 1 % < 5 %
+    assert not evaluate(RATE, sig, 1000)[0]
+
+
+def test_window_memory_is_bounded_whatever_the_traffic() -> None:
+    win = Window(3600)
+    for i in range(200_000):
+        win.add(i * 0.5, 200 + i % 7)
+    assert len(win) <= MAX_BUCKETS + 2
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.integers(0, 2000), st.sampled_from([200, 502, 504])), max_size=200),
+    st.integers(1, 600),
+)
+def test_window_counts_match_a_brute_force_count(events: list[tuple[int, int]], span: int) -> None:
+    win = Window(600)
+    events.sort()
+    for t, status in events:
+        win.add(float(t), status)
+    now = float(events[-1][0]) if events else 0.0
+    expected = [s for t, s in events if now - span < t <= now]
+    assert win.count(now, span, S502) == (expected.count(502), len(expected))
+
+
+def test_error_cause_counts_only_the_named_causes() -> None:
+    cond = ErrorCause(source="err", cause=("upstream_refused",), window=30.0, at_least=3)
+    sig = signals(cond)
+    sig.causes["err"].add(10, Cause.UPSTREAM_TIMEOUT, 50)
+    sig.causes["err"].add(10, Cause.UPSTREAM_REFUSED, 2)
+    assert not evaluate(cond, sig, 10)[0]
+    sig.causes["err"].add(11, Cause.UPSTREAM_REFUSED)
+    assert evaluate(cond, sig, 11)[0]
+
+
+def test_probe_failing_needs_consecutive_failures_and_resets_on_success() -> None:
+    cond = ProbeFailing(probe="site", consecutive=3)
+    sig = signals(cond)
+    probe = sig.probes["site"]
+    for ok in (False, False, True, False, False):
+        probe.record(ok)
+    assert not evaluate(cond, sig, 0)[0]
+    probe.record(False, "timed out after 1s")
+    holds, readings = evaluate(cond, sig, 0)
+    assert holds
+    assert readings[0].detail["last"] == "timed out after 1s"
+
+
+def test_spike_compares_with_the_sources_own_baseline() -> None:
+    cond = StatusSpike(
+        source="acc", status=S502, window=30.0, baseline=1800.0, factor=4.0, at_least=10
+    )
+    sig = signals(cond)
+    win = sig.statuses["acc"]
+    for t in range(0, 1770, 10):  # a steady 0.1 502/s background for half an hour
+        win.add(float(t), 502)
+    win.add(1780.0, 502, 3)  # 0.1/s: same as the baseline
+    assert not evaluate(cond, sig, 1799)[0]
+    win.add(1790.0, 502, 20)  # ~0.77/s now, > 4 x 0.1/s
+    assert evaluate(cond, sig, 1799)[0]
+
+
+def test_host_condition_without_a_snapshot_is_blind_not_true() -> None:
+    cond = HostCondition(memory_available_below=Amount(ratio=0.5))
+    sig = signals(cond)
+    holds, readings = evaluate(cond, sig, 0)
+    assert not holds
+    assert readings[0].detail == {"blind": True}
+    sig.host = HostReading(
+        memory_total=1000, memory_available=400, swap_used_ratio=0, load_per_cpu=0.1
+    )
+    assert evaluate(cond, sig, 0)[0]
+
+
+def test_all_and_any_combine_and_report_every_leaf() -> None:
+    rate = StatusRate(source="acc", status=S502, window=20.0, at_least=1, ratio=None, min_sample=1)
+    probe = ProbeFailing(probe="site", consecutive=1)
+    sig = signals(rate, probe)
+    sig.statuses["acc"].add(5, 502)
+    both = AllOf((rate, probe))
+    either = AnyOf((rate, probe))
+    assert not evaluate(both, sig, 5)[0]
+    holds, readings = evaluate(either, sig, 5)
+    assert holds
+    assert [r.condition for r in readings] == ["status_rate", "probe_failing"]

@@ -1,0 +1,110 @@
+"""Small JSON state files in the state dir, written atomically, that survive restarts.
+
+Times inside are monotonic seconds (``time.monotonic()``) tagged with the boot they belong to.
+After a reboot the monotonic clock starts again, so stored times are carried over by their
+age on the wall clock instead (clamped: a wall clock that jumped back makes them recent,
+which only ever makes guards stricter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    try:
+        return _BOOT_ID.read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Replace ``path`` with ``data``: temp file in the same dir, fsync, rename, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class JsonState:
+    """One JSON document of state, with monotonic timestamps that survive restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self, now: float) -> dict[str, Any]:
+        """The saved document with its times translated to this boot's monotonic clock.
+
+        Missing: empty. Corrupt: reported and empty (never a crash; guards start strict
+        again from their defaults).
+        """
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.error("state_unreadable", path=str(self.path), error=exc.strerror)
+            return {}
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            doc = str(exc)
+        if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
+            log.error("state_corrupt", path=str(self.path), error=str(doc)[:200])
+            return {}
+        shift = 0.0
+        if doc.get("boot") != boot_id():
+            age = max(0.0, time.time() - float(doc.get("wall", 0)))
+            shift = (now - age) - float(doc.get("mono", 0))
+        data: dict[str, Any] = doc["data"]
+        return _shift_times(data, shift) if shift else data
+
+    def save(self, data: dict[str, Any], now: float) -> None:
+        doc = {"boot": boot_id(), "mono": now, "wall": time.time(), "data": data}
+        write_atomic(self.path, json.dumps(doc, sort_keys=True).encode() + b"\n")
+
+
+def _shift_times(value: Any, shift: float) -> Any:
+    """Add ``shift`` to every number under a key ending in ``_at`` (or in a list of them)."""
+    if isinstance(value, dict):
+        return {
+            k: (_shift_number(v, shift) if k.endswith("_at") else _shift_times(v, shift))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_shift_times(v, shift) for v in value]
+    return value
+
+
+def _shift_number(value: Any, shift: float) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value + shift
+    if isinstance(value, list):
+        return [_shift_number(v, shift) for v in value]
+    return value

@@ -1,0 +1,87 @@
+"""Fixtures for the real web stack (tests/stack.py) and a namespaced systemd (tests/sysd.py).
+
+- ``stack``: a :class:`tests.stack.Stack` that starts PhpFpm / Nginx / Apache instances with any
+  options and kills them all at teardown (also when the test failed).
+- ``fpm``: a started :class:`PhpFpm` (static pool, 2 workers). Options by indirect
+  parametrization: ``@pytest.mark.parametrize("fpm", [{"listen_backlog": 1}], indirect=True)``.
+- ``nginx_fpm``: a started :class:`Nginx` in front of ``fpm`` (same instance as the ``fpm``
+  fixture; ``nginx_fpm.fpm`` too). Options the same way.
+- ``apache_fpm``: a started :class:`Apache` (proxy_fcgi) in front of ``fpm``.
+- ``systemd_host``: a :class:`BootedSystemd`, booted once per module; skipped with the reason when
+  a namespaced systemd cannot run on this machine. Tests sharing it undo what they start.
+
+When a test fails, the tails of every log of the servers it used are added to its report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from tests import sysd
+from tests.stack import Apache, Nginx, PhpFpm, Stack, tail
+
+_SERVERS = pytest.StashKey[list[PhpFpm | Nginx | Apache]]()
+
+
+def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    param = getattr(request, "param", None)
+    return dict(param) if param else {}
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    servers = Stack()
+    request.node.stash[_SERVERS] = servers.servers
+    try:
+        yield servers
+    finally:
+        servers.cleanup()
+
+
+@pytest.fixture
+def fpm(stack: Stack, request: pytest.FixtureRequest) -> PhpFpm:
+    return stack.fpm(**_options(request))
+
+
+@pytest.fixture
+def nginx_fpm(stack: Stack, fpm: PhpFpm, request: pytest.FixtureRequest) -> Nginx:
+    return stack.nginx(fpm, **_options(request))
+
+
+@pytest.fixture
+def apache_fpm(stack: Stack, fpm: PhpFpm, request: pytest.FixtureRequest) -> Apache:
+    return stack.apache(fpm, **_options(request))
+
+
+@pytest.fixture(scope="module")
+def systemd_host() -> Iterator[sysd.BootedSystemd]:
+    reason = sysd.available()
+    if reason is not None:
+        pytest.skip(f"no namespaced systemd here: {reason}")
+    host = sysd.BootedSystemd()
+    try:
+        host.start()
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for server in item.stash.get(_SERVERS, []):
+        for name, path in server.logs().items():
+            report.sections.append((f"{name} ({path})", tail(path)))
+    host = getattr(item, "funcargs", {}).get("systemd_host")
+    if isinstance(host, sysd.BootedSystemd) and host.running:
+        with contextlib.suppress(Exception):
+            report.sections.append(("namespaced systemd journal", host.journal(lines=60)))

@@ -94,10 +94,12 @@ class ProbeState:
     consecutive_failures: int = 0
     last_ok: bool | None = None
     last_detail: str = ""
+    last_at: float | None = None  # when the last result came in (the caller's clock)
 
-    def record(self, ok: bool, detail: str = "") -> None:
+    def record(self, ok: bool, detail: str = "", now: float | None = None) -> None:
         self.last_ok = ok
         self.last_detail = detail
+        self.last_at = now
         self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
 
 
@@ -111,14 +113,26 @@ class HostReading:
     load_per_cpu: float
 
 
+SAMPLE_LINES = 20
+
+
 @dataclass
 class Signals:
-    """Everything detectors know: per-source windows, probe states, the latest host reading."""
+    """Everything detectors know: per-source windows, probe states, the latest host reading,
+    and the last few matching log lines of each source (evidence for an incident)."""
 
     statuses: dict[str, Window] = field(default_factory=dict)
     causes: dict[str, Window] = field(default_factory=dict)
     probes: dict[str, ProbeState] = field(default_factory=dict)
     host: HostReading | None = None
+    samples: dict[str, collections.deque[str]] = field(default_factory=dict)
+
+    def sample(self, source: str, line: str) -> None:
+        """Keep ``line`` as evidence (bounded: the newest SAMPLE_LINES per source)."""
+        q = self.samples.get(source)
+        if q is None:
+            q = self.samples[source] = collections.deque(maxlen=SAMPLE_LINES)
+        q.append(line)
 
     @classmethod
     def for_conditions(cls, conditions: Iterable[Condition]) -> Signals:

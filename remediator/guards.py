@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from remediator.config import Guards as GuardsConfig
 from remediator.config import Service
 from remediator.playbook import Playbook
 from remediator.state import JsonState
+
+log = structlog.get_logger(__name__)
 
 
 class Guard(enum.StrEnum):
@@ -62,6 +66,12 @@ class Guards:
         self.playbooks: dict[str, dict[str, Any]] = data.get("playbooks", {})
         self.services: dict[str, dict[str, Any]] = data.get("services", {})
         self.pause: dict[str, Any] = data.get("pause", {})
+        for name, st in self.playbooks.items():
+            started = st.pop("started_at", None)
+            if started is not None:  # the daemon died mid-run: count it as a run that failed
+                log.warning("run_interrupted", playbook=name)
+                st["last_end_at"] = max(started, st.get("last_end_at") or started)
+                st["failures"] = st.get("failures", 0) + 1
 
     def save(self, now: float) -> None:
         self._store.save(

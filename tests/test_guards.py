@@ -146,3 +146,15 @@ def test_pause_for_a_while_then_resumes_by_itself(tmp_path: Path) -> None:
     assert g.may_run(pb, 10**9).guard is Guard.PAUSED
     g.resume()
     assert g.may_run(pb, 10**9).allowed
+
+
+def test_a_run_interrupted_by_a_daemon_restart_counts_as_failed_and_cools_down(
+    tmp_path: Path,
+) -> None:
+    g = Guards(tmp_path, CFG, 0)
+    pb = playbook(cooldown=300, backoff=False)
+    g.run_started(pb, 1000)
+    g.save(1000)  # the daemon dies before the run ends
+    again = Guards(tmp_path, CFG, 1001)
+    assert again.may_run(pb, 1001).guard is Guard.COOLDOWN
+    assert again.playbooks["pb"]["failures"] == 1

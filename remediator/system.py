@@ -130,6 +130,12 @@ class System:
         write_atomic(path, data, mode=st.st_mode & 0o7777)
         os.chown(path, st.st_uid, st.st_gid)
 
+    def copy_file(self, src: Path, dst: Path) -> None:
+        """Atomically write ``dst`` as a copy of ``src`` with its mode and owner (a backup)."""
+        st = src.stat()
+        write_atomic(dst, src.read_bytes(), mode=st.st_mode & 0o7777)
+        os.chown(dst, st.st_uid, st.st_gid)
+
 
 class DryRunSystem(System):
     """Records every change it is asked for (in ``would``); changes nothing."""
@@ -148,3 +154,6 @@ class DryRunSystem(System):
 
     def replace_file(self, path: Path, data: bytes) -> None:
         self.would.append(WouldDo("write", {"path": str(path), "bytes": len(data)}))
+
+    def copy_file(self, src: Path, dst: Path) -> None:
+        self.would.append(WouldDo("copy", {"src": str(src), "dst": str(dst)}))

@@ -1,0 +1,540 @@
+"""scale_workers: fit a PHP-FPM pool's ``pm.max_children`` to the memory the host has.
+
+The steps, each through ``ctx.system`` (so a dry run records them and changes nothing):
+
+1. Read the pool file (``Service.pool_file``) and find its one ``pm.max_children`` line (and,
+   for ``pm = dynamic``, the spare-server lines that must stay within it). A value we cannot
+   read as a plain integer is refused, never guessed.
+2. Measure the running pool: its workers (children of the master titled ``php-fpm: pool NAME``)
+   and their average RSS. No running worker means no measurement, and no action.
+3. Budget: the workers already running hold memory that is *not* in "available", so what fits is
+   ``workers + floor((available - memory_reserve) / avg_worker_rss)``. RSS counts pages shared
+   with the master (code, opcache), so the budget errs on the safe side.
+4. New value: unset ``by`` raises to what fits; ``by > 0`` raises by that much; both are capped
+   by ``max_children`` and by the budget (a cap is said in the reason). ``by < 0`` lowers, never
+   below ``min_children``. Nothing to change is refused: a no-op is not a fix.
+5. Back up the file beside it (``NAME.remediator-bak``, mode and owner kept), replace it
+   atomically (mode and owner kept), run the config test; if it fails, put the original back at
+   once and refuse. Else reload; a failed reload also puts the original back (a restart that
+   follows then starts from the known config).
+
+The result's ``rollback`` restores the original bytes and reloads again (the engine calls it when
+verification fails). Config test and reload belong to the service-control actions; they are
+passed in (:func:`actions`) so that this module depends on their behaviour, not their code.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
+from remediator.actions.declare import ScaleArgs
+from remediator.config import Service
+from remediator.sources import host
+from remediator.system import System
+
+log = structlog.get_logger(__name__)
+
+ServiceFn = Callable[[str, ActionContext], ActionResult]
+"""``(service name, ctx) -> result``: a config test (OK when it passes) or a graceful reload
+(OK once the service is back up; WOULD_RUN in a dry run)."""
+
+BACKUP_SUFFIX = ".remediator-bak"
+MAX_CHILDREN = "pm.max_children"
+START = "pm.start_servers"
+MIN_SPARE = "pm.min_spare_servers"
+MAX_SPARE = "pm.max_spare_servers"
+_KEYS = frozenset({"pm", MAX_CHILDREN, START, MIN_SPARE, MAX_SPARE})
+PM_KINDS = ("static", "dynamic", "ondemand")
+QUERY_TIMEOUT = 5.0
+
+# `value`, `"value"`, either followed by an optional `; comment`.
+_NUMBER = re.compile(r'\s*(?P<q>"?)(?P<num>[0-9]+)(?P=q)\s*(?:;.*)?')
+_WORD = re.compile(r'\s*(?P<q>"?)(?P<word>[A-Za-z]+)(?P=q)\s*(?:;.*)?')
+
+
+def actions(*, config_test: ServiceFn, reload: ServiceFn) -> dict[str, ActionFn]:
+    """The registry entry, bound to the service-control functions to use."""
+    return {
+        "scale_workers": functools.partial(scale_workers, config_test=config_test, reload=reload)
+    }
+
+
+# --- the pool file ----------------------------------------------------------------------------
+
+
+class PoolError(ValueError):
+    """The pool file is not one we can edit safely."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A numeric setting's line: where its digits are, and their value."""
+
+    key: str
+    value: int
+    line: int  # 0-based index into PoolFile.lines
+    start: int  # the digits' span in that line
+    end: int
+
+
+@dataclass(frozen=True)
+class PoolFile:
+    """A pool file's lines (line endings kept) and the settings scaling touches."""
+
+    path: Path
+    lines: tuple[str, ...]
+    pool: str
+    pm: str
+    settings: dict[str, Setting]
+
+    def edit(self, values: dict[str, int]) -> tuple[bytes, list[dict[str, Any]]]:
+        """The file with ``values`` put in place (all else byte for byte), and the changed lines."""
+        lines = list(self.lines)
+        changes: list[dict[str, Any]] = []
+        for key, value in values.items():
+            s = self.settings[key]
+            if value == s.value:
+                continue
+            old = lines[s.line]
+            lines[s.line] = f"{old[: s.start]}{value}{old[s.end :]}"
+            changes.append(
+                {
+                    "line": s.line + 1,
+                    "key": key,
+                    "before": old.rstrip("\r\n"),
+                    "after": lines[s.line].rstrip("\r\n"),
+                }
+            )
+        return "".join(lines).encode("utf-8", "surrogateescape"), changes
+
+
+def parse_pool(path: Path, data: bytes) -> PoolFile:
+    """Find the pool's ``pm`` and its children settings; raise :class:`PoolError` if unsure."""
+    lines = tuple(data.decode("utf-8", "surrogateescape").splitlines(keepends=True))
+    section = ""
+    raw: dict[str, tuple[str, int, str]] = {}  # key -> (section, line index, text after '=')
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if not text or text.startswith((";", "#")):
+            continue
+        if text.startswith("[") and text.endswith("]"):
+            section = text[1:-1].strip()
+            continue
+        name, sep, _ = line.partition("=")
+        key = name.strip()
+        if not sep or key not in _KEYS or section == "global":
+            continue
+        where = f"{path}:{i + 1}"
+        if key in raw:
+            first, at, _ = raw[key]
+            if first != section:
+                raise PoolError(
+                    f"{where}: settings of more than one pool ([{first}], [{section}]); "
+                    "scale_workers edits a file with one pool"
+                )
+            raise PoolError(f"{where}: {key} is set twice (first on line {at + 1})")
+        raw[key] = (section, i, line[len(name) + 1 :].rstrip("\r\n"))
+    if MAX_CHILDREN not in raw:
+        raise PoolError(f"{path}: no {MAX_CHILDREN} line in this file")
+    sections = {sec for sec, _, _ in raw.values()}
+    if "" in sections:
+        raise PoolError(f"{path}: pool settings before any [pool] section")
+    if len(sections) > 1:
+        names = ", ".join(f"[{s}]" for s in sorted(sections))
+        raise PoolError(
+            f"{path}: settings of more than one pool ({names}); "
+            "scale_workers edits a file with one pool"
+        )
+    pool = sections.pop()
+    pm = _pm(path, raw.get("pm"))
+    settings = {
+        key: _setting(path, key, lines[i], i, after)
+        for key, (_, i, after) in raw.items()
+        if key != "pm" and (key == MAX_CHILDREN or pm == "dynamic")
+    }
+    return PoolFile(path, lines, pool, pm, settings)
+
+
+def _pm(path: Path, found: tuple[str, int, str] | None) -> str:
+    if found is None:
+        raise PoolError(f"{path}: no 'pm' line: the process manager's kind is unknown")
+    _, i, after = found
+    m = _WORD.fullmatch(after)
+    if m is None or m.group("word") not in PM_KINDS:
+        raise PoolError(f"{path}:{i + 1}: cannot read pm value '{after.strip()}'")
+    return m.group("word")
+
+
+def _setting(path: Path, key: str, line: str, i: int, after: str) -> Setting:
+    m = _NUMBER.fullmatch(after)
+    if m is None:
+        raise PoolError(
+            f"{path}:{i + 1}: cannot read {key} value '{after.strip()}' as a plain number; "
+            "not editing it"
+        )
+    offset = line.index("=") + 1
+    return Setting(key, int(m.group("num")), i, offset + m.start("num"), offset + m.end("num"))
+
+
+def dynamic_bounds(pool: PoolFile, max_children: int) -> dict[str, int]:
+    """Values for every setting, keeping ``pm = dynamic``'s rules (PHP-FPM refuses otherwise):
+    min_spare <= max_spare <= max_children, min_spare <= start_servers <= max_spare."""
+    values = {MAX_CHILDREN: max_children}
+    s = pool.settings
+    if pool.pm != "dynamic":
+        return values
+    max_spare = min(s[MAX_SPARE].value, max_children) if MAX_SPARE in s else None
+    if max_spare is not None:
+        values[MAX_SPARE] = max_spare
+    if MIN_SPARE in s:
+        values[MIN_SPARE] = min(s[MIN_SPARE].value, max_spare or max_children)
+    if START in s:
+        low = values.get(MIN_SPARE, 1)
+        values[START] = max(low, min(s[START].value, max_spare or max_children))
+    return values
+
+
+# --- the budget -------------------------------------------------------------------------------
+
+
+def fit_children(workers: int, available: int, reserve: int, avg_rss: int) -> int:
+    """How many workers memory allows: the running ones already hold theirs, so
+    ``workers + floor((available - reserve) / avg_rss)`` (fewer than now if over budget)."""
+    return workers + (available - reserve) // avg_rss
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: int
+    notes: tuple[str, ...]
+
+
+def plan(current: int, fits: int, args: ScaleArgs) -> Plan:
+    """The new ``pm.max_children`` for ``args``, before checking that it changes anything."""
+    if args.by is not None and args.by < 0:
+        target = current + args.by
+        if target < args.min_children:
+            return Plan(args.min_children, (f"floored at min_children {args.min_children}",))
+        return Plan(target, ())
+    target = fits if args.by is None else current + args.by
+    notes = []
+    if target > args.max_children:
+        target = args.max_children
+        notes.append(f"capped at max_children {args.max_children}")
+    if target > fits:
+        notes.append(f"capped at {fits}: what memory allows")
+        target = fits
+    return Plan(target, tuple(notes))
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    master_pid: int
+    workers: int
+    avg_rss: int
+
+
+def measure_pool(master_pid: int, pool: str) -> PoolStats | None:
+    """The live workers of ``pool`` under ``master_pid`` (a master may run several pools)."""
+    if host.process_group(master_pid) is None:
+        return None
+    title = f"php-fpm: pool {pool}"
+    rss: list[int] = []
+    try:
+        children = psutil.Process(master_pid).children()
+    except psutil.Error:
+        return None
+    for child in children:
+        try:
+            cmd = child.cmdline()
+            if child.status() != psutil.STATUS_ZOMBIE and cmd and cmd[0].strip() == title:
+                rss.append(child.memory_info().rss)
+        except psutil.Error:
+            continue
+    return PoolStats(master_pid, len(rss), sum(rss) // len(rss) if rss else 0)
+
+
+def master_pid(svc: Service, ctx: ActionContext) -> tuple[int | None, str]:
+    """The master's PID from the pid file, or systemd's MainPID of the unit; or why not."""
+    if svc.pid_file is not None:
+        try:
+            return int(svc.pid_file.read_text().strip()), ""
+        except OSError as exc:
+            return None, f"cannot read pid file {svc.pid_file}: {exc.strerror}"
+        except ValueError:
+            return None, f"pid file {svc.pid_file} holds no PID"
+    if svc.unit is not None:
+        argv = ["systemctl", "show", "--property=MainPID", "--value", svc.unit]
+        r = ctx.system.observe(argv, QUERY_TIMEOUT)
+        text = r.output.strip()
+        if not r.ok or not text.isdigit():
+            last = text.splitlines()[-1][:200] if text else f"rc {r.returncode}"
+            return None, f"systemctl show {svc.unit} failed: {last}"
+        if text == "0":
+            return None, f"{svc.unit} has no main process (not running)"
+        return int(text), ""
+    return None, "the service has neither pid_file nor unit"
+
+
+# --- the action -------------------------------------------------------------------------------
+
+
+def scale_workers(
+    args: ScaleArgs, ctx: ActionContext, *, config_test: ServiceFn, reload: ServiceFn
+) -> ActionResult:
+    """Change ``pm.max_children`` within the memory budget; test, reload, offer a rollback."""
+    svc = ctx.services.get(args.service)
+    if svc is None:
+        return _refuse(args, f"unknown service '{args.service}'")
+    if svc.kind != "php-fpm":
+        return _refuse(args, f"service '{args.service}' is {svc.kind}, not php-fpm")
+    if svc.pool_file is None:
+        return _refuse(args, f"service '{args.service}' has no pool_file: nothing to edit")
+    path = svc.pool_file.resolve()  # a symlinked pool file: edit its target, keep the link
+    try:
+        original = path.read_bytes()
+        pool = parse_pool(path, original)
+    except OSError as exc:
+        return _refuse(args, f"cannot read pool file {path}: {exc.strerror}")
+    except PoolError as exc:
+        return _refuse(args, str(exc))
+    current = pool.settings[MAX_CHILDREN].value
+
+    pid, why = master_pid(svc, ctx)
+    stats = measure_pool(pid, pool.pool) if pid is not None else None
+    if stats is None:
+        return _refuse(args, f"no running master to measure ({why or f'PID {pid} is gone'})")
+    if stats.workers == 0 or stats.avg_rss <= 0:
+        return _refuse(args, f"no worker of pool {pool.pool} is running: no measurement, no action")
+    available = int(host.snapshot()["memory_available"])
+    fits = fit_children(stats.workers, available, args.memory_reserve, stats.avg_rss)
+    budget = {
+        "available": available,
+        "reserve": args.memory_reserve,
+        "headroom": available - args.memory_reserve,
+        "avg_worker_rss": stats.avg_rss,
+        "workers": stats.workers,
+        "fits": fits,
+        "formula": "workers + floor((available - reserve) / avg_worker_rss)",
+        "master_pid": stats.master_pid,
+    }
+    p = plan(current, fits, args)
+    details: dict[str, Any] = {
+        "pool": pool.pool,
+        "pm": pool.pm,
+        "before": current,
+        "after": p.target,
+        "budget": budget,
+        "notes": list(p.notes),
+    }
+    raising = args.by is None or args.by > 0
+    if (
+        p.target == current
+        or (raising and p.target < current)
+        or (not raising and p.target > current)
+    ):
+        return _refuse(args, _no_change(current, fits, raising, args, budget), details)
+
+    new, changes = pool.edit(dynamic_bounds(pool, p.target))
+    edit = {"path": str(path), "backup": str(_backup_path(path)), "changes": changes}
+    details["edit"] = edit
+    return _apply(args, ctx, path, original, new, details, config_test, reload)
+
+
+def _no_change(
+    current: int, fits: int, raising: bool, args: ScaleArgs, budget: dict[str, Any]
+) -> str:
+    if raising and budget["headroom"] < 0:
+        return (
+            f"available memory {budget['available']} is below the reserve {args.memory_reserve}: "
+            f"no room for more workers (pm.max_children stays {current})"
+        )
+    if raising and fits <= current:
+        return (
+            f"memory allows {fits} workers ({budget['workers']} running, headroom "
+            f"{budget['headroom']}, {budget['avg_worker_rss']} per worker) and "
+            f"pm.max_children is already {current}: not raising"
+        )
+    if raising:
+        return f"pm.max_children is {current}, not below max_children {args.max_children}: nothing to change"
+    return f"pm.max_children is {current}, not above min_children {args.min_children}: not lowering"
+
+
+def _apply(
+    args: ScaleArgs,
+    ctx: ActionContext,
+    path: Path,
+    original: bytes,
+    new: bytes,
+    details: dict[str, Any],
+    config_test: ServiceFn,
+    reload: ServiceFn,
+) -> ActionResult:
+    system = ctx.system
+    marker = len(system.would)
+    timings: dict[str, float] = {}
+    details["timings_ms"] = timings
+    summary = f"pm.max_children {details['before']} -> {details['after']}"
+    note = f" ({'; '.join(details['notes'])})" if details["notes"] else ""
+    if _read(path) != original:
+        return ActionResult(
+            Outcome.FAILED, f"{path} changed while planning: not editing", args.service, details
+        )
+    t = time.monotonic()
+    backup = _backup_path(path)
+    try:
+        system.copy_file(path, backup)
+    except OSError as exc:
+        reason = f"cannot write backup {backup}: {exc.strerror or exc}; not editing"
+        return ActionResult(Outcome.FAILED, reason, args.service, details)
+    try:
+        system.replace_file(path, new)
+    except OSError as exc:  # the atomic write left the original in place
+        reason = f"cannot write {path}: {exc.strerror or exc}; unchanged"
+        return ActionResult(Outcome.FAILED, reason, args.service, details)
+    timings["edit"] = _ms(t)
+
+    if system.dry_run:
+        details["config_test"] = "not run: the dry run did not edit the file"
+        reloaded = _call(reload, args.service, ctx)
+        details["would"] = _would_since(ctx, marker, details["edit"])
+        details["reload"] = _summary(reloaded)
+        undo = _rollback_fn(args.service, ctx, path, original, new, config_test, reload)
+        return ActionResult(
+            Outcome.WOULD_RUN, f"{summary}{note}", args.service, details, rollback=undo
+        )
+
+    t = time.monotonic()
+    tested = _call(config_test, args.service, ctx)
+    timings["config_test"] = _ms(t)
+    details["config_test"] = _summary(tested)
+    if tested.outcome is not Outcome.OK:
+        restored = _restore(system, path, original, "config_test_failed")
+        reason = f"config test failed after setting {summary}; {restored}: {tested.reason}"
+        return ActionResult(Outcome.REFUSED, reason, args.service, details)
+
+    t = time.monotonic()
+    reloaded = _call(reload, args.service, ctx)
+    timings["reload"] = _ms(t)
+    details["reload"] = _summary(reloaded)
+    if reloaded.outcome is not Outcome.OK:
+        restored = _restore(system, path, original, "reload_failed")
+        reason = f"reload failed after setting {summary}; {restored}: {reloaded.reason}"
+        return ActionResult(Outcome.FAILED, reason, args.service, details)
+    log.info(
+        "pool_scaled",
+        service=args.service,
+        path=str(path),
+        before=details["before"],
+        after=details["after"],
+    )
+    undo = _rollback_fn(args.service, ctx, path, original, new, config_test, reload)
+    return ActionResult(
+        Outcome.OK, f"{summary}{note}, reloaded", args.service, details, rollback=undo
+    )
+
+
+def _rollback_fn(
+    service: str,
+    ctx: ActionContext,
+    path: Path,
+    original: bytes,
+    new: bytes,
+    config_test: ServiceFn,
+    reload: ServiceFn,
+) -> Callable[[], ActionResult]:
+    def rollback() -> ActionResult:
+        system = ctx.system
+        if system.dry_run:
+            marker = len(system.would)
+            system.replace_file(path, original)
+            _call(reload, service, ctx)
+            would = _would_since(ctx, marker, None)
+            return ActionResult(
+                Outcome.WOULD_RUN, f"restore {path}, reload", service, {"would": would}
+            )
+        if _read(path) != new:
+            return ActionResult(
+                Outcome.REFUSED, f"{path} was changed since the edit: not restoring it", service
+            )
+        restored = _restore(system, path, original, "rollback")
+        if restored != "original restored":
+            return ActionResult(Outcome.FAILED, restored, service)
+        tested = _call(config_test, service, ctx)
+        details = {"config_test": _summary(tested)}
+        if tested.outcome is not Outcome.OK:
+            reason = f"restored {path}, but its config test fails: not reloading"
+            return ActionResult(Outcome.REFUSED, reason, service, details)
+        reloaded = _call(reload, service, ctx)
+        details["reload"] = _summary(reloaded)
+        if reloaded.outcome is not Outcome.OK:
+            reason = f"restored {path}, reload failed: {reloaded.reason}"
+            return ActionResult(Outcome.FAILED, reason, service, details)
+        return ActionResult(Outcome.OK, f"restored {path} and reloaded", service, details)
+
+    return rollback
+
+
+def _restore(system: System, path: Path, original: bytes, why: str) -> str:
+    """Put the original bytes back; say whether that worked (the backup is the last resort)."""
+    try:
+        system.replace_file(path, original)
+    except OSError as exc:
+        backup = _backup_path(path)
+        log.error("pool_file_restore_failed", path=str(path), why=why, backup=str(backup))
+        return f"RESTORING THE ORIGINAL FAILED ({exc.strerror or exc}); it is in {backup}"
+    log.warning("pool_file_restored", path=str(path), why=why)
+    return "original restored"
+
+
+def _call(fn: ServiceFn, service: str, ctx: ActionContext) -> ActionResult:
+    """A config test or reload that crashed counts as failed (the edit is then undone)."""
+    try:
+        return fn(service, ctx)
+    except Exception as exc:
+        log.exception("service_control_crashed", service=service)
+        return ActionResult(Outcome.FAILED, f"crashed: {type(exc).__name__}: {exc}", service)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _backup_path(path: Path) -> Path:
+    return path.with_name(path.name + BACKUP_SUFFIX)
+
+
+def _would_since(ctx: ActionContext, marker: int, edit: dict[str, Any] | None) -> list[Any]:
+    """What the dry run recorded since ``marker``, the file write carrying its line edits."""
+    out: list[dict[str, Any]] = []
+    for w in ctx.system.would[marker:]:
+        item: dict[str, Any] = {"kind": w.kind, **w.detail}
+        if w.kind == "write" and edit is not None and item.get("path") == edit["path"]:
+            item["changes"] = edit["changes"]
+        out.append(item)
+    return out
+
+
+def _summary(r: ActionResult) -> dict[str, Any]:
+    return {"outcome": str(r.outcome), "reason": r.reason, **r.details}
+
+
+def _ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 1)
+
+
+def _refuse(args: ScaleArgs, reason: str, details: dict[str, Any] | None = None) -> ActionResult:
+    return ActionResult(Outcome.REFUSED, reason, args.service, details or {})

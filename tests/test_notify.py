@@ -1,0 +1,205 @@
+"""The notify action against real HTTP servers on loopback: a receiver, a hang, a drip."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import structlog
+
+from remediator.actions.base import ActionContext, Outcome
+from remediator.actions.declare import NotifyArgs
+from remediator.actions.notify import ACTIONS, notify
+from remediator.config import Notifier
+from remediator.system import DryRunSystem, System
+from tests.stack import free_port
+
+HOOK_PATH = "/hooks/T000/B000/s3cr3t"
+
+
+class Receiver(ThreadingHTTPServer):
+    """Records each POST (path, headers, JSON body) and answers ``status``."""
+
+    daemon_threads = True
+
+    def __init__(self, status: int = 200) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.status = status
+        self.received: list[tuple[str, dict[str, str], Any]] = []
+
+    def url(self, path: str = HOOK_PATH) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, dict(self.headers), json.loads(body)))
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "7")
+        self.end_headers()
+        self.wfile.write(b"nope :(")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    server = Receiver(getattr(request, "param", 200))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """Accepts connections (in the kernel's queue) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def drip_port() -> Iterator[int]:
+    """Answers one header byte every 50 ms, forever: no single read ever times out."""
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.05)
+
+    def serve() -> None:
+        conn = None
+        while conn is None and not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+        if conn is None:
+            return
+        with conn:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b"z")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def ctx(url: str, *, fmt: str = "json", system: System | None = None, **kw: Any) -> ActionContext:
+    notifier = Notifier(url=url, format=fmt, **kw)
+    return ActionContext(
+        system=system or System(),
+        services={},
+        notifiers={"ops": notifier},
+        playbook="php-502",
+        incident="inc-42",
+        summary="502 rate 38% over 10s on /index.php",
+    )
+
+
+ARGS = NotifyArgs(notifier="ops", message="restarted php-fpm")
+
+
+def test_json_payload_and_headers_reach_the_webhook(receiver: Receiver) -> None:
+    r = notify(ARGS, ctx(receiver.url(), headers={"Authorization": "Bearer t0k"}))
+    assert r.outcome is Outcome.OK and r.details["status"] == 200
+    [(path, headers, body)] = receiver.received
+    assert path == HOOK_PATH
+    assert headers["Authorization"] == "Bearer t0k"
+    assert headers["Content-Type"] == "application/json"
+    assert body.pop("ts").endswith("Z")
+    assert body == {
+        "source": "remediator",
+        "playbook": "php-502",
+        "incident": "inc-42",
+        "message": "restarted php-fpm",
+        "summary": "502 rate 38% over 10s on /index.php",
+        "host": socket.gethostname(),
+    }
+
+
+def test_slack_payload_is_one_escaped_text(receiver: Receiver) -> None:
+    context = ctx(receiver.url(), fmt="slack")
+    r = notify(NotifyArgs(notifier="ops", message="see <!channel> & co"), context)
+    assert r.outcome is Outcome.OK
+    [(_, _, body)] = receiver.received
+    assert list(body) == ["text"]
+    assert "see &lt;!channel&gt; &amp; co" in body["text"]
+    assert "incident inc-42" in body["text"] and "502 rate 38%" in body["text"]
+
+
+@pytest.mark.parametrize("receiver", [500], indirect=True)
+def test_a_non_2xx_answer_fails_and_is_logged(receiver: Receiver) -> None:
+    with structlog.testing.capture_logs() as logs:
+        r = notify(ARGS, ctx(receiver.url()))
+    assert r.outcome is Outcome.FAILED
+    assert r.reason == "notification failed: HTTP 500: nope :("
+    [event] = [e for e in logs if e["event"] == "notify_failed"]
+    assert event["notifier"] == "ops" and HOOK_PATH not in json.dumps(event)
+
+
+def test_a_refused_port_fails_without_raising() -> None:
+    r = notify(ARGS, ctx(f"http://127.0.0.1:{free_port()}/hook"))
+    assert r.outcome is Outcome.FAILED
+    assert r.details["error"] == "ConnectionRefusedError: Connection refused"
+
+
+def test_an_endpoint_that_never_answers_fails_at_the_timeout(silent_port: int) -> None:
+    start = time.monotonic()
+    r = notify(ARGS, ctx(f"http://127.0.0.1:{silent_port}/hook", timeout=0.3))
+    elapsed = time.monotonic() - start
+    assert r.outcome is Outcome.FAILED and r.details["error"] == "timed out after 0.3s"
+    assert 0.25 < elapsed < 0.6
+
+
+def test_an_endpoint_that_drips_bytes_still_fails_at_the_timeout(drip_port: int) -> None:
+    start = time.monotonic()
+    r = notify(ARGS, ctx(f"http://127.0.0.1:{drip_port}/hook", timeout=0.3))
+    assert r.outcome is Outcome.FAILED and r.details["error"] == "timed out after 0.3s"
+    assert time.monotonic() - start < 0.6
+
+
+def test_dry_run_sends_nothing_and_shows_the_payload(receiver: Receiver) -> None:
+    r = ACTIONS["notify"](ARGS, ctx(receiver.url(), system=DryRunSystem()))
+    assert r.outcome is Outcome.WOULD_RUN
+    assert receiver.received == []
+    [would] = r.details["would"]
+    assert would["payload"]["message"] == "restarted php-fpm"
+    assert would["endpoint"] == receiver.url("")
+
+
+def test_details_never_carry_the_url_path_or_header_values(receiver: Receiver) -> None:
+    r = notify(ARGS, ctx(receiver.url(), headers={"Authorization": "Bearer t0k"}))
+    text = json.dumps(r.details)
+    assert HOOK_PATH not in text and "t0k" not in text
+    assert r.details["headers"] == ["Authorization"]
+
+
+def test_an_unknown_notifier_fails() -> None:
+    r = notify(NotifyArgs(notifier="pager"), ctx("http://127.0.0.1:1/"))
+    assert r.outcome is Outcome.FAILED and "unknown notifier 'pager'" in r.reason

@@ -62,10 +62,14 @@ class Guards:
     def __init__(self, state_dir: Path, config: GuardsConfig, now: float) -> None:
         self.config = config
         self._store = JsonState(state_dir / "guards.json")
+        # Operators' switches, written by the CLI while the daemon runs: read, never rewritten
+        self._pause_file = JsonState(state_dir / "pause.json")
+        self._pause_seen: tuple[float, int] | None = None
+        self._resets = state_dir / "reset.d"
         data = self._store.load(now)
         self.playbooks: dict[str, dict[str, Any]] = data.get("playbooks", {})
         self.services: dict[str, dict[str, Any]] = data.get("services", {})
-        self.pause: dict[str, Any] = data.get("pause", {})
+        self.pause: dict[str, Any] = {}
         for name, st in self.playbooks.items():
             started = st.pop("started_at", None)
             if started is not None:  # the daemon died mid-run: count it as a run that failed
@@ -74,9 +78,7 @@ class Guards:
                 st["failures"] = st.get("failures", 0) + 1
 
     def save(self, now: float) -> None:
-        self._store.save(
-            {"playbooks": self.playbooks, "services": self.services, "pause": self.pause}, now
-        )
+        self._store.save({"playbooks": self.playbooks, "services": self.services}, now)
 
     def _pb(self, name: str) -> dict[str, Any]:
         return self.playbooks.setdefault(name, {"runs_at": [], "incidents": 0, "failures": 0})
@@ -86,26 +88,51 @@ class Guards:
 
     # --- maintenance pause ---
 
+    def _read_pause(self, now: float) -> None:
+        try:
+            st = self._pause_file.path.stat()
+            seen: tuple[float, int] | None = (st.st_mtime, st.st_ino)
+        except FileNotFoundError:
+            seen = None
+        if seen != self._pause_seen:
+            self._pause_seen = seen
+            self.pause = self._pause_file.load(now) if seen else {}
+
     def paused(self, now: float) -> Verdict:
+        self._read_pause(now)
         if not self.pause:
             return Verdict.ok()
         until = self.pause.get("until_at")
         if until is not None and now >= until:
-            self.pause = {}
             return Verdict.ok()
         why = self.pause.get("reason") or "maintenance"
         left = "" if until is None else f" for {_fmt(until - now)} more"
         return Verdict(False, Guard.PAUSED, f"paused ({why}){left}", until)
 
     def set_pause(self, now: float, duration: float | None, reason: str = "") -> None:
+        """``remediator pause``: every action becomes a logged no-op until resumed/expired."""
         self.pause = {
             "since_at": now,
             "until_at": None if duration is None else now + duration,
             "reason": reason,
         }
+        self._pause_file.save(self.pause, now)
 
     def resume(self) -> None:
         self.pause = {}
+        self._pause_file.path.unlink(missing_ok=True)
+
+    def request_reset(self, name: str) -> None:
+        """``remediator reset``: picked up by the running daemon (or the next one)."""
+        self._resets.mkdir(parents=True, exist_ok=True)
+        (self._resets / name).touch()
+
+    def _take_reset(self, name: str) -> None:
+        req = self._resets / name
+        if req.exists():
+            req.unlink(missing_ok=True)
+            if self.reset(name):
+                log.info("breaker_reset", playbook=name)
 
     # --- playbooks ---
 
@@ -114,6 +141,7 @@ class Guards:
         paused = self.paused(now)
         if not paused.allowed:
             return paused
+        self._take_reset(pb.name)
         st = self._pb(pb.name)
         opened = st.get("breaker_opened_at")
         if opened is not None:

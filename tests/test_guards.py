@@ -158,3 +158,19 @@ def test_a_run_interrupted_by_a_daemon_restart_counts_as_failed_and_cools_down(
     again = Guards(tmp_path, CFG, 1001)
     assert again.may_run(pb, 1001).guard is Guard.COOLDOWN
     assert again.playbooks["pb"]["failures"] == 1
+
+
+def test_pause_and_reset_written_by_another_process_reach_the_running_guards(
+    tmp_path: Path,
+) -> None:
+    daemon = Guards(tmp_path, CFG, 0)
+    pb = playbook(cooldown=0, backoff=False)
+    daemon.open_breaker("pb", 10, "steps exhausted")
+    cli = Guards(tmp_path, CFG, 20)  # `remediator pause --for 30m` / `reset pb`
+    cli.set_pause(20, 1800, "deploy")
+    assert daemon.may_run(pb, 30).guard is Guard.PAUSED
+    cli.resume()
+    assert daemon.may_run(pb, 40).guard is Guard.BREAKER
+    cli.request_reset("pb")
+    assert daemon.may_run(pb, 50).allowed
+    assert not (tmp_path / "reset.d" / "pb").exists()

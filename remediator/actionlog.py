@@ -52,12 +52,18 @@ class ActionLog:
     def check(self) -> str | None:
         """Why the log cannot be written, or None (checked at start-up and before acting)."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            os.close(fd)
+            os.close(self._open())
         except OSError as exc:
             return f"{self.path}: {exc.strerror}"
         return None
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            return os.open(self.path, flags, 0o640)
+        except FileNotFoundError:  # first record, or its directory was removed: make it
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            return os.open(self.path, flags, 0o640)
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append ``record`` (``ts`` added, the standard fields present) and fsync it."""
@@ -66,7 +72,7 @@ class ActionLog:
         full["ts"] = record.get("ts") or now_rfc3339()
         line = json.dumps(full, default=str, ensure_ascii=False, separators=(",", ":")) + "\n"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = self._open()
             try:
                 data = line.encode()
                 written = os.write(fd, data)

@@ -47,6 +47,7 @@ from remediator.playbook import (
     Verify,
     walk_conditions,
 )
+from remediator.state import HostLock
 from remediator.system import System
 
 log = structlog.get_logger(__name__)
@@ -113,6 +114,7 @@ class Engine:
         snapshot: Callable[[], dict[str, Any]] | None = None,
         wall: Callable[[], float] = time.time,
         request_probe: Callable[[str], None] | None = None,
+        lock: HostLock | None = None,
     ) -> None:
         self.config = config
         self.playbooks = sorted(
@@ -127,6 +129,7 @@ class Engine:
         self.snapshot = snapshot
         self.wall = wall
         self.request_probe = request_probe
+        self.lock = lock  # one remediation at a time on the host, across processes
         self.incident: Incident | None = None
         self._held: dict[str, str] = {}  # playbook -> last guard reason logged (log once)
         self.closed: list[dict[str, Any]] = []  # summaries of closed incidents (replay, status)
@@ -179,7 +182,26 @@ class Engine:
 
     # --- opening ---
 
-    def _open(self, pb: Playbook, readings: list[Reading], now: float) -> None:
+    def trigger(self, pb: Playbook, now: float, *, force: bool = False, who: str = "") -> Verdict:
+        """Start ``pb`` by hand (``remediator trigger``), through the same guards unless
+        ``force`` (which is itself logged). Its trigger need not hold."""
+        if self.incident is not None:
+            return Verdict(False, None, f"incident {self.incident.id} is in progress")
+        verdict = self.guards.may_run(pb, now)
+        if not verdict.allowed and not force:
+            self._log_held(pb, verdict, [])
+            return verdict
+        readings = evaluate(pb.when, self.signals, now)[1]
+        why = f"triggered by hand{f' by {who}' if who else ''}"
+        if force and not verdict.allowed:
+            why += f", forced past: {verdict.reason}"
+        self._open(pb, readings, now, manual=why)
+        return Verdict.ok()
+
+    def _open(self, pb: Playbook, readings: list[Reading], now: float, *, manual: str = "") -> None:
+        if self.lock is not None and not self.lock.acquire():
+            self._log_held(pb, Verdict(False, None, "another remediator process is acting"), [])
+            return
         inc = Incident(new_incident_id(self.wall()), pb, now)
         evidence: dict[str, Any] = {
             "readings": [_reading(r) for r in readings],
@@ -204,16 +226,21 @@ class Engine:
             except Exception as exc:  # evidence is best effort; acting does not depend on it
                 evidence["host"] = {"error": str(exc)}
         summary = "; ".join(_describe(r) for r in readings if r.holds)
+        if manual:
+            summary = f"{manual}" + (f"; {summary}" if summary else "")
         ok = self._record(
             {
                 "event": "incident_opened",
                 "incident": inc.id,
                 "playbook": pb.name,
                 "reason": summary or "trigger held",
+                "manual": bool(manual),
                 "evidence": evidence,
             }
         )
         if not ok:
+            if self.lock is not None:
+                self.lock.release()
             return
         self.guards.run_started(pb, now)
         self.guards.save(now)

@@ -9,6 +9,7 @@ which only ever makes guards stricter).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -108,3 +109,32 @@ def _shift_number(value: Any, shift: float) -> Any:
     if isinstance(value, list):
         return [_shift_number(v, shift) for v in value]
     return value
+
+
+class HostLock:
+    """An exclusive lock (flock) on a file in the state dir: one remediation at a time on the
+    host, even between the daemon and a ``remediator trigger`` run by hand."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None

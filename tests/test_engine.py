@@ -20,6 +20,7 @@ from remediator.engine import Engine
 from remediator.guards import Guards
 from remediator.load import load
 from remediator.playbook import walk_conditions
+from remediator.state import HostLock
 from remediator.system import DryRunSystem, System
 
 CONFIG = """
@@ -206,3 +207,45 @@ def test_dry_run_records_would_run_and_marks_every_record(
     recs = list(read(alog))
     assert all(r["dry_run"] is True for r in recs)
     assert recs[2]["outcome"] == "would_run"
+
+
+def test_trigger_by_hand_runs_without_the_trigger_holding(
+    setup: tuple[Engine, Host, Signals, Path],
+) -> None:
+    engine, host, _, alog = setup
+    pb = engine.playbooks[0]
+    assert engine.trigger(pb, 100, who="alice").allowed
+    assert host.calls == ["reload fpm"]
+    opened = next(read(alog))
+    assert opened["manual"] is True and opened["reason"] == "triggered by hand by alice"
+
+
+def test_trigger_goes_through_the_guards_unless_forced_which_is_logged(
+    setup: tuple[Engine, Host, Signals, Path],
+) -> None:
+    engine, host, signals, alog = setup
+    pb = engine.playbooks[0]
+    engine.guards.open_breaker(pb.name, 50, "steps exhausted")
+    verdict = engine.trigger(pb, 100)
+    assert not verdict.allowed and host.calls == []
+    assert engine.trigger(pb, 100, force=True).allowed
+    assert host.calls == ["reload fpm"]
+    opened = [r for r in read(alog) if r["event"] == "incident_opened"][0]
+    assert "forced past: breaker open" in opened["reason"]
+
+
+def test_a_second_process_holding_the_host_lock_keeps_the_engine_from_acting(
+    setup: tuple[Engine, Host, Signals, Path], tmp_path: Path
+) -> None:
+    engine, host, signals, alog = setup
+    other = HostLock(tmp_path / "state" / "act.lock")  # as a `remediator trigger` would hold it
+    assert other.acquire()
+    engine.lock = HostLock(tmp_path / "state" / "act.lock")
+    outage(signals, 100)
+    engine.tick(100)
+    assert host.calls == []
+    held = [r for r in read(alog) if r["event"] == "trigger_held_back"]
+    assert held[0]["reason"] == "another remediator process is acting"
+    other.release()
+    engine.tick(101)
+    assert host.calls == ["reload fpm"]

@@ -19,6 +19,7 @@ act (fail closed).
 
 from __future__ import annotations
 
+import collections
 import enum
 import itertools
 import os
@@ -133,6 +134,7 @@ class Engine:
         self.incident: Incident | None = None
         self._held: dict[str, str] = {}  # playbook -> last guard reason logged (log once)
         self.closed: list[dict[str, Any]] = []  # summaries of closed incidents (replay, status)
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=10)
 
     @property
     def dry_run(self) -> bool:
@@ -541,7 +543,8 @@ class Engine:
     def _record(self, rec: dict[str, Any], *, must: bool = True) -> bool:
         rec.setdefault("dry_run", self.dry_run)
         try:
-            self.actionlog.write(rec)
+            written = self.actionlog.write(rec)
+            self.recent.append({k: v for k, v in written.items() if k != "evidence"})
         except ActionLogError:
             if must:
                 return False

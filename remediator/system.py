@@ -136,6 +136,10 @@ class System:
         write_atomic(dst, src.read_bytes(), mode=st.st_mode & 0o7777)
         os.chown(dst, st.st_uid, st.st_gid)
 
+    def remove_file(self, path: Path) -> None:
+        """Remove ``path`` (a stale pid file); already gone is fine."""
+        path.unlink(missing_ok=True)
+
 
 class DryRunSystem(System):
     """Records every change it is asked for (in ``would``); changes nothing."""
@@ -157,3 +161,6 @@ class DryRunSystem(System):
 
     def copy_file(self, src: Path, dst: Path) -> None:
         self.would.append(WouldDo("copy", {"src": str(src), "dst": str(dst)}))
+
+    def remove_file(self, path: Path) -> None:
+        self.would.append(WouldDo("remove", {"path": str(path)}))

@@ -1,0 +1,400 @@
+"""Service control without systemd: the master's pid file, signals, and the start command.
+
+Which processes are the service's is decided from evidence, never from a name alone:
+
+- the **master** is the live (non-zombie) process the pid file names, if its program is the
+  service's (php-fpm…, nginx, apache2/httpd);
+- its **process group**: all three servers call ``setsid`` when they daemonize, so the workers'
+  group is the master's PID. Workers whose master died (PHP-FPM orphans, which keep the socket
+  and make every new start fail with rc 70) are found as the live members of the group the pid
+  file names: while they live, the kernel cannot hand that number to another process;
+- the **holders of the service's own socket**, when a start fails because the address is taken
+  (``Another FPM instance seems to already listen on SOCK``), if their program is the service's.
+
+Liveness is psutil's view through ``/proc``: a zombie counts as dead (PID 1 may reap slowly).
+The start command must daemonize (return once the server runs), as ``php-fpm -y CONF``,
+``nginx -c CONF`` and ``apache2 -k start`` do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from remediator.actions.base import Outcome
+from remediator.actions.service import (
+    Attempt,
+    Backend,
+    ServiceState,
+    ServiceStatus,
+    excerpt,
+    wait_until,
+)
+from remediator.config import Service
+from remediator.system import System
+
+START_TIMEOUT = 30.0  # the start command itself
+UP_WAIT = 10.0  # then for its pid file to name a live master
+RELOAD_TIMEOUT = 30.0
+RELOAD_WAIT = 10.0  # for the reloaded master / new workers
+TERM_WAIT = 1.0  # SIGTERM, then SIGKILL
+KILL_WAIT = 5.0
+
+_PROGRAMS = {"nginx": ("nginx",), "apache": ("apache2", "httpd")}  # php-fpm: php-fpm*
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "*"})  # noqa: S104 - compared with, never bound
+# Start errors that name the address held by someone else: (regex, is it a unix socket path).
+_ADDRESS_TAKEN = (
+    re.compile(r"Another FPM instance seems to already listen on (?P<addr>/\S+)"),
+    re.compile(r"unable to bind listening socket for address '(?P<addr>[^']+)'"),
+    re.compile(r"bind\(\) to (?P<addr>\S+) failed \(98"),  # nginx
+    re.compile(r"could not bind to address \[?(?P<addr>[^\s\]]+?)\]?:(?P<port>\d+)\b"),  # apache
+)
+
+
+@dataclass(frozen=True)
+class Proc:
+    """A process as ``/proc/PID/stat`` shows it."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    comm: str
+    alive: bool  # not a zombie, not dead
+
+
+def read_proc(pid: int) -> Proc | None:
+    """The process ``pid``, or None when there is none."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    head, _, tail = raw.rpartition(b")")
+    fields = tail.split()
+    if len(fields) < 3 or b"(" not in head:
+        return None
+    comm = head.partition(b"(")[2].decode("utf-8", "replace")
+    state = fields[0]
+    return Proc(pid, int(fields[1]), int(fields[2]), comm, state not in (b"Z", b"X"))
+
+
+def scan() -> list[Proc]:
+    """Every process visible in ``/proc``."""
+    out: list[Proc] = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                proc = read_proc(int(entry.name))
+                if proc is not None:
+                    out.append(proc)
+    return out
+
+
+def is_alive(pid: int) -> bool:
+    proc = read_proc(pid)
+    return proc is not None and proc.alive
+
+
+def read_pid_file(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+class PidFileControl(Backend):
+    """A service started by ``start`` that writes ``pid_file`` (hosts without systemd)."""
+
+    backend = "pid_file"
+
+    def __init__(self, name: str, service: Service, system: System) -> None:
+        super().__init__(name, service, system)
+        if service.pid_file is None or service.start is None:
+            raise ValueError(f"service {name!r} needs pid_file and start without a unit")
+        self.pid_file: Path = service.pid_file
+        self.start_argv: list[str] = list(service.start)
+
+    # -- which processes are ours
+
+    def _ours(self, comm: str) -> bool:
+        """Whether a process name is this service's program: php-fpm (any version), nginx,
+        apache2 or httpd. Never the start command's name, which may be a shell or wrapper."""
+        if self.service.kind == "php-fpm":
+            return comm.startswith("php-fpm")
+        return comm in _PROGRAMS[self.service.kind]
+
+    def _master(self) -> int | None:
+        """The live master named by the pid file, if it runs the service's program."""
+        pid = read_pid_file(self.pid_file)
+        proc = read_proc(pid) if pid is not None else None
+        return pid if proc is not None and proc.alive and self._ours(proc.comm) else None
+
+    def _group(self, pid: int | None) -> list[Proc]:
+        """Live members of the process group ``pid`` leads or led, if tied to this service.
+
+        A live leader must run our program (else the pid file is stale and the number reused);
+        a dead leader's group is ours as long as a member runs our program.
+        """
+        if pid is None:
+            return []
+        leader = read_proc(pid)
+        if leader is not None and leader.alive and not self._ours(leader.comm):
+            return []
+        procs = [p for p in scan() if p.alive]
+        if leader is not None and leader.alive and leader.pgid != pid:
+            # A master that does not lead its own group: it and its children only.
+            members = [p for p in procs if pid in (p.pid, p.ppid)]
+        else:
+            members = [p for p in procs if p.pgid == pid]
+        return members if any(self._ours(p.comm) for p in members) else []
+
+    def _workers(self, pid: int) -> set[int]:
+        """The master's live children in its process group (not a daemonizing new master)."""
+        master = read_proc(pid)
+        if master is None:
+            return set()
+        return {p.pid for p in scan() if p.ppid == pid and p.pgid == master.pgid and p.alive}
+
+    def state(self) -> ServiceState:
+        pid = read_pid_file(self.pid_file)
+        master = self._master()
+        if master is not None:
+            return ServiceState(ServiceStatus.RUNNING, master, f"master {master} running")
+        left = tuple(p.pid for p in self._group(pid))
+        summary = "no pid file" if pid is None else f"master {pid} not running"
+        if left:
+            summary += f", {len(left)} of its processes left"
+        return ServiceState(ServiceStatus.DOWN, None, summary, leftover_pids=left)
+
+    def master_pid(self) -> int | None:
+        return self._master()
+
+    # -- reload
+
+    def _before_reload(self) -> Attempt | None:
+        if self._master() is None:
+            return Attempt(
+                Outcome.FAILED,
+                f"{self.name} is not running ({self.state().summary}): a reload cannot start it",
+            )
+        return None
+
+    def _reload(self) -> Attempt:
+        old = self._master()
+        if old is None:
+            return Attempt(Outcome.FAILED, f"{self.name} stopped running before the reload")
+        workers = self._workers(old)
+        stamp = self._pid_file_stamp()
+        details: dict[str, Any] = {"pid_before": old, "workers_before": sorted(workers)}
+        if self.service.reload is None and self.service.kind == "php-fpm":
+            self.steps.signal(old, signal.SIGUSR2)
+        else:
+            result = self.steps.change(self._reload_argv(), RELOAD_TIMEOUT)
+            if not result.ok:
+                details["pid_after"] = self._master()
+                return Attempt(
+                    Outcome.FAILED,
+                    f"reload command failed (rc {result.returncode}): {excerpt(result.output, 300)}",
+                    details,
+                )
+        if self.system.dry_run:
+            return Attempt(Outcome.WOULD_RUN, f"would reload {self.name}", details)
+
+        def settled() -> bool:
+            new = self._master()
+            if new is None:
+                return not is_alive(old)  # the master died (a bad config): no use waiting
+            if self.service.kind == "php-fpm":
+                # It re-execs, rewrites its pid file and, when it daemonizes, forks a new
+                # master; the old one exits once the new one is ready.
+                return self._pid_file_stamp() != stamp and (new == old or not is_alive(old))
+            return bool(self._workers(new) - workers)  # the same master, a new generation
+
+        done = wait_until(settled, RELOAD_WAIT)
+        new = self._master()
+        details["pid_after"] = new
+        details["workers_after"] = sorted(self._workers(new)) if new else []
+        if new is None:
+            return Attempt(
+                Outcome.FAILED,
+                f"{self.name}'s master exited during the reload: it is down",
+                details,
+            )
+        if not done:
+            return Attempt(
+                Outcome.FAILED,
+                f"{self.name} did not take up the reload in {RELOAD_WAIT:.0f}s (no new master or "
+                "workers): it kept its old configuration, see its error log",
+                details,
+            )
+        return Attempt(Outcome.OK, f"reloaded {self.name} (master {old} -> {new})", details)
+
+    def _pid_file_stamp(self) -> tuple[int, int, int | None]:
+        """Changes when the pid file is rewritten (inode, mtime) or names another process."""
+        try:
+            st = self.pid_file.stat()
+        except OSError:
+            return (0, 0, None)
+        return (st.st_ino, st.st_mtime_ns, read_pid_file(self.pid_file))
+
+    def _reload_argv(self) -> list[str]:
+        if self.service.reload is not None:
+            return list(self.service.reload)
+        conf = [str(self.service.config_file)] if self.service.config_file is not None else []
+        if self.service.kind == "nginx":
+            return ["nginx", *(["-c", *conf] if conf else []), "-s", "reload"]
+        return ["apachectl", *(["-f", *conf] if conf else []), "-k", "graceful"]
+
+    # -- restart
+
+    def restart(self, *, allow_reset_failed: bool = True) -> Attempt:
+        """Stop the old process group (orphans included), then start and wait for the master.
+
+        ``allow_reset_failed`` is systemd's; there is no start limit here.
+        """
+        old_pid = read_pid_file(self.pid_file)
+        master = self._master()
+        details: dict[str, Any] = {"pid_before": master, "pid_file_before": old_pid}
+        members = self._group(old_pid)
+        if members:
+            details["stopped"] = sorted(p.pid for p in members)
+            if master is None:
+                details["orphans"] = details["stopped"]
+            self._stop(old_pid, members)
+        self._remove_stale_pid_file()
+        stamp = self._pid_file_stamp()  # a new master rewrites it, even one with a reused PID
+        result = self.steps.change(self.start_argv, START_TIMEOUT)
+        if not result.ok and not self.system.dry_run:
+            holders = self._address_holders(result.output)
+            if holders:
+                details["socket_holders"] = sorted(holders)
+                stopped = self._stop_orphaned(holders)
+                details["stopped"] = sorted(set(stopped) | set(details.get("stopped", [])))
+                self._remove_stale_pid_file()
+                result = self.steps.change(self.start_argv, START_TIMEOUT)
+        if self.system.dry_run:
+            return Attempt(Outcome.WOULD_RUN, f"would restart {self.name}", details)
+        if not result.ok:
+            details["pid_after"] = self._master()
+            what = "timed out" if result.timed_out else f"failed (rc {result.returncode})"
+            return Attempt(
+                Outcome.FAILED,
+                f"start command {what}: {excerpt(result.output, 300)}",
+                details,
+            )
+        up = wait_until(lambda: self._new_master(master, stamp) is not None, UP_WAIT)
+        details["pid_after"] = self._master()
+        if not up:
+            return Attempt(
+                Outcome.FAILED,
+                f"started, but no live master in {self.pid_file} after {UP_WAIT:.0f}s",
+                details,
+            )
+        return Attempt(
+            Outcome.OK,
+            f"restarted {self.name} (master {master} -> {details['pid_after']})",
+            details,
+        )
+
+    def _stop_orphaned(self, holders: set[int]) -> list[int]:
+        """Stop the groups of ``holders`` whose leader (master) is dead; return who was stopped.
+
+        A holder with a live master is another running instance: left alone, never guessed.
+        """
+        procs = [p for p in scan() if p.pid in holders]
+        stopped: list[int] = []
+        for pgid in sorted({p.pgid for p in procs}):
+            if is_alive(pgid):
+                self.steps.note("address held by a running instance: left alone", pgid=pgid)
+                continue
+            group = self._group(pgid)
+            stopped += [p.pid for p in group]
+            self._stop(pgid, group)
+        return stopped
+
+    def _new_master(self, old: int | None, stamp: tuple[int, int, int | None]) -> int | None:
+        """The live master, if it is not the one we stopped."""
+        new = self._master()
+        if new is None or (new == old and self._pid_file_stamp() == stamp):
+            return None
+        return new
+
+    def _stop(self, pgid: int | None, members: list[Proc]) -> None:
+        """SIGTERM (and SIGCONT: a stopped process acts on TERM only once continued) the group,
+        or each member when they do not share one; SIGKILL what is left after TERM_WAIT."""
+        pids = [p.pid for p in members]
+        group = pgid if pgid is not None and all(p.pgid == pgid for p in members) else None
+
+        def gone() -> bool:
+            return not any(map(is_alive, pids))
+
+        self._send(group, pids, signal.SIGTERM)
+        self._send(group, pids, signal.SIGCONT)
+        if self.system.dry_run:
+            self.steps.note(f"SIGKILL if still alive after {TERM_WAIT:g}s", pids=pids)
+            return
+        if wait_until(gone, TERM_WAIT):
+            return
+        self.steps.note("still alive after SIGTERM", pids=[p for p in pids if is_alive(p)])
+        self._send(group, pids, signal.SIGKILL)
+        if not wait_until(gone, KILL_WAIT):
+            self.steps.note("still alive after SIGKILL", pids=[p for p in pids if is_alive(p)])
+
+    def _send(self, group: int | None, pids: list[int], sig: signal.Signals) -> None:
+        if group is not None:
+            self.steps.signal_group(group, sig)
+            return
+        for pid in pids:
+            if self.system.dry_run or is_alive(pid):
+                self.steps.signal(pid, sig)
+
+    def _remove_stale_pid_file(self) -> None:
+        """Remove a pid file naming no live master (Apache refuses to start over a zombie's)."""
+        if self.pid_file.exists() and self._master() is None:
+            self.steps.remove_file(self.pid_file)
+
+    def _address_holders(self, output: str) -> set[int]:
+        """Live processes of our program listening on the address a failed start names."""
+        for rx in _ADDRESS_TAKEN:
+            match = rx.search(output)
+            if match is None:
+                continue
+            addr = match.group("addr")
+            port = match.groupdict().get("port")
+            if port is None and not addr.startswith("/"):
+                addr, _, port = addr.rpartition(":")
+            self.steps.note("address in use", address=addr, port=port)
+            return self._listeners(addr.strip("[]"), int(port) if port else None)
+        return set()
+
+    def _listeners(self, addr: str, port: int | None) -> set[int]:
+        kind = "unix" if port is None else "inet"
+        try:
+            conns = psutil.net_connections(kind=kind)
+        except (psutil.Error, OSError):
+            return set()
+        found: set[int] = set()
+        for c in conns:
+            if c.pid is None:
+                continue
+            laddr: Any = c.laddr  # a path for unix sockets, (ip, port) for inet ones
+            if port is None:
+                hit = laddr == addr
+            else:
+                hit = (
+                    c.status == psutil.CONN_LISTEN
+                    and bool(laddr)
+                    and laddr.port == port
+                    and (laddr.ip == addr or laddr.ip in _ANY_ADDRESS)
+                )
+            if hit:
+                proc = read_proc(c.pid)
+                if proc is not None and proc.alive and self._ours(proc.comm):
+                    found.add(c.pid)
+        return found

@@ -115,7 +115,7 @@ def _journal_sender() -> Any:
     if not Path("/run/systemd/journal/socket").exists():
         return None
     try:
-        from systemd import journal  # type: ignore[attr-defined]  # noqa: PLC0415
+        from systemd import journal  # noqa: PLC0415
     except ImportError:
         return None
 

@@ -223,14 +223,14 @@ def test_trigger_by_hand_runs_without_the_trigger_holding(
 def test_trigger_goes_through_the_guards_unless_forced_which_is_logged(
     setup: tuple[Engine, Host, Signals, Path],
 ) -> None:
-    engine, host, signals, alog = setup
+    engine, host, _signals, alog = setup
     pb = engine.playbooks[0]
     engine.guards.open_breaker(pb.name, 50, "steps exhausted")
     verdict = engine.trigger(pb, 100)
     assert not verdict.allowed and host.calls == []
     assert engine.trigger(pb, 100, force=True).allowed
     assert host.calls == ["reload fpm"]
-    opened = [r for r in read(alog) if r["event"] == "incident_opened"][0]
+    opened = next(r for r in read(alog) if r["event"] == "incident_opened")
     assert "forced past: breaker open" in opened["reason"]
 
 

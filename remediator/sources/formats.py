@@ -1,30 +1,42 @@
-"""Names of the log formats the language accepts, with the one-line descriptions docs show.
+"""The log formats the language accepts: the seam between the config validator and the parsers.
 
-The parsers themselves live in ``accesslog`` and ``errorlog``; this module is the seam the
-config validator uses, so validating a config never depends on parser internals.
+Names and descriptions come from the parsers' own registries (``accesslog.ACCESS_FORMATS``,
+``errorlog.ERROR_FORMATS``), so a format can only be named in a config if a parser exists.
 """
 
 from __future__ import annotations
 
-ACCESS_FORMATS: dict[str, str] = {
-    "nginx-combined": "nginx's predefined `combined` format",
-    "nginx-timed": "`combined` plus ` rt=$request_time us=$upstream_status "
-    "urt=$upstream_response_time`",
-    "apache-common": 'Apache\'s common log format (`%h %l %u %t "%r" %>s %b`)',
-    "apache-combined": "Apache's combined format (common plus referer and user agent)",
-    "apache-combined-time": "Apache's combined format plus ` %D` (microseconds)",
-}
+from typing import Any
 
-ERROR_FORMATS: dict[str, str] = {
-    "nginx-error": "nginx's error log",
-    "apache-error": "Apache's error log (proxy_fcgi's AH numbers)",
-    "php-fpm": "PHP-FPM's master log (also its journal messages)",
-}
+from remediator.sources import accesslog, errorlog
+from remediator.sources.accesslog import AccessFormat, FormatError
+from remediator.sources.errorlog import ErrorFormat
+
+ACCESS_FORMATS: dict[str, str] = {n: f.description for n, f in accesslog.ACCESS_FORMATS.items()}
+ERROR_FORMATS: dict[str, str] = {n: f.description for n, f in errorlog.ERROR_FORMATS.items()}
 
 
 def check_custom_format(flavour: str, text: str) -> str | None:
     """Why an operator's nginx ``log_format`` / Apache ``LogFormat`` cannot be used, or None."""
-    needed = ("$status",) if flavour == "nginx" else ("%>s", "%s")
-    if not any(n in text for n in needed):
-        return f"the format has no status field ({' or '.join(needed)}): nothing to detect"
+    compile_ = (
+        accesslog.compile_nginx_format if flavour == "nginx" else accesslog.compile_apache_format
+    )
+    try:
+        compile_(text)
+    except FormatError as exc:
+        where = f"column {exc.column} of the format: " if exc.column > 1 else ""
+        return where + exc.message
     return None
+
+
+def access_format(name: str, source: Any = None) -> AccessFormat | None:
+    """The parser for a built-in format name, or for an access_log source's own format."""
+    if source is not None and source.log_format is not None:
+        return accesslog.compile_nginx_format(source.log_format)
+    if source is not None and source.apache_format is not None:
+        return accesslog.compile_apache_format(source.apache_format)
+    return accesslog.ACCESS_FORMATS.get(name)
+
+
+def error_format(name: str) -> ErrorFormat | None:
+    return errorlog.ERROR_FORMATS.get(name)

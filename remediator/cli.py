@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from remediator import __version__
 from remediator.config import DEFAULT_CONFIG
@@ -63,6 +63,228 @@ def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     return Exit.OK
 
 
+def _when(text: str) -> float:
+    """``--from``/``--to``: ISO 8601 (``2026-11-24T09:26Z``; no zone means local time) or epoch."""
+    import datetime as dt  # noqa: PLC0415
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a time: use e.g. 2026-11-24T09:26:00Z or 2026-11-24 09:26"
+        ) from None
+
+
+def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """Run the detectors and playbooks over historical logs, in dry run, with log time."""
+    from remediator import replay  # noqa: PLC0415
+
+    config = None
+    playbooks = []
+    if args.config.exists() or args.format is None:
+        loaded = load(args.config)
+        if loaded.config is None:
+            _report(loaded, err)
+            return Exit.CONFIG
+        for f in loaded.files:
+            for e in f.errors:
+                print(f"{e} (this file's playbooks are left out)", file=err)
+        config, playbooks = loaded.config, loaded.playbooks
+    missing = [p for p in args.logs if not p.is_file()]
+    if missing:
+        for p in missing:
+            print(f"{p}: no such file", file=err)
+        return Exit.CONFIG
+    try:
+        records, summary = replay.replay(
+            args.logs,
+            config,
+            playbooks,
+            source=args.source,
+            fmt=args.format,
+            start=args.start,
+            end=args.end,
+        )
+    except replay.ReplayError as exc:
+        print(f"remediator replay: {exc}", file=err)
+        return Exit.CONFIG
+    (replay.print_json if args.json else replay.print_timeline)(records, summary, out)
+    return Exit.OK
+
+
+def _since(text: str) -> float:
+    """A time for ``log``: like ``--from``, or a duration back from now (``2h``, ``30m``)."""
+    from remediator.schema import parse_duration  # noqa: PLC0415
+
+    ago = parse_duration(text)
+    if ago is not None:
+        import time  # noqa: PLC0415
+
+        return time.time() - ago
+    return _when(text)
+
+
+def _config_or_report(args: argparse.Namespace, err: TextIO) -> Loaded | None:
+    loaded = load(args.config)
+    if loaded.config is None:
+        _report(loaded, err)
+        return None
+    return loaded
+
+
+def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """The action log as incident timelines (or JSON lines)."""
+    import json  # noqa: PLC0415
+
+    from remediator import review  # noqa: PLC0415
+
+    loaded = _config_or_report(args, err)
+    if loaded is None or loaded.config is None:
+        return Exit.CONFIG
+    path = loaded.config.action_log
+    flt = review.Filter(args.since, args.until, args.incident, args.playbook, args.outcome)
+    if args.follow:
+        try:
+            review.follow(path, flt, out, as_json=args.json)
+        except KeyboardInterrupt:
+            return Exit.OK
+    recs = review.select(review.records(path), flt)
+    if args.json:
+        for rec in recs:
+            out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+    elif recs:
+        review.render(recs, out)
+    else:
+        print(f"no records in {path} match", file=err)
+    return Exit.OK
+
+
+def _guards(loaded: Loaded) -> Any:
+    import time  # noqa: PLC0415
+
+    from remediator.guards import Guards  # noqa: PLC0415
+
+    cfg = loaded.config
+    if cfg is None:
+        raise ValueError("no usable configuration")
+    return Guards(cfg.state_dir, cfg.guards, time.monotonic())
+
+
+def cmd_pause(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """Turn every action into a logged no-op, for a while or until ``resume``."""
+    import time  # noqa: PLC0415
+
+    loaded = _config_or_report(args, err)
+    if loaded is None:
+        return Exit.CONFIG
+    _guards(loaded).set_pause(time.monotonic(), args.duration, args.reason or "")
+    from remediator.schema import format_duration  # noqa: PLC0415
+
+    until = f" for {format_duration(args.duration)}" if args.duration else " until resumed"
+    print(f"paused{until}: triggers are still watched and logged, nothing is acted on", file=out)
+    return Exit.OK
+
+
+def cmd_resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    loaded = _config_or_report(args, err)
+    if loaded is None:
+        return Exit.CONFIG
+    _guards(loaded).resume()
+    print("resumed", file=out)
+    return Exit.OK
+
+
+def cmd_reset(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """Close a playbook's breaker and forget its failures and back-off."""
+    loaded = _config_or_report(args, err)
+    if loaded is None:
+        return Exit.CONFIG
+    names = {pb.name for pb in loaded.playbooks}
+    if args.playbook not in names:
+        from remediator.schema import did_you_mean  # noqa: PLC0415
+
+        print(f"no playbook '{args.playbook}'{did_you_mean(args.playbook, names)}", file=err)
+        return Exit.CONFIG
+    _guards(loaded).request_reset(args.playbook)
+    print(f"reset requested for {args.playbook}: its breaker closes at the next decision", file=out)
+    return Exit.OK
+
+
+def _duration_arg(text: str) -> float:
+    from remediator.schema import parse_duration  # noqa: PLC0415
+
+    value = parse_duration(text)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a duration like 30m or 2h")
+    return value
+
+
+def _daemon(args: argparse.Namespace, loaded: Loaded) -> Any:
+    from remediator import logs  # noqa: PLC0415
+    from remediator.actions.registry import all_actions  # noqa: PLC0415
+    from remediator.daemon import Daemon  # noqa: PLC0415
+    from remediator.sources.tail import Backend  # noqa: PLC0415
+
+    cfg = loaded.config
+    if cfg is not None:
+        logs.setup(cfg.log_format, cfg.log_level)
+    backend = Backend.POLLING if getattr(args, "polling", False) else Backend.AUTO
+    return Daemon(args.config, all_actions(), dry_run=args.dry_run, backend=backend)
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """The daemon: watch, decide, act, log; until SIGTERM."""
+    loaded = _config_or_report(args, err)
+    if loaded is None:
+        return Exit.CONFIG
+    _report(loaded, err)  # a broken playbook file only disables itself: say so loudly
+    return Exit(_daemon(args, loaded).run())
+
+
+def cmd_trigger(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """Run one playbook now, through the same guards (``--force`` passes them, logged)."""
+    from remediator import review  # noqa: PLC0415
+
+    loaded = _config_or_report(args, err)
+    if loaded is None or loaded.config is None:
+        return Exit.CONFIG
+    names = {pb.name for pb in loaded.playbooks}
+    if args.playbook not in names:
+        from remediator.schema import did_you_mean  # noqa: PLC0415
+
+        print(f"no playbook '{args.playbook}'{did_you_mean(args.playbook, names)}", file=err)
+        return Exit.CONFIG
+    who = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+    incident = _daemon(args, loaded).trigger(args.playbook, force=args.force, who=who)
+    if incident is None:
+        recs = [
+            r
+            for r in review.records(loaded.config.action_log)
+            if r.get("playbook") == args.playbook and r.get("event") == "trigger_held_back"
+        ]
+        reason = recs[-1]["reason"] if recs else "see the daemon log"
+        print(f"{args.playbook} not run: {reason} (--force overrides, and is logged)", file=err)
+        return Exit.FAILURE
+    recs = review.select(review.records(loaded.config.action_log), review.Filter(incident=incident))
+    review.render(recs, out)
+    closed = [r for r in recs if r.get("event") == "incident_closed"]
+    return Exit.OK if closed and closed[-1].get("outcome") == "resolved" else Exit.FAILURE
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """What the running daemon watches and does; exit 1 when it is not running."""
+    from remediator import status  # noqa: PLC0415
+
+    loaded = _config_or_report(args, err)
+    if loaded is None or loaded.config is None:
+        return Exit.CONFIG
+    return Exit.OK if status.show(loaded.config.state_dir, out, as_json=args.json) else Exit.FAILURE
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="remediator",
@@ -83,6 +305,51 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("target", nargs="?", choices=("config", "playbook"), default="config")
     s.add_argument("--markdown", action="store_true", help="the Markdown reference instead")
     s.set_defaults(func=cmd_schema)
+    r = sub.add_parser(
+        "replay", help="show what the playbooks would have done over old logs (dry run)"
+    )
+    r.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="log files, .gz too")
+    r.add_argument("--json", action="store_true", help="JSON lines; the last is the summary")
+    which = r.add_mutually_exclusive_group()
+    which.add_argument("--source", help="read every LOG as this configured source")
+    which.add_argument(
+        "--format", help="read every LOG in this format (nginx-combined, nginx-error, ...)"
+    )
+    r.add_argument("--from", dest="start", type=_when, help="skip lines before this time")
+    r.add_argument("--to", dest="end", type=_when, help="skip lines after this time")
+    r.set_defaults(func=cmd_replay)
+    rn = sub.add_parser("run", help="the daemon (as the systemd service runs it)")
+    rn.add_argument("--dry-run", action="store_true", help="log would_run, change nothing")
+    rn.add_argument("--polling", action="store_true", help="poll log files instead of inotify")
+    rn.set_defaults(func=cmd_run)
+    tr = sub.add_parser("trigger", help="run one playbook now, through the same guards")
+    tr.add_argument("playbook")
+    tr.add_argument("--dry-run", action="store_true", help="log would_run, change nothing")
+    tr.add_argument("--force", action="store_true", help="pass the guards (logged as forced)")
+    tr.set_defaults(func=cmd_trigger)
+    st = sub.add_parser("status", help="sources, incident, guards and last actions of the daemon")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    lg = sub.add_parser("log", help="review the action log: incident timelines")
+    lg.add_argument("--since", type=_since, help="ISO time, or a duration ago (2h)")
+    lg.add_argument("--until", type=_since, help="ISO time, or a duration ago")
+    lg.add_argument("--incident", help="one incident (an id or its prefix)")
+    lg.add_argument("--playbook", help="one playbook's records")
+    lg.add_argument("--outcome", help="incidents that ended so (resolved, exhausted, ...)")
+    lg.add_argument("--json", action="store_true", help="JSON lines for tools")
+    lg.add_argument("--follow", action="store_true", help="keep printing new records")
+    lg.set_defaults(func=cmd_log)
+    pa = sub.add_parser("pause", help="maintenance: watch and log, but take no action")
+    pa.add_argument(
+        "--for", dest="duration", type=_duration_arg, help="e.g. 30m (default: until resume)"
+    )
+    pa.add_argument("--reason", help="shown in the log and status")
+    pa.set_defaults(func=cmd_pause)
+    re_ = sub.add_parser("resume", help="end a pause")
+    re_.set_defaults(func=cmd_resume)
+    rs = sub.add_parser("reset", help="close a playbook's breaker")
+    rs.add_argument("playbook")
+    rs.set_defaults(func=cmd_reset)
     return p
 
 

@@ -1,0 +1,262 @@
+"""``remediator run``: the main loop, its signals, and systemd integration.
+
+Signal handlers only note the signal; the loop acts on it (SIGHUP: load and check the new
+configuration whole, swap it in, keep the old one if it fails; SIGTERM/SIGINT: finish or
+abandon the step in progress, log it, save offsets and state, stop). Under systemd
+(``Type=notify``) it says READY=1 once the sources are open, RELOADING=1/READY=1 around a
+reload, STOPPING=1, a short STATUS=, and pings the watchdog only while the loop turns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from remediator import status
+from remediator.actionlog import ActionLog
+from remediator.actions.base import ActionFn, ActionResult
+from remediator.config import Config, ProbeSource
+from remediator.detect import ProbeState, Signals
+from remediator.engine import Engine
+from remediator.guards import Guards
+from remediator.load import Loaded, load
+from remediator.playbook import walk_conditions
+from remediator.sources import host as hostmod
+from remediator.sources.tail import Backend
+from remediator.state import HostLock
+from remediator.system import DryRunSystem, System
+from remediator.watch import Watcher
+
+log = structlog.get_logger(__name__)
+
+TICK_WHILE_VERIFYING = 0.05
+
+
+def notify(message: str) -> None:
+    """sd_notify, when there is a NOTIFY_SOCKET; silent otherwise (and on a stale socket)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    try:
+        from systemd import daemon as sd  # type: ignore[attr-defined]  # noqa: PLC0415
+
+        sd.notify(message)
+    except (ImportError, OSError) as exc:
+        log.warning("sd_notify_failed", error=str(exc))
+
+
+@dataclass
+class _Flags:
+    hup: bool = False
+    stop: bool = False
+
+
+class Daemon:
+    """Everything the running daemon owns, rebuilt on reload."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        actions: Mapping[str, ActionFn],
+        *,
+        dry_run: bool = False,
+        backend: Backend = Backend.AUTO,
+    ) -> None:
+        self.config_path = config_path
+        self.actions = actions
+        self.force_dry_run = dry_run
+        self.backend = backend
+        self.flags = _Flags()
+        self.reload_error: str | None = None
+        self.loaded: Loaded | None = None
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="action")
+        self.watcher: Watcher | None = None
+        self.engine: Engine | None = None
+        self._status_due = 0.0
+        self.state_dir = Path("/var/lib/remediator")
+
+    # --- set-up ---
+
+    def build(self, loaded: Loaded, cfg: Config) -> None:
+        """Open sources and make the engine for ``loaded`` (the old ones must be closed)."""
+        for f in loaded.files:
+            for e in f.errors:
+                log.error("playbook_file_disabled", file=str(f.path), error=str(e))
+        playbooks = loaded.playbooks
+        conds = [c for pb in playbooks for c in walk_conditions(pb.when)]
+        signals = Signals.for_conditions(conds)
+        for name, src in cfg.sources.items():  # probes run even when no playbook names them
+            if isinstance(src, ProbeSource):
+                signals.probes.setdefault(name, ProbeState())
+        now = time.monotonic()
+        state_dir = self.state_dir = cfg.state_dir
+        self.watcher = Watcher(cfg, signals, state_dir=state_dir, backend=self.backend)
+        dry = self.force_dry_run or cfg.dry_run
+        system: System = DryRunSystem() if dry else System()
+        self.engine = Engine(
+            cfg,
+            playbooks,
+            signals,
+            Guards(state_dir, cfg.guards, now),
+            ActionLog(cfg.action_log),
+            system,
+            self.actions,
+            executor=_WakingExecutor(self.executor, self.watcher.wake),
+            snapshot=hostmod.snapshot,
+            request_probe=self.watcher.probes.request,
+            lock=HostLock(state_dir / "act.lock"),
+        )
+        self.loaded = loaded
+        self.watcher.start()
+        log.info(
+            "daemon_ready",
+            sources=len(cfg.sources),
+            playbooks=len(playbooks),
+            dry_run=dry,
+            backend=str(self.watcher.tailer.backend),
+        )
+
+    def teardown(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+            self.watcher = None
+
+    # --- signals ---
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.flags.hup = True
+        else:
+            self.flags.stop = True
+        if self.watcher is not None:
+            self.watcher.wake()
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    # --- the loop ---
+
+    def run(self) -> int:
+        loaded = load(self.config_path)
+        if loaded.config is None:
+            for e in loaded.all_errors():
+                log.error("config_invalid", error=str(e))
+            return 2
+        problem = ActionLog(loaded.config.action_log).check()
+        if problem:
+            log.critical("action_log_unwritable", error=problem, consequence="not starting")
+            return 1
+        self.install_signals()
+        self.build(loaded, loaded.config)
+        notify("READY=1\nSTATUS=watching")
+        try:
+            while not self.flags.stop:
+                self._turn()
+                if self.flags.hup:
+                    self.flags.hup = False
+                    self._reload()
+        finally:
+            notify("STOPPING=1")
+            self._shutdown()
+        return 0
+
+    def trigger(self, name: str, *, force: bool, who: str, limit: float = 600) -> str | None:
+        """``remediator trigger``: run one playbook now, watch it through; its incident id
+        (None when a guard held it back, the reason is logged)."""
+        loaded = load(self.config_path)
+        if loaded.config is None:
+            return None
+        self.build(loaded, loaded.config)
+        try:
+            if self.engine is None:
+                return None
+            pb = next(p for p in self.engine.playbooks if p.name == name)
+            verdict = self.engine.trigger(pb, time.monotonic(), force=force, who=who)
+            if not verdict.allowed or self.engine.incident is None:
+                log.warning("trigger_refused", playbook=name, reason=verdict.reason)
+                return None
+            incident = self.engine.incident.id
+            deadline = time.monotonic() + limit
+            while self.engine.incident is not None and time.monotonic() < deadline:
+                self._turn()
+            return incident
+        finally:
+            self._shutdown()
+
+    def _turn(self) -> None:
+        if self.watcher is None or self.engine is None:
+            raise RuntimeError("the daemon is not built")
+        now = time.monotonic()
+        busy = self.engine.incident is not None
+        wait = TICK_WHILE_VERIFYING if busy else max(0.0, self._status_due - now)
+        self.watcher.run_once(now, wait)
+        now = time.monotonic()
+        self.engine.tick(now)
+        if now >= self._status_due:
+            self._status_due = now + status.EVERY
+            try:
+                status.publish(self, self.state_dir, now)
+            except OSError as exc:
+                log.warning("status_unwritable", error=str(exc))
+        notify("WATCHDOG=1")
+
+    def _reload(self) -> None:
+        notify("RELOADING=1")
+        loaded = load(self.config_path)
+        if loaded.config is None:
+            self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
+            log.error("config_reload_failed", error=self.reload_error, kept="old configuration")
+            notify("READY=1\nSTATUS=reload failed: old configuration kept")
+            return
+        if self.engine is not None and self.engine.incident is not None:
+            log.warning("config_reload_deferred", reason="an incident is in progress")
+            self.flags.hup = True
+            return
+        self.teardown()
+        self.build(loaded, loaded.config)
+        self.reload_error = None
+        log.info("config_reloaded")
+        notify("READY=1\nSTATUS=watching (reloaded)")
+
+    def _shutdown(self) -> None:
+        if self.engine is not None and self.engine.incident is not None:
+            inc = self.engine.incident
+            fut = inc.future
+            if fut is not None and not fut.done():
+                log.warning("stopping_during_action", incident=inc.id, waiting_s=10)
+                concurrent.futures.wait([fut], timeout=10)
+            self.engine.tick(time.monotonic())
+            if self.engine.incident is not None:
+                self.engine.actionlog.write(
+                    {
+                        "event": "incident_abandoned",
+                        "incident": inc.id,
+                        "playbook": inc.playbook.name,
+                        "reason": "the daemon is stopping",
+                    }
+                )
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.teardown()
+        log.info("daemon_stopped")
+
+
+class _WakingExecutor:
+    """Runs actions on the worker thread and wakes the main loop when one is done."""
+
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor, wake: Any) -> None:
+        self.pool = pool
+        self.wake = wake
+
+    def submit(self, fn: Any) -> concurrent.futures.Future[ActionResult]:
+        fut: concurrent.futures.Future[ActionResult] = self.pool.submit(fn)
+        fut.add_done_callback(lambda _: self.wake())
+        return fut

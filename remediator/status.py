@@ -1,0 +1,178 @@
+"""What the running daemon is doing, for ``remediator status``.
+
+The daemon writes ``status.json`` in its state dir every few seconds (atomically); the command
+reads it, and says plainly when the daemon is not running (the file is stale), still showing
+the guards and pause that would apply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from remediator.state import write_atomic
+
+if TYPE_CHECKING:
+    from remediator.daemon import Daemon
+
+EVERY = 2.0  # how often the daemon looks whether its status changed
+REFRESH = 10.0  # an unchanged status is rewritten this often, to show the daemon is alive
+STALE = 30.0
+
+
+def collect(daemon: Daemon, now: float) -> dict[str, Any]:
+    """A snapshot of the daemon's sources, incident, guards and last actions."""
+    watcher, engine = daemon.watcher, daemon.engine
+    out: dict[str, Any] = {
+        "pid": os.getpid(),
+        "updated": time.time(),
+        "config": str(daemon.config_path),
+        "reload_error": daemon.reload_error,
+        "dry_run": bool(engine and engine.dry_run),
+    }
+    if watcher is not None:
+        sources: dict[str, Any] = {}
+        cfg = watcher.config
+        for name, src in cfg.sources.items():
+            entry: dict[str, Any] = {"type": type(src).kind}
+            path = getattr(src, "path", None)
+            follower = watcher.tailer.followers.get(path) if path is not None else None
+            if follower is not None:
+                entry |= {
+                    "state": str(follower.status.state),
+                    "reason": follower.status.reason,
+                    "rotations": follower.counters.rotations,
+                    "truncations": follower.counters.truncations,
+                }
+            if type(src).kind == "journal":
+                blind = watcher.journals.get(name) is None
+                entry |= {
+                    "state": "blind" if blind else "ok",
+                    "reason": "no journal to read" if blind else "",
+                }
+            stats = watcher.feeder.stats.get(name)
+            if stats is not None and type(src).kind != "probe":
+                entry |= {
+                    "lines": stats.lines,
+                    "malformed": stats.malformed,
+                    "matched": stats.matched,
+                }
+            probe = watcher.signals.probes.get(name)
+            if probe is not None:
+                healthy = probe.last_ok
+                entry |= {
+                    "state": "ok" if healthy else ("waiting" if healthy is None else "failing"),
+                    "reason": probe.last_detail,
+                    "consecutive_failures": probe.consecutive_failures,
+                }
+            sources[name] = entry
+        out["sources"] = sources
+    if engine is not None:
+        inc = engine.incident
+        out["incident"] = (
+            None
+            if inc is None
+            else {
+                "id": inc.id,
+                "playbook": inc.playbook.name,
+                "step": inc.step + 1,
+                "phase": str(inc.phase),
+                "age_s": round(now - inc.opened, 1),
+            }
+        )
+        guards = engine.guards
+        paused = guards.paused(now)
+        out["paused"] = None if paused.allowed else paused.reason
+        out["playbooks"] = {
+            pb.name: _playbook(guards.may_run(pb, now), guards.playbooks.get(pb.name, {}))
+            for pb in engine.playbooks
+        }
+        out["recent_actions"] = list(engine.recent)
+    return out
+
+
+def _playbook(verdict: Any, st: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ready": verdict.allowed,
+        "held_by": str(verdict.guard) if verdict.guard else None,
+        "reason": verdict.reason,
+        "failures_in_a_row": st.get("failures", 0),
+    }
+
+
+_last: dict[str, Any] = {"body": None, "at": 0.0}
+
+
+def publish(daemon: Daemon, state_dir: Path, now: float) -> None:
+    """Write status.json when it changed, or every REFRESH seconds (an fsync costs more than
+    the whole idle loop)."""
+    snap = collect(daemon, now)
+    body = json.dumps({k: v for k, v in snap.items() if k != "updated"}, default=str)
+    if body == _last["body"] and now - _last["at"] < REFRESH:
+        return
+    _last.update(body=body, at=now)
+    data = json.dumps(snap, default=str, indent=1).encode()
+    write_atomic(state_dir / "status.json", data + b"\n")
+
+
+def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
+    """Print the status; False when the daemon is not running."""
+    path = state_dir / "status.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = None
+    running = bool(data) and time.time() - float(data.get("updated", 0)) < STALE
+    if as_json:
+        out.write(json.dumps({"running": running, **(data or {})}, default=str) + "\n")
+        return running
+    if not running:
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(data["updated"])))
+            if data
+            else "never"
+        )
+        out.write(f"remediator is not running (last status: {when})\n")
+        return False
+    assert data is not None  # noqa: S101 - running implies data
+    mode = " (DRY RUN)" if data.get("dry_run") else ""
+    out.write(f"remediator running, pid {data['pid']}{mode}; config {data['config']}\n")
+    if data.get("reload_error"):
+        out.write(f"  last reload FAILED, old config kept: {data['reload_error']}\n")
+    if data.get("paused"):
+        out.write(f"  PAUSED: {data['paused']}\n")
+    out.write("sources:\n")
+    for name, s in data.get("sources", {}).items():
+        state = s.get("state", "-")
+        reason = f" ({s['reason']})" if s.get("reason") else ""
+        counts = (
+            f"  lines {s['lines']}, malformed {s['malformed']}, matched {s['matched']}"
+            if "lines" in s
+            else ""
+        )
+        out.write(f"  {name:<16} {s['type']:<10} {state}{reason}{counts}\n")
+    inc = data.get("incident")
+    out.write(
+        "incident: "
+        + (
+            f"{inc['id']} {inc['playbook']} step {inc['step']} {inc['phase']} for {inc['age_s']}s\n"
+            if inc
+            else "none\n"
+        )
+    )
+    out.write("playbooks:\n")
+    for name, p in data.get("playbooks", {}).items():
+        state = "ready" if p["ready"] else f"held: {p['reason']}"
+        out.write(f"  {name:<24} {state}\n")
+    recent = data.get("recent_actions") or []
+    if recent:
+        out.write("last records:\n")
+        for r in recent[-5:]:
+            out.write(
+                f"  {r.get('ts')}  {r.get('event')} {r.get('playbook') or ''} "
+                f"{r.get('action') or ''} {r.get('outcome') or ''}\n"
+            )
+    return True

@@ -1,0 +1,286 @@
+"""The live watcher: sources in, signals out, the engine ticked as soon as anything changes.
+
+One thread (the caller's) owns the log tailer, the journal readers, the detectors and the
+engine, and sleeps in ``select`` on their descriptors: a line appended to a log is parsed,
+counted and judged within the same wake-up, with no timer in between. Probes run in threads of
+their own (a hanging endpoint must never delay log processing) and hand results back through
+a queue and a wake-up pipe. Lines are counted at their arrival time on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from remediator.config import (
+    AccessLogSource,
+    Config,
+    ErrorLogSource,
+    HostSource,
+    JournalSource,
+    ProbeSource,
+)
+from remediator.detect import Signals
+from remediator.sources import host as hostmod
+from remediator.sources.formats import access_format, error_format
+from remediator.sources.probe import Prober, ProbeResult
+from remediator.sources.tail import Backend, Tailer
+from remediator.state import JsonState
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_EVERY = 1.0
+MIN_PROBE_GAP = 0.05
+BATCH = 0.02  # inotify events merged for this long: ~10 ms median append-to-decision
+
+
+@dataclass
+class SourceStats:
+    """Per-source counters for ``status``: what was read, what was odd."""
+
+    lines: int = 0
+    malformed: int = 0
+    matched: int = 0  # 5xx lines, or classified error lines
+    last_line_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Feeder:
+    """Turns lines of configured log sources into detector signals."""
+
+    def __init__(self, config: Config, signals: Signals) -> None:
+        self.signals = signals
+        self.access: dict[Path, tuple[str, Any]] = {}
+        self.errors: dict[Path, tuple[str, Any]] = {}
+        self.journal_formats: dict[str, Any] = {}
+        self.stats: dict[str, SourceStats] = {}
+        for name, src in config.sources.items():
+            self.stats[name] = SourceStats()
+            if isinstance(src, AccessLogSource):
+                self.access[src.path] = (name, access_format(src.format, src))
+            elif isinstance(src, ErrorLogSource):
+                self.errors[src.path] = (name, error_format(src.format))
+            elif isinstance(src, JournalSource):
+                self.journal_formats[name] = error_format(src.format)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [*self.access, *self.errors]
+
+    def feed(self, path: Path, lines: list[bytes], now: float) -> None:
+        """Count a tailer's batch of complete lines, all at ``now``."""
+        if path in self.access:
+            name, fmt = self.access[path]
+            batch = fmt.scan_lines(lines)
+            st = self.stats[name]
+            st.lines += batch.lines
+            st.malformed += batch.malformed
+            st.last_line_at = now
+            win = self.signals.statuses.get(name)
+            if win is not None:
+                for status in batch.statuses:
+                    win.add(now, status)
+            if any(s >= 500 for s in batch.statuses):
+                self._sample_access(name, fmt, lines, st)
+        elif path in self.errors:
+            name, efmt = self.errors[path]
+            self._causes(name, efmt, lines, now)
+
+    def feed_messages(self, name: str, messages: list[bytes], now: float) -> None:
+        """Journal messages of a source, classified like error-log lines."""
+        self._causes(name, self.journal_formats[name], messages, now)
+
+    def _causes(self, name: str, efmt: Any, lines: list[bytes], now: float) -> None:
+        st = self.stats[name]
+        st.lines += len(lines)
+        st.last_line_at = now
+        win = self.signals.causes.get(name)
+        for line in lines:
+            cause = efmt.classify(line)
+            if cause is None:
+                continue
+            st.matched += 1
+            if win is not None:
+                win.add(now, cause)
+            self.signals.sample(name, line.decode("utf-8", "replace"))
+
+    def _sample_access(self, name: str, fmt: Any, lines: list[bytes], st: SourceStats) -> None:
+        kept = 0
+        for line in reversed(lines):  # only the newest few matter as evidence
+            status = fmt.status(line)
+            if status is not None and status >= 500:
+                st.matched += 1
+                if kept < 20:
+                    self.signals.sample(name, line.decode("utf-8", "replace"))
+                    kept += 1
+
+
+class ProbeThreads:
+    """One thread per probe; results come back through a queue, with a wake-up."""
+
+    def __init__(self, probes: dict[str, ProbeSource], wake: Callable[[], None]) -> None:
+        self.results: queue.SimpleQueue[tuple[str, ProbeResult]] = queue.SimpleQueue()
+        self._wake = wake
+        self._stop = threading.Event()
+        self._now: dict[str, threading.Event] = {n: threading.Event() for n in probes}
+        self._threads = [
+            threading.Thread(
+                target=self._run, args=(n, Prober(n, p)), name=f"probe-{n}", daemon=True
+            )
+            for n, p in probes.items()
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def request(self, name: str) -> None:
+        """Probe ``name`` now rather than at its next interval (verification)."""
+        ev = self._now.get(name)
+        if ev is not None:
+            ev.set()
+
+    def _run(self, name: str, prober: Prober) -> None:
+        asked = self._now[name]
+        while not self._stop.is_set():
+            asked.clear()
+            result = prober.run()
+            self.results.put((name, result))
+            self._wake()
+            if asked.wait(prober.spec.interval):
+                self._stop.wait(MIN_PROBE_GAP)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for ev in self._now.values():
+            ev.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+class Watcher:
+    """Owns every source; ``run_once`` waits for input and feeds it to the signals."""
+
+    def __init__(
+        self,
+        config: Config,
+        signals: Signals,
+        *,
+        state_dir: Path,
+        backend: Backend = Backend.AUTO,
+    ) -> None:
+        self.config = config
+        self.signals = signals
+        self.feeder = Feeder(config, signals)
+        self.tailer = Tailer(
+            self.feeder.paths, state_dir=state_dir, backend=backend, batch_interval=BATCH
+        )
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        probes = {n: s for n, s in config.sources.items() if isinstance(s, ProbeSource)}
+        self.probes = ProbeThreads(probes, self.wake)
+        hosts = [s for s in config.sources.values() if isinstance(s, HostSource)]
+        self.host_interval = min((h.interval for h in hosts), default=None)
+        self._host_due = 0.0
+        self._last_checkpoint = time.monotonic()
+        self._saved_cursors: dict[str, str] = {}
+        self._unsaved = False
+        self._cursors = JsonState(state_dir / "journal.json")
+        saved = self._cursors.load(time.monotonic())
+        self.journals: dict[str, Any] = {}
+        for name, src in config.sources.items():
+            if isinstance(src, JournalSource):
+                self.journals[name] = _open_journal(name, src, saved.get(name))
+
+    def start(self) -> None:
+        self.probes.start()
+
+    def wake(self) -> None:
+        """Interrupt the wait (from any thread)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def run_once(self, now: float, max_wait: float | None) -> None:
+        """Wait until input arrives (or ``max_wait`` passes), then feed everything that came."""
+        timeout = self.tailer.timeout(now)
+        for limit in (max_wait, self._host_wait(now), self._checkpoint_wait(now)):
+            if limit is not None:
+                timeout = limit if timeout is None else min(timeout, limit)
+        fds = [self.tailer.fileno(), self._wake_r]
+        fds += [j.fileno() for j in self.journals.values() if j is not None]
+        select.select([fd for fd in fds if fd >= 0], [], [], timeout)
+        now = time.monotonic()
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        for path, lines in self.tailer.process(now).items():
+            if lines:
+                self.feeder.feed(path, lines, now)
+                self._unsaved = True
+        for name, j in self.journals.items():
+            if j is None:
+                continue
+            j.process()
+            msgs = [e.message for e in j.read()]
+            if msgs:
+                self.feeder.feed_messages(name, msgs, now)
+        while True:
+            try:
+                pname, result = self.probes.results.get_nowait()
+            except queue.Empty:
+                break
+            st = self.signals.probes.get(pname)
+            if st is not None:
+                st.record(result.ok, result.detail, now)
+        if self.host_interval is not None and now >= self._host_due:
+            self._host_due = now + self.host_interval
+            self.signals.host = hostmod.reading(hostmod.snapshot())
+        if self._unsaved and now - self._last_checkpoint >= CHECKPOINT_EVERY:
+            self.checkpoint(now)
+
+    def _host_wait(self, now: float) -> float | None:
+        return None if self.host_interval is None else max(0.0, self._host_due - now)
+
+    def _checkpoint_wait(self, now: float) -> float | None:
+        if not self._unsaved:  # idle: nothing to save, no reason to wake
+            return None
+        return max(0.0, self._last_checkpoint + CHECKPOINT_EVERY - now)
+
+    def checkpoint(self, now: float) -> None:
+        """Offsets and journal cursors to disk, so a restart resumes where this left off."""
+        self._last_checkpoint = now
+        self._unsaved = False
+        self.tailer.checkpoint()
+        cursors = {n: j.cursor for n, j in self.journals.items() if j is not None and j.cursor}
+        if cursors and cursors != self._saved_cursors:
+            self._cursors.save(cursors, now)
+            self._saved_cursors = cursors
+
+    def close(self) -> None:
+        self.probes.stop()
+        self.checkpoint(time.monotonic())
+        self.tailer.close()
+        for j in self.journals.values():
+            if j is not None:
+                j.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def _open_journal(name: str, src: JournalSource, cursor: str | None) -> Any:
+    """A journal follower, or None (blind, reported) where there is no journal to read."""
+    try:
+        from remediator.sources.journal import JournalFollower  # noqa: PLC0415
+
+        return JournalFollower(src.unit, cursor=cursor)
+    except (ImportError, OSError) as exc:
+        log.warning("source_blind", source=name, reason=f"journal unavailable: {exc}")
+        return None

@@ -81,8 +81,9 @@ def _when(text: str) -> float:
 
 def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     """Run the detectors and playbooks over historical logs, in dry run, with log time."""
-    from remediator import replay  # noqa: PLC0415
+    from remediator import logs, replay  # noqa: PLC0415
 
+    logs.setup(level="error")  # the timeline is the output; the engine's own events are noise
     config = None
     playbooks = []
     if args.config.exists() or args.format is None:

@@ -1,57 +1,188 @@
-"""``make demo``: show the main job as far as it is built.
+"""``make demo``: remediator fixing a real outage, as it happens.
 
-Today: the shipped example configuration validated as an operator would (`remediator check`),
-then the same configuration with the mistakes people make, and the located errors they get.
-The live demo (a sandboxed nginx + PHP-FPM broken under load and repaired) replaces this as
-the daemon lands.
+1. the shipped example configuration, checked as an operator would (``remediator check``);
+2. a sandboxed nginx + PHP-FPM on loopback (private configs, logs and sockets in a temp dir,
+   high ports; the test bed's servers), the daemon started on them, load applied;
+3. PHP-FPM killed: the demo shows the 502s, the daemon's detection, its restart and the
+   verified recovery live, then the incident from ``remediator log``, and what
+   ``remediator replay`` makes of the same logs afterwards.
+
+Everything it started is stopped at the end, also on Ctrl-C. It runs from a checkout (it
+uses the test bed in ``tests/stack.py``).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+from types import FrameType
 
 from remediator.cli import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
+BOLD, DIM, RED, GREEN, OFF = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
 
-_MISTAKES = [
-    (
-        "playbooks.d/10-php-fpm-down.yaml",
-        "  - name: restart php-fpm\n    restart:",
-        "  - name: restart php-fpm\n    restrat:",
-    ),
-    ("playbooks.d/30-upstream-hung.yaml", "consecutive: 3", "consecutive: three"),
-    ("playbooks.d/20-php-fpm-saturated.yaml", "window: 1m}", "window: 1 minute}"),
-    ("remediator.yaml", "    interval: 5s\n", "    interval: 5s\n    intervall: 10s\n"),
-]
+CONFIG = """\
+# The demo's configuration: the sandboxed servers' logs, a probe, PHP-FPM controlled by its
+# pid file (no systemd needed), and the php-fpm-down playbook.
+state_dir: {tmp}/state
+action_log: {tmp}/actions.jsonl
+log_format: console
+sources:
+  access: {{type: access_log, path: {access}, format: nginx-timed}}
+  errors: {{type: error_log, path: {error}, format: nginx-error}}
+  site: {{type: probe, url: "{url}", interval: 1s, timeout: 500ms, expect_body: ok}}
+services:
+  php-fpm:
+    kind: php-fpm
+    pid_file: {pid}
+    start: [php-fpm8.2, -y, {conf}]
+    config_file: {conf}
+    startup_grace: 2s
+playbooks:
+  - name: php-fpm-down
+    description: 502s while nginx cannot reach PHP-FPM
+    when:
+      all:
+        - status_rate: {{source: access, status: [502, 503], window: 10s, at_least: 5, ratio: 5%}}
+        - error_cause: {{source: errors, cause: [upstream_refused, upstream_missing], window: 10s}}
+    steps:
+      - restart: php-fpm
+        verify: {{probe: site, within: 5s}}
+    limits: {{cooldown: 1m, max_runs: 3, per: 1h}}
+"""
 
 
-def _say(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+def say(text: str) -> None:
+    print(f"\n{BOLD}== {text}{OFF}", flush=True)
+
+
+def _check_example(tmp: Path) -> int:
+    etc = tmp / "etc-remediator"
+    shutil.copytree(REPO / "config", etc)
+    for p in [etc, *etc.rglob("*")]:  # as an install leaves them: root-owned, not writable
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    say("remediator check   (the shipped example configuration)")
+    return cli(["-c", str(etc / "remediator.yaml"), "check"])
+
+
+class _Ticker(threading.Thread):
+    """Prints what users get, every 250 ms, until stopped."""
+
+    def __init__(self, load: object) -> None:
+        super().__init__(daemon=True)
+        self.load = load
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self.stop_event.wait(0.25):
+            now = time.monotonic()
+            counts = self.load.statuses(last, now)  # type: ignore[attr-defined]
+            last = now
+            ok = counts.get(200, 0)
+            bad = sum(n for s, n in counts.items() if s != 200)
+            colour = RED if bad else GREEN
+            print(
+                f"{DIM}  users: {colour}{ok:4d} x 200  {bad:4d} failed{OFF}"
+                f"{DIM}  (per 250 ms){OFF}",
+                flush=True,
+            )
+
+
+def _live(tmp: Path) -> int:
+    from tests.stack import LoadGenerator, Stack, wait_for  # noqa: PLC0415
+
+    say("starting a sandboxed nginx + PHP-FPM on loopback")
+    with Stack() as stack:
+        fpm = stack.fpm(pm="static", max_children=4)
+        nginx = stack.nginx(fpm)
+        print(f"  nginx {nginx.url()}  ->  PHP-FPM {fpm.socket}  (master pid {fpm.master_pid()})")
+        cfg = tmp / "remediator.yaml"
+        cfg.write_text(
+            CONFIG.format(
+                tmp=tmp,
+                access=nginx.access_log,
+                error=nginx.error_log,
+                url=nginx.url(),
+                pid=fpm.pid_file,
+                conf=fpm.conf,
+            )
+        )
+        (tmp / "playbooks.d").mkdir()
+        say("starting the daemon:  remediator -c remediator.yaml run")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "remediator", "-c", str(cfg), "run"],
+            stdout=sys.stdout,
+            stderr=sys.stdout,
+            start_new_session=True,
+        )
+        try:
+            wait_for((tmp / "state" / "status.json").exists, 15, "the daemon")
+            say("load: 200 requests/s")
+            with LoadGenerator(nginx.url(), rate=200) as load:
+                ticker = _Ticker(load)
+                ticker.start()
+                time.sleep(1.5)
+                say(
+                    f"breaking PHP-FPM: kill -9 of its master and workers (pgid {fpm.master_pid()})"
+                )
+                killed = time.monotonic()
+                fpm.kill_all()
+                wait_for(
+                    lambda: (
+                        load.first_ok_after(killed) is not None and time.monotonic() - killed > 2.5
+                    ),
+                    20,
+                    "recovery",
+                )
+                time.sleep(0.5)
+                ticker.stop_event.set()
+                ticker.join()
+            back = load.first_ok_after(killed)
+            failed = sum(n for s, n in load.statuses(killed).items() if s != 200)
+            if back is None:
+                print(f"{RED}  not recovered{OFF}")
+                return 1
+            say(
+                f"recovered: 200s again {back - killed:.3f} s after the kill, "
+                f"{failed} requests failed; PHP-FPM master is now pid {fpm.master_pid()}"
+            )
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+        say("remediator log   (the incident, as an operator reviews it)")
+        cli(["-c", str(cfg), "log"])
+        say("remediator replay   (the same logs, afterwards: what the playbooks would do)")
+        cli(["-c", str(cfg), "replay", str(nginx.access_log), str(nginx.error_log)])
+    return 0
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="remediator-demo-") as tmp:
-        etc = Path(tmp) / "etc-remediator"
-        shutil.copytree(REPO / "config", etc)
-        for p in [etc, *etc.rglob("*")]:  # as an install would leave them: root-owned, 0644
-            p.chmod(0o755 if p.is_dir() else 0o644)
-        cfg = str(etc / "remediator.yaml")
-        _say(f"remediator -c {cfg} check   (the shipped example)")
-        rc = cli(["-c", cfg, "check"])
-        if rc != 0:
-            return rc
-        for rel, old, new in _MISTAKES:
-            f = etc / rel
-            f.write_text(f.read_text().replace(old, new, 1))
-        _say("the same config after four typical mistakes: every one reported, located")
-        bad_rc = cli(["-c", cfg, "check"])
-        print(f"(exit status {bad_rc}: 2 means bad configuration)")
-        _say("editors can validate as you type: remediator schema > remediator.schema.json")
-        return 0 if bad_rc == 2 else 1
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    with tempfile.TemporaryDirectory(prefix="remediator-demo-") as d:
+        tmp = Path(d)
+        try:
+            if _check_example(tmp) != 0:
+                return 1
+            return _live(tmp)
+        except KeyboardInterrupt:
+            print("\ninterrupted: everything the demo started has been stopped")
+            return 130
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 No I/O, no threads, no wall clock. The same objects run live (``now`` is ``time.monotonic()``
 at arrival), in ``replay`` (``now`` is the log line's own time) and in tests (``now`` is set).
 
-Memory is bounded whatever the traffic: counts are kept in time buckets (one second wide, or
-wider for long windows, at most ``MAX_BUCKETS`` per window), never per event.
+Memory is bounded whatever the traffic: counts are kept in time buckets (a tenth of a second
+wide, or wider for long windows, at most ``MAX_BUCKETS`` per window), never per event. Fine
+buckets matter for verification, which counts only the requests made after an action.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from remediator.playbook import (
 )
 
 MAX_BUCKETS = 600
+MIN_RESOLUTION = 0.1
 
 
 class Window:
@@ -35,7 +37,7 @@ class Window:
 
     def __init__(self, horizon: float) -> None:
         self.horizon = horizon
-        self.resolution = max(1.0, horizon / MAX_BUCKETS)
+        self.resolution = max(MIN_RESOLUTION, horizon / MAX_BUCKETS)
         # (bucket start, counts); newest last
         self._buckets: collections.deque[tuple[float, collections.Counter[Any]]] = (
             collections.deque()

@@ -9,6 +9,7 @@ a queue and a wake-up pipe. Lines are counted at their arrival time on the monot
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -88,8 +89,7 @@ class Feeder:
             st.last_line_at = now
             win = self.signals.statuses.get(name)
             if win is not None:
-                for status in batch.statuses:
-                    win.add(now, status)
+                win.add_many(now, collections.Counter(batch.statuses))
             if any(s >= 500 for s in batch.statuses):
                 self._sample_access(name, fmt, lines, st)
         elif path in self.errors:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from remediator.cli import main
-from tests.stack import Nginx, http_get
+from tests.stack import Nginx, http_get, wait_for
 
 pytestmark = pytest.mark.servers
 
@@ -46,6 +46,8 @@ def outage_logs(nginx_fpm: Nginx, tmp_path: Path) -> tuple[Path, Path]:
     nginx_fpm.fpm.kill_all()  # type: ignore[union-attr]
     for _ in range(30):
         assert http_get(nginx_fpm.url())[0] == 502
+    # nginx logs a request after answering it: wait for the last line before copying
+    wait_for(lambda: nginx_fpm.access_log.read_bytes().count(b"\n") == 50, 5, "50 log lines")
     logs = tmp_path / "logs"
     logs.mkdir()
     access, error = logs / "access.log", logs / "error.log"

@@ -279,11 +279,15 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     """What the running daemon watches and does; exit 1 when it is not running."""
     from remediator import status  # noqa: PLC0415
+    from remediator.load import state_dir_hint  # noqa: PLC0415
 
-    loaded = _config_or_report(args, err)
-    if loaded is None or loaded.config is None:
-        return Exit.CONFIG
-    return Exit.OK if status.show(loaded.config.state_dir, out, as_json=args.json) else Exit.FAILURE
+    loaded = load(args.config)
+    if loaded.config is not None:
+        state_dir = loaded.config.state_dir
+    else:  # the file on disk is broken; the daemon may still run on the previous one
+        print(f"warning: {args.config} has errors (remediator check shows them)", file=err)
+        state_dir = state_dir_hint(args.config)
+    return Exit.OK if status.show(state_dir, out, as_json=args.json) else Exit.FAILURE
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -221,8 +221,15 @@ class Daemon:
             log.warning("config_reload_deferred", reason="an incident is in progress")
             self.flags.hup = True
             return
+        broken = [e for f in loaded.files for e in f.errors]
+        kept = loaded.keep_previous(self.loaded) if self.loaded is not None else []
         self.teardown()
         self.build(loaded, loaded.config)
+        if broken:
+            self.reload_error = "; ".join(str(e) for e in broken[:5])
+            log.error("config_reload_partial", error=self.reload_error, kept_playbooks=kept)
+            notify("READY=1\nSTATUS=reloaded; a playbook file has errors, its old playbooks kept")
+            return
         self.reload_error = None
         log.info("config_reloaded")
         notify("READY=1\nSTATUS=watching (reloaded)")
@@ -246,6 +253,10 @@ class Daemon:
                 )
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.teardown()
+        try:
+            status.stopped(self.state_dir)
+        except OSError as exc:
+            log.warning("status_unwritable", error=str(exc))
         log.info("daemon_stopped")
 
 

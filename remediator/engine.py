@@ -329,9 +329,8 @@ class Engine:
             self._record(rec, must=False)
             inc.outcomes.append(result.outcome)
             if result.restarted and result.target in self.config.services:
-                self.guards.action_taken(
-                    result.target, self.config.services[result.target], now, restarted=True
-                )
+                self.guards.service_started(result.target, now)  # the grace runs from here
+                self.guards.save(now)
             verifies = ACTIONS[step.action].changes_host and result.outcome in (
                 Outcome.OK,
                 Outcome.WOULD_RUN,
@@ -512,6 +511,8 @@ class Engine:
                 must=False,
             )
         log.warning("incident_closed", incident=inc.id, playbook=inc.playbook.name, outcome=outcome)
+        if self.lock is not None:
+            self.lock.release()  # one remediation at a time: this one is over
         self.closed.append(
             {
                 "incident": inc.id,

@@ -251,6 +251,10 @@ class Guards:
             )
         return Verdict.ok()
 
+    def service_started(self, name: str, now: float) -> None:
+        """The service was (re)started at ``now``: its start-up grace runs from here."""
+        self._svc(name)["started_at"] = now
+
     def action_taken(self, name: str, svc: Service, now: float, *, restarted: bool) -> None:
         st = self._svc(name)
         st["actions_at"] = [t for t in st["actions_at"] if t > now - svc.actions_window] + [now]

@@ -32,6 +32,8 @@ class PlaybookFile:
     # Filled while loading, consumed by the cross-file checks:
     refs: list[PendingRef] = field(default_factory=list, repr=False)
     origins: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
+    # A running daemon keeps what it had from a file that now has errors (see keep_previous)
+    kept: list[Playbook] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -53,7 +55,26 @@ class Loaded:
         """The playbooks that can run: inline ones and those of files without errors."""
         if self.config is None:
             return []
-        return [*self.config.playbooks, *(p for f in self.files if f.ok for p in f.playbooks)]
+        return [
+            *self.config.playbooks,
+            *(p for f in self.files for p in (f.playbooks if f.ok else f.kept)),
+        ]
+
+    def keep_previous(self, old: Loaded) -> list[str]:
+        """For a reload: a playbook file that now has errors keeps the playbooks it had in
+        ``old`` (if they still fit this config); returns what was kept, for the log."""
+        if self.config is None:
+            return []
+        before = {f.path: f for f in old.files if f.ok}
+        defined = _tables(self.config)
+        kept = []
+        for f in self.files:
+            prev = before.get(f.path)
+            if f.ok or prev is None:
+                continue
+            f.kept = [pb for pb in prev.playbooks if _fits(pb, defined)]
+            kept += [pb.name for pb in f.kept]
+        return kept
 
     def all_errors(self) -> list[ConfigError]:
         return [*self.errors, *(e for f in self.files for e in f.errors)]
@@ -118,12 +139,25 @@ def load(path: Path, *, uids: frozenset[int] | None = None) -> Loaded:
 
 def _guess_playbooks_dir(node: Node, base: Path) -> Path:
     """``playbooks_dir`` from a main file that did not validate, else the default."""
-    value = Path(next(o.default for o in options_of(Config) if o.key == "playbooks_dir"))
+    return base / _guess(node, "playbooks_dir")
+
+
+def _guess(node: Node | None, key: str) -> Path:
+    """A path option read from a main file that did not validate (else its default)."""
+    value = Path(next(o.default for o in options_of(Config) if o.key == key))
     if isinstance(node, MappingNode):
         for k, v in node.value:
-            if k.value == "playbooks_dir" and isinstance(v, ScalarNode) and v.value:
+            if k.value == key and isinstance(v, ScalarNode) and v.value:
                 value = Path(v.value)
-    return base / value
+    return value
+
+
+def state_dir_hint(path: Path) -> Path:
+    """Where the state dir most likely is, even when the main file has errors (``status``
+    must still show the daemon that runs on the previous, valid config)."""
+    path = Path(os.path.abspath(path))  # noqa: PTH100
+    node, _ = read_yaml(path, str(path))
+    return path.parent / _guess(node, "state_dir")
 
 
 def _load_dir(
@@ -205,3 +239,24 @@ def _check_refs(refs: list[PendingRef], tables: dict[str, dict[str, Any]]) -> li
 
 def _a(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def _fits(pb: Playbook, tables: dict[str, dict[str, Any]]) -> bool:
+    """Whether every name ``pb`` refers to is still defined (a kept playbook must not name a
+    service the new config removed)."""
+    from remediator.playbook import walk_conditions  # noqa: PLC0415
+
+    for cond in walk_conditions(pb.when):
+        for attr in ("source", "probe"):
+            name = getattr(cond, attr, None)
+            if name is not None and name not in tables["source"]:
+                return False
+    for step in pb.steps:
+        for attr, kind in (("service", "service"), ("notifier", "notifier")):
+            name = getattr(step.args, attr, None)
+            if isinstance(name, str) and name not in tables[kind]:
+                return False
+        probe = step.verify.probe if step.verify else None
+        if probe is not None and probe not in tables["source"]:
+            return False
+    return all(n in tables["notifier"] for n in pb.on_exhausted.notify)

@@ -118,6 +118,17 @@ def publish(daemon: Daemon, state_dir: Path, now: float) -> None:
     write_atomic(state_dir / "status.json", data + b"\n")
 
 
+def stopped(state_dir: Path) -> None:
+    """Mark the status as the daemon's last word: `status` says it is not running."""
+    path = state_dir / "status.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    data |= {"stopped": True, "updated": time.time()}
+    write_atomic(path, json.dumps(data, default=str, indent=1).encode() + b"\n")
+
+
 def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
     """Print the status; False when the daemon is not running."""
     path = state_dir / "status.json"
@@ -125,7 +136,11 @@ def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = None
-    running = bool(data) and time.time() - float(data.get("updated", 0)) < STALE
+    running = (
+        bool(data)
+        and not data.get("stopped")
+        and time.time() - float(data.get("updated", 0)) < STALE
+    )
     if as_json:
         out.write(json.dumps({"running": running, **(data or {})}, default=str) + "\n")
         return running
@@ -135,7 +150,8 @@ def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
             if data
             else "never"
         )
-        out.write(f"remediator is not running (last status: {when})\n")
+        how = "stopped" if data and data.get("stopped") else "last status"
+        out.write(f"remediator is not running ({how}: {when})\n")
         return False
     assert data is not None  # noqa: S101 - running implies data
     mode = " (DRY RUN)" if data.get("dry_run") else ""

@@ -151,7 +151,6 @@ class DaemonProcess:
         self.log_path = workdir / "daemon.log"
         self.dry_run = dry_run
         self.proc: subprocess.Popen[bytes] | None = None
-        self.lives = 0
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "playbooks.d").mkdir(exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
@@ -174,7 +173,6 @@ class DaemonProcess:
                 stderr=log,
                 start_new_session=True,
             )
-        self.lives += 1
         wait_for(
             lambda: self._count_event("daemon_ready") > ready_before or not self.is_running(),
             READY_TIMEOUT,
@@ -317,10 +315,13 @@ def recovered_after(load: LoadGenerator, since: float, settle: float, timeout: f
     return result[0]
 
 
-def first_answer(load: LoadGenerator, since: float, status: int = 200) -> float:
-    """When the first ``status`` answer arrived to a request sent at or after ``since`` (a
-    request held by a hung upstream and answered later counts when it was answered)."""
-    return min(s.t + s.latency for s in load.samples if s.t >= since and s.status == status)
+def first_answer(load: LoadGenerator, since: float) -> float:
+    """When the first answer of the last run of successes after ``since`` arrived (a request
+    held by a hung upstream and answered after the repair counts when it was answered)."""
+    start = load.first_ok_after(since)
+    if start is None:
+        raise AssertionError("no run of successes after the fault")
+    return min(s.t + s.latency for s in load.samples if s.t >= start)
 
 
 def wall_ts(rec: Record) -> float:

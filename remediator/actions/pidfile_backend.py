@@ -34,6 +34,7 @@ from remediator.actions.service import (
     ServiceState,
     ServiceStatus,
     excerpt,
+    first_error,
     wait_until,
 )
 from remediator.config import Service
@@ -66,6 +67,7 @@ class Proc:
     pgid: int
     comm: str
     alive: bool  # not a zombie, not dead
+    stopped: bool = False  # state T (SIGSTOP) or t (traced): it acts on no signal but KILL/CONT
 
 
 def read_proc(pid: int) -> Proc | None:
@@ -80,7 +82,8 @@ def read_proc(pid: int) -> Proc | None:
         return None
     comm = head.partition(b"(")[2].decode("utf-8", "replace")
     state = fields[0]
-    return Proc(pid, int(fields[1]), int(fields[2]), comm, state not in (b"Z", b"X"))
+    alive = state not in (b"Z", b"X")
+    return Proc(pid, int(fields[1]), int(fields[2]), comm, alive, state in (b"T", b"t"))
 
 
 def scan() -> list[Proc]:
@@ -178,10 +181,18 @@ class PidFileControl(Backend):
     # -- reload
 
     def _before_reload(self) -> Attempt | None:
-        if self._master() is None:
+        master = self._master()
+        if master is None:
             return Attempt(
                 Outcome.FAILED,
                 f"{self.name} is not running ({self.state().summary}): a reload cannot start it",
+            )
+        proc = read_proc(master)
+        if proc is not None and proc.stopped:
+            return Attempt(
+                Outcome.FAILED,
+                f"{self.name}'s master {master} is stopped (SIGSTOP or traced): "
+                "it cannot take a reload",
             )
         return None
 
@@ -284,9 +295,7 @@ class PidFileControl(Backend):
             details["pid_after"] = self._master()
             what = "timed out" if result.timed_out else f"failed (rc {result.returncode})"
             return Attempt(
-                Outcome.FAILED,
-                f"start command {what}: {excerpt(result.output, 300)}",
-                details,
+                Outcome.FAILED, f"start command {what}: {first_error(result.output)}", details
             )
         up = wait_until(lambda: self._new_master(master, stamp) is not None, UP_WAIT)
         details["pid_after"] = self._master()

@@ -22,6 +22,7 @@ from remediator.playbook import (
     ErrorCause,
     HostCondition,
     ProbeFailing,
+    ServiceDown,
     StatusRate,
     StatusSpike,
 )
@@ -105,6 +106,23 @@ class ProbeState:
         self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
 
 
+@dataclass
+class ServiceWatch:
+    """Whether a service's master is down (as its backend last said), and since when."""
+
+    down_since: float | None = None
+    detail: str = ""
+    last_at: float | None = None
+
+    def record(self, down: bool, detail: str, now: float) -> None:
+        if down and self.down_since is None:
+            self.down_since = now
+        elif not down:
+            self.down_since = None
+        self.detail = detail
+        self.last_at = now
+
+
 @dataclass(frozen=True)
 class HostReading:
     """What host conditions are judged on (from the host snapshot)."""
@@ -126,6 +144,7 @@ class Signals:
     statuses: dict[str, Window] = field(default_factory=dict)
     causes: dict[str, Window] = field(default_factory=dict)
     probes: dict[str, ProbeState] = field(default_factory=dict)
+    services: dict[str, ServiceWatch] = field(default_factory=dict)
     host: HostReading | None = None
     samples: dict[str, collections.deque[str]] = field(default_factory=dict)
 
@@ -150,6 +169,9 @@ class Signals:
                 key, span = ("cause", cond.source), cond.window
             elif isinstance(cond, ProbeFailing):
                 sig.probes.setdefault(cond.probe, ProbeState())
+                continue
+            elif isinstance(cond, ServiceDown):
+                sig.services.setdefault(cond.service, ServiceWatch())
                 continue
             else:
                 continue
@@ -213,6 +235,14 @@ def _leaf(cond: Condition, sig: Signals, now: float) -> Reading:
                 "needed": cond.consecutive,
                 "last": st.last_detail,
             },
+        )
+    if isinstance(cond, ServiceDown):
+        sw = sig.services.get(cond.service, ServiceWatch())
+        down_for = 0.0 if sw.down_since is None else now - sw.down_since
+        return Reading(
+            "service_down",
+            sw.down_since is not None and down_for >= cond.lasting,
+            {"service": cond.service, "down_for_s": round(down_for, 3), "detail": sw.detail},
         )
     if isinstance(cond, HostCondition):
         return _host(cond, sig.host)

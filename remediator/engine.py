@@ -42,6 +42,7 @@ from remediator.playbook import (
     ErrorCause,
     Playbook,
     ProbeFailing,
+    ServiceDown,
     StatusRate,
     StatusSpike,
     Step,
@@ -423,7 +424,9 @@ class Engine:
         trigger back under its threshold (cause leaves only when there is no symptom leaf)."""
         leaves = walk_conditions(when)
         symptoms: list[Condition] = [
-            c for c in leaves if isinstance(c, StatusRate | StatusSpike | ProbeFailing)
+            c
+            for c in leaves
+            if isinstance(c, StatusRate | StatusSpike | ProbeFailing | ServiceDown)
         ]
         judged = symptoms or [c for c in leaves if isinstance(c, ErrorCause)]
         span = max(now - since, 1e-6)
@@ -441,6 +444,10 @@ class Engine:
                 st = self.signals.probes.get(c.probe)
                 fresh = st is not None and st.last_at is not None and st.last_at >= since
                 out.append(bool(st.last_ok) if fresh and st is not None else None)
+            elif isinstance(c, ServiceDown):
+                sw = self.signals.services.get(c.service)
+                fresh = sw is not None and sw.last_at is not None and sw.last_at >= since
+                out.append((sw.down_since is None) if fresh and sw is not None else None)
             elif isinstance(c, ErrorCause):
                 win = self.signals.causes.get(c.source)
                 n = win.count(now, span, frozenset(c.cause))[0] if win else 0
@@ -586,6 +593,8 @@ def _describe(r: Reading) -> str:
         return f"{d['statuses']} at {d['rate_per_s']}/s vs baseline {d['baseline_per_s']}/s"
     if r.condition == "error_cause":
         return f"{d['count']} x {'/'.join(d['causes'])} in {d['window_s']:g}s on {d['source']}"
+    if r.condition == "service_down":
+        return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
     if r.condition == "probe_failing":
         return f"probe {d['probe']} failed {d['consecutive_failures']} times ({d['last']})"
     return f"{r.condition}: {d}"

@@ -191,6 +191,20 @@ class ProbeFailing:
 
 
 @dataclass(frozen=True)
+class ServiceDown:
+    """Holds when a service's master process is gone while it should run: killed or crashed
+    (its pid file names a dead process, its unit failed) or only orphaned workers left.
+    Never for a service stopped on purpose (no pid file; a unit stopped by systemctl)."""
+
+    service: str = opt(Ref("service"), "The service to watch.")
+    lasting: float = opt(
+        Duration(max=600),
+        "How long it must stay down before this holds (a restart in progress is not an outage).",
+        0.5,
+    )
+
+
+@dataclass(frozen=True)
 class HostCondition:
     """Holds when a host resource crosses a limit (every given limit must hold)."""
 
@@ -218,7 +232,16 @@ class AnyOf:
     conditions: tuple[Condition, ...]
 
 
-Condition = StatusRate | StatusSpike | ErrorCause | ProbeFailing | HostCondition | AllOf | AnyOf
+Condition = (
+    StatusRate
+    | StatusSpike
+    | ErrorCause
+    | ProbeFailing
+    | ServiceDown
+    | HostCondition
+    | AllOf
+    | AnyOf
+)
 
 CONDITION: OneKey[Condition] = OneKey(what="condition", name="condition")
 CONDITION.add(
@@ -232,6 +255,11 @@ CONDITION.add(
     "probe_failing",
     Record(ProbeFailing, name="probe_failing", shorthand="probe"),
     ProbeFailing.__doc__ or "",
+)
+CONDITION.add(
+    "service_down",
+    Record(ServiceDown, name="service_down", shorthand="service"),
+    ServiceDown.__doc__ or "",
 )
 CONDITION.add("host", Record(HostCondition, name="host_condition"), HostCondition.__doc__ or "")
 

@@ -30,6 +30,7 @@ from remediator.config import (
     HostSource,
     JournalSource,
     ProbeSource,
+    Service,
 )
 from remediator.detect import Signals
 from remediator.sources import host as hostmod
@@ -37,6 +38,7 @@ from remediator.sources.formats import access_format, error_format
 from remediator.sources.probe import Prober, ProbeResult
 from remediator.sources.tail import Backend, Tailer
 from remediator.state import JsonState
+from remediator.system import System
 
 log = structlog.get_logger(__name__)
 
@@ -168,6 +170,64 @@ class ProbeThreads:
             t.join(timeout=5)
 
 
+class ServicePollers:
+    """One thread per service named by a ``service_down`` condition, asking its backend
+    whether the master is there: cheaply through the pid file (every 200 ms), or through
+    ``systemctl show`` (every 2 s: a subprocess costs more)."""
+
+    PIDFILE_EVERY = 0.2
+    SYSTEMD_EVERY = 2.0
+
+    def __init__(self, services: dict[str, Service], wake: Callable[[], None]) -> None:
+        self.results: queue.SimpleQueue[tuple[str, bool, str]] = queue.SimpleQueue()
+        self._wake = wake
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(n, s), name=f"svc-{n}", daemon=True)
+            for n, s in services.items()
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def _run(self, name: str, svc: Service) -> None:
+        from remediator.actions.service import control_for  # noqa: PLC0415
+
+        control = control_for(name, svc, System())
+        every = self.SYSTEMD_EVERY if svc.unit else self.PIDFILE_EVERY
+        last: bool | None = None
+        while not self._stop.is_set():
+            try:
+                down, detail = is_down(control.state(), svc)
+            except Exception as exc:  # a probe of the host must never kill the daemon
+                down, detail = False, f"cannot tell: {type(exc).__name__}: {exc}"
+            self.results.put((name, down, detail))
+            if down != last:
+                self._wake()
+                last = down
+            self._stop.wait(every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def is_down(state: Any, svc: Service) -> tuple[bool, str]:
+    """Whether a backend's state means the master is gone while it should run."""
+    from remediator.actions.service import ServiceStatus  # noqa: PLC0415
+
+    if state.leftover_pids:
+        return True, state.summary  # orphaned workers: the master died under them
+    if state.status is ServiceStatus.FAILED:
+        return True, state.summary
+    if state.status is ServiceStatus.DOWN:
+        # a pid file naming a dead master is a crash; no pid file is a deliberate stop
+        return svc.pid_file is not None and svc.pid_file.exists(), state.summary
+    return False, state.summary
+
+
 class Watcher:
     """Owns every source; ``run_once`` waits for input and feeds it to the signals."""
 
@@ -188,6 +248,8 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         probes = {n: s for n, s in config.sources.items() if isinstance(s, ProbeSource)}
         self.probes = ProbeThreads(probes, self.wake)
+        watched = {n for n in signals.services if n in config.services}
+        self.services = ServicePollers({n: config.services[n] for n in watched}, self.wake)
         hosts = [s for s in config.sources.values() if isinstance(s, HostSource)]
         self.host_interval = min((h.interval for h in hosts), default=None)
         self._host_due = 0.0
@@ -203,6 +265,7 @@ class Watcher:
 
     def start(self) -> None:
         self.probes.start()
+        self.services.start()
 
     def wake(self) -> None:
         """Interrupt the wait (from any thread)."""
@@ -240,6 +303,12 @@ class Watcher:
             st = self.signals.probes.get(pname)
             if st is not None:
                 st.record(result.ok, result.detail, now)
+        while True:
+            try:
+                sname, down, detail = self.services.results.get_nowait()
+            except queue.Empty:
+                break
+            self.signals.services[sname].record(down, detail, now)
         if self.host_interval is not None and now >= self._host_due:
             self._host_due = now + self.host_interval
             self.signals.host = hostmod.reading(hostmod.snapshot())
@@ -266,6 +335,7 @@ class Watcher:
 
     def close(self) -> None:
         self.probes.stop()
+        self.services.stop()
         self.checkpoint(time.monotonic())
         self.tailer.close()
         for j in self.journals.values():

@@ -34,7 +34,7 @@ def test_check_on_valid_config_prints_summary_and_exits_0(example: Path) -> None
     rc, out, err = run("-c", str(example), "check")
     assert rc == 0
     assert err == ""
-    assert out.startswith("ok: 8 sources, 3 services, 7 playbooks (6 playbook files; ")
+    assert out.startswith("ok: 8 sources, 3 services, 8 playbooks (7 playbook files; ")
     assert out.count("\n") == 1
 
 

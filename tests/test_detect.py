@@ -14,6 +14,7 @@ from remediator.playbook import (
     ErrorCause,
     HostCondition,
     ProbeFailing,
+    ServiceDown,
     StatusRate,
     StatusSpike,
 )
@@ -147,3 +148,14 @@ def test_all_and_any_combine_and_report_every_leaf() -> None:
     holds, readings = evaluate(either, sig, 5)
     assert holds
     assert [r.condition for r in readings] == ["status_rate", "probe_failing"]
+
+
+def test_service_down_holds_only_after_it_lasted() -> None:
+    cond = ServiceDown(service="fpm", lasting=0.5)
+    sig = signals(cond)
+    sig.services["fpm"].record(True, "master 12 not running, 2 of its processes left", 10.0)
+    assert not evaluate(cond, sig, 10.4)[0]
+    holds, readings = evaluate(cond, sig, 10.5)
+    assert holds and readings[0].detail["down_for_s"] == 0.5
+    sig.services["fpm"].record(False, "master 13 running", 10.6)
+    assert not evaluate(cond, sig, 11.0)[0]

@@ -272,6 +272,63 @@ def test_fpm_master_killed_orphans_are_replaced_by_a_proper_master(
     assert http_get(nginx_fpm.url("/master.php"))[1] == "ok\n"
 
 
+def test_fpm_master_killed_is_seen_by_service_down_and_replaced(
+    nginx_fpm: Nginx, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    """The language's own way: ``service_down`` watches the pid file and the orphans."""
+    fpm = _fpm(nginx_fpm)
+    playbook = {
+        "name": "fpm-master-gone",
+        "when": {"service_down": {"service": "fpm", "lasting": "300ms"}},
+        "steps": [{"restart": "fpm", "verify": {"within": "3s"}}],
+        "limits": {"cooldown": "10s", "max_runs": 2, "per": "1m"},
+    }
+    daemon = start_daemon(_nginx_config(tmp_path, nginx_fpm, [playbook]))
+    with LoadGenerator(nginx_fpm.url(), rate=100) as load:
+        time.sleep(0.3)
+        old_master = fpm.master_pid()
+        killed_at = time.monotonic()
+        orphans = fpm.kill_master_only()
+
+        def repaired() -> bool:
+            master = fpm.master()
+            return (
+                master is not None
+                and master.pid != old_master
+                and not any(is_alive(pid) for pid in orphans)
+                and bool(fpm.worker_pids())
+            )
+
+        eventually(repaired, 5, "a new master, the orphans gone")
+        took = time.monotonic() - killed_at
+        daemon.wait_record("incident_closed", 5)
+    print(
+        f"\nmaster killed -> new master (service_down): {took * 1000:.0f} ms; "
+        f"failed requests {failed(load, killed_at)}"
+    )
+    assert took <= 1.0
+    opened = only(daemon.records("incident_opened"))
+    assert "fpm down for" in opened["reason"] and "processes left" in opened["reason"]
+    assert only(daemon.records("incident_closed"))["outcome"] == "resolved"
+    assert http_get(nginx_fpm.url())[0] == 200
+
+
+def test_fpm_stopped_on_purpose_is_not_service_down(
+    nginx_fpm: Nginx, tmp_path: Path, start_daemon: StartDaemon
+) -> None:
+    fpm = _fpm(nginx_fpm)
+    playbook = {
+        "name": "fpm-master-gone",
+        "when": {"service_down": {"service": "fpm", "lasting": "200ms"}},
+        "steps": [{"restart": "fpm"}],
+    }
+    daemon = start_daemon(_nginx_config(tmp_path, nginx_fpm, [playbook]))
+    fpm.stop(graceful=True)  # a clean stop removes the pid file: an operator's decision
+    time.sleep(1.5)
+    assert daemon.records("incident_opened") == []
+    assert not fpm.is_running()
+
+
 # --- 3. workers hung --------------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ MIN_RESOLUTION = 0.1
 class Window:
     """Counts of keys (statuses, causes) in time buckets covering ``horizon`` seconds."""
 
-    __slots__ = ("_buckets", "horizon", "resolution")
+    __slots__ = ("_buckets", "_sum", "horizon", "resolution")
 
     def __init__(self, horizon: float) -> None:
         self.horizon = horizon
@@ -43,6 +43,7 @@ class Window:
         self._buckets: collections.deque[tuple[float, collections.Counter[Any]]] = (
             collections.deque()
         )
+        self._sum: collections.Counter[Any] = collections.Counter()  # of every kept bucket
 
     def add(self, now: float, key: Any, n: int = 1) -> None:
         """Count ``n`` events of ``key`` at ``now`` (times may only move forward, roughly)."""
@@ -53,16 +54,23 @@ class Window:
         else:
             buckets.append((start, collections.Counter({key: n})))
             self._expire(now)
+        self._sum[key] += n
 
     def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
         for key, n in counts.items():
             self.add(now, key, n)
 
     def _expire(self, now: float) -> None:
-        oldest = now - self.horizon - self.resolution
+        """Drop buckets no window of this length can reach (a bucket counts while its start
+        is inside the window, as in ``count``)."""
+        oldest = now - self.horizon
         buckets = self._buckets
-        while buckets and buckets[0][0] < oldest:
-            buckets.popleft()
+        total = self._sum
+        while buckets and buckets[0][0] <= oldest:
+            total.subtract(buckets.popleft()[1])
+        if len(total) > 64:  # keys that left the window: keep the running sum small
+            for k in [k for k, n in total.items() if n <= 0]:
+                del total[k]
 
     def count(
         self, now: float, window: float, keys: frozenset[Any] | None = None, *, until: float = 0
@@ -71,6 +79,11 @@ class Window:
 
         Edges are as precise as the buckets: a bucket counts when its start is in the range.
         """
+        if until == 0 and window >= self.horizon:  # the whole window: the running sum
+            self._expire(now)
+            if keys is None:
+                return 0, self._sum.total()
+            return sum(n for k, n in self._sum.items() if k in keys), self._sum.total()
         lo, hi = now - window, now - until
         matched = total = 0
         for start, counts in reversed(self._buckets):
@@ -88,6 +101,38 @@ class Window:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class Windows:
+    """One source's counts at every window length its conditions use.
+
+    Each length gets a :class:`Window` of its own, so a 30-minute baseline does not make a
+    20-second window coarse; ``count`` reads the smallest one that covers what is asked.
+    """
+
+    __slots__ = ("_by_span",)
+
+    def __init__(self, spans: Iterable[float]) -> None:
+        self._by_span = sorted((Window(s) for s in set(spans)), key=lambda w: w.horizon)
+
+    def add(self, now: float, key: Any, n: int = 1) -> None:
+        for w in self._by_span:
+            w.add(now, key, n)
+
+    def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
+        for w in self._by_span:
+            w.add_many(now, counts)
+
+    def count(
+        self, now: float, window: float, keys: frozenset[Any] | None = None, *, until: float = 0
+    ) -> tuple[int, int]:
+        for w in self._by_span:
+            if w.horizon >= window:
+                return w.count(now, window, keys, until=until)
+        return self._by_span[-1].count(now, window, keys, until=until)
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self._by_span)
 
 
 @dataclass
@@ -141,8 +186,8 @@ class Signals:
     """Everything detectors know: per-source windows, probe states, the latest host reading,
     and the last few matching log lines of each source (evidence for an incident)."""
 
-    statuses: dict[str, Window] = field(default_factory=dict)
-    causes: dict[str, Window] = field(default_factory=dict)
+    statuses: dict[str, Windows] = field(default_factory=dict)
+    causes: dict[str, Windows] = field(default_factory=dict)
     probes: dict[str, ProbeState] = field(default_factory=dict)
     services: dict[str, ServiceWatch] = field(default_factory=dict)
     host: HostReading | None = None
@@ -157,13 +202,14 @@ class Signals:
 
     @classmethod
     def for_conditions(cls, conditions: Iterable[Condition]) -> Signals:
-        """Windows sized for the longest window any condition needs of each source."""
-        horizons: dict[tuple[str, str], float] = {}
+        """Windows for every window length a condition needs of each source."""
+        horizons: dict[tuple[str, str], set[float]] = {}
         sig = cls()
         for cond in conditions:
             if isinstance(cond, StatusRate):
                 key, span = ("status", cond.source), cond.window
             elif isinstance(cond, StatusSpike):
+                horizons.setdefault(("status", cond.source), set()).add(cond.window)
                 key, span = ("status", cond.source), cond.baseline
             elif isinstance(cond, ErrorCause):
                 key, span = ("cause", cond.source), cond.window
@@ -175,9 +221,9 @@ class Signals:
                 continue
             else:
                 continue
-            horizons[key] = max(horizons.get(key, 0.0), span)
-        for (kind, source), span in horizons.items():
-            (sig.statuses if kind == "status" else sig.causes)[source] = Window(span)
+            horizons.setdefault(key, set()).add(span)
+        for (kind, source), spans in horizons.items():
+            (sig.statuses if kind == "status" else sig.causes)[source] = Windows(spans)
         return sig
 
 
@@ -188,6 +234,16 @@ class Reading:
     condition: str
     holds: bool
     detail: dict[str, Any]
+
+
+def holds(cond: Condition, sig: Signals, now: float) -> bool:
+    """Whether ``cond`` holds at ``now``: the hot question, short-circuited and without
+    readings (``evaluate`` gives those, once it is worth telling why)."""
+    if isinstance(cond, AllOf):
+        return all(holds(c, sig, now) for c in cond.conditions)
+    if isinstance(cond, AnyOf):
+        return any(holds(c, sig, now) for c in cond.conditions)
+    return _leaf(cond, sig, now).holds
 
 
 def evaluate(cond: Condition, sig: Signals, now: float) -> tuple[bool, list[Reading]]:
@@ -249,7 +305,7 @@ def _leaf(cond: Condition, sig: Signals, now: float) -> Reading:
     raise TypeError(f"not a leaf condition: {cond!r}")
 
 
-def _status_rate(cond: StatusRate, win: Window | None, now: float) -> Reading:
+def _status_rate(cond: StatusRate, win: Windows | None, now: float) -> Reading:
     matched, total = win.count(now, cond.window, cond.status) if win else (0, 0)
     holds = matched >= cond.at_least
     ratio = matched / total if total else 0.0
@@ -271,12 +327,12 @@ def _status_rate(cond: StatusRate, win: Window | None, now: float) -> Reading:
     )
 
 
-def _status_spike(cond: StatusSpike, win: Window | None, now: float) -> Reading:
+def _status_spike(cond: StatusSpike, win: Windows | None, now: float) -> Reading:
     if win is None:
         recent = before = 0
     else:
         recent = win.count(now, cond.window, cond.status)[0]
-        before = win.count(now, cond.baseline, cond.status, until=cond.window)[0]
+        before = win.count(now, cond.baseline, cond.status)[0] - recent
     base_span = cond.baseline - cond.window
     baseline_rate = max(before / base_span, 1.0 / base_span)  # never divide by an empty past
     rate = recent / cond.window

@@ -35,7 +35,7 @@ from remediator.actionlog import ActionLog, ActionLogError
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS, NotifyArgs
 from remediator.config import Config
-from remediator.detect import Reading, Signals, evaluate
+from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.guards import Guards, Verdict
 from remediator.playbook import (
     Condition,
@@ -155,10 +155,10 @@ class Engine:
 
     def _consider(self, now: float) -> None:
         for pb in self.playbooks:
-            holds, readings = evaluate(pb.when, self.signals, now)
-            if not holds:
+            if not holds(pb.when, self.signals, now):
                 self._held.pop(pb.name, None)
                 continue
+            readings = evaluate(pb.when, self.signals, now)[1]
             verdict = self.guards.may_run(pb, now)
             if not verdict.allowed:
                 self._log_held(pb, verdict, readings)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from remediator.causes import Cause
-from remediator.detect import MAX_BUCKETS, HostReading, Signals, Window, evaluate
+from remediator.detect import MAX_BUCKETS, HostReading, Signals, Window, evaluate, holds
 from remediator.playbook import (
     AllOf,
     Amount,
@@ -159,3 +159,19 @@ def test_service_down_holds_only_after_it_lasted() -> None:
     assert holds and readings[0].detail["down_for_s"] == 0.5
     sig.services["fpm"].record(False, "master 13 running", 10.6)
     assert not evaluate(cond, sig, 11.0)[0]
+
+
+def test_short_circuit_holds_agrees_with_the_full_evaluation() -> None:
+    rate = StatusRate(source="acc", status=S502, window=20.0, at_least=1, ratio=None, min_sample=1)
+    probe = ProbeFailing(probe="site", consecutive=1)
+    sig = signals(rate, probe)
+    trees = [AllOf((rate, probe)), AnyOf((rate, probe)), AllOf((AnyOf((rate, probe)), rate))]
+    for step in range(4):
+        if step == 1:
+            sig.statuses["acc"].add(5, 502)
+        if step == 2:
+            sig.probes["site"].record(False, "timed out", 5)
+        if step == 3:
+            sig.probes["site"].record(True, "status 200", 5)
+        for tree in trees:
+            assert holds(tree, sig, 5) == evaluate(tree, sig, 5)[0]

@@ -9,7 +9,6 @@ state": every log is then read from its end, so old lines never trigger actions.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
+
+from remediator.state import write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -94,25 +95,7 @@ class OffsetStore:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         doc = {"version": _VERSION, "files": {p: asdict(o) for p, o in sorted(offsets.items())}}
         data = json.dumps(doc, separators=(",", ":")).encode()
-        tmp = self.state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        os.close(fd)
-        tmp.replace(self.path)
-        dfd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, data, mode=0o600)
 
 
 def _decode(raw: bytes) -> dict[str, SavedOffset]:

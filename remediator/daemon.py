@@ -81,6 +81,8 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.engine: Engine | None = None
         self._status_due = 0.0
+        self._reload_deferred = False
+        self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")
 
     # --- set-up ---
@@ -98,14 +100,20 @@ class Daemon:
                 signals.probes.setdefault(name, ProbeState())
         now = time.monotonic()
         state_dir = self.state_dir = cfg.state_dir
-        self.watcher = Watcher(cfg, signals, state_dir=state_dir, backend=self.backend)
+        # only the daemon itself keeps offsets; a `trigger` run reads from the end, passing by
+        offsets = state_dir if self.is_service else None
+        self.watcher = Watcher(cfg, signals, state_dir=offsets, backend=self.backend)
         dry = self.force_dry_run or cfg.dry_run
         system: System = DryRunSystem() if dry else System()
         self.engine = Engine(
             cfg,
             playbooks,
             signals,
-            Guards(state_dir, cfg.guards, now),
+            # a dry run fixes nothing, so its incidents end exhausted: in the real book their
+            # cooldowns, back-off and breakers would hold back the first real remediation
+            Guards(
+                state_dir, cfg.guards, now, book="guards.dry-run.json" if dry else "guards.json"
+            ),
             ActionLog(cfg.action_log),
             system,
             self.actions,
@@ -155,6 +163,7 @@ class Daemon:
         if problem:
             log.critical("action_log_unwritable", error=problem, consequence="not starting")
             return 1
+        self.is_service = True
         self.install_signals()
         self.build(loaded, loaded.config)
         notify("READY=1\nSTATUS=watching")
@@ -204,22 +213,26 @@ class Daemon:
         if now >= self._status_due:
             self._status_due = now + status.EVERY
             try:
-                status.publish(self, self.state_dir, now)
+                if self.is_service:
+                    status.publish(self, self.state_dir, now)
             except OSError as exc:
                 log.warning("status_unwritable", error=str(exc))
         notify("WATCHDOG=1")
 
     def _reload(self) -> None:
+        if self.engine is not None and self.engine.incident is not None:
+            if not self._reload_deferred:
+                log.warning("config_reload_deferred", reason="an incident is in progress")
+            self._reload_deferred = True
+            self.flags.hup = True  # again at the next turn, until the incident is over
+            return
+        self._reload_deferred = False
         notify("RELOADING=1")
         loaded = load(self.config_path)
         if loaded.config is None:
             self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
             log.error("config_reload_failed", error=self.reload_error, kept="old configuration")
             notify("READY=1\nSTATUS=reload failed: old configuration kept")
-            return
-        if self.engine is not None and self.engine.incident is not None:
-            log.warning("config_reload_deferred", reason="an incident is in progress")
-            self.flags.hup = True
             return
         broken = [e for f in loaded.files for e in f.errors]
         kept = loaded.keep_previous(self.loaded) if self.loaded is not None else []
@@ -254,7 +267,8 @@ class Daemon:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.teardown()
         try:
-            status.stopped(self.state_dir)
+            if self.is_service:
+                status.stopped(self.state_dir)
         except OSError as exc:
             log.warning("status_unwritable", error=str(exc))
         log.info("daemon_stopped")

@@ -59,9 +59,11 @@ def _fmt(seconds: float) -> str:
 class Guards:
     """The guard book. Call ``save`` after every change that must survive a restart."""
 
-    def __init__(self, state_dir: Path, config: GuardsConfig, now: float) -> None:
+    def __init__(
+        self, state_dir: Path, config: GuardsConfig, now: float, *, book: str = "guards.json"
+    ) -> None:
         self.config = config
-        self._store = JsonState(state_dir / "guards.json")
+        self._store = JsonState(state_dir / book)
         # Operators' switches, written by the CLI while the daemon runs: read, never rewritten
         self._pause_file = JsonState(state_dir / "pause.json")
         self._pause_seen: tuple[float, int] | None = None

@@ -85,9 +85,13 @@ class Loaded:
 
 
 def _display(path: Path) -> str:
-    """A path as the operator will recognise it: relative to the cwd when below it."""
+    """A path as the operator will recognise it: relative to the cwd when below it, but not
+    when the cwd is / (a service's): "etc/remediator/x.yaml" would read as a relative path."""
+    cwd = Path.cwd()
+    if cwd == Path(cwd.anchor):
+        return str(path)
     try:
-        return str(path.relative_to(Path.cwd()))
+        return str(path.relative_to(cwd))
     except ValueError:
         return str(path)
 

@@ -236,7 +236,7 @@ class Watcher:
         config: Config,
         signals: Signals,
         *,
-        state_dir: Path,
+        state_dir: Path | None,
         backend: Backend = Backend.AUTO,
     ) -> None:
         self.config = config
@@ -256,8 +256,9 @@ class Watcher:
         self._last_checkpoint = time.monotonic()
         self._saved_cursors: dict[str, str] = {}
         self._unsaved = False
-        self._cursors = JsonState(state_dir / "journal.json")
-        saved = self._cursors.load(time.monotonic())
+        # state_dir None: a passing run (``trigger``) that must not move the daemon's offsets
+        self._cursors = JsonState(state_dir / "journal.json") if state_dir else None
+        saved = self._cursors.load(time.monotonic()) if self._cursors else {}
         self.journals: dict[str, Any] = {}
         for name, src in config.sources.items():
             if isinstance(src, JournalSource):
@@ -329,7 +330,7 @@ class Watcher:
         self._unsaved = False
         self.tailer.checkpoint()
         cursors = {n: j.cursor for n, j in self.journals.items() if j is not None and j.cursor}
-        if cursors and cursors != self._saved_cursors:
+        if self._cursors and cursors and cursors != self._saved_cursors:
             self._cursors.save(cursors, now)
             self._saved_cursors = cursors
 

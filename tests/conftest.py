@@ -20,6 +20,7 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 from tests import sysd
 from tests.stack import Apache, Nginx, PhpFpm, Stack, tail
@@ -30,6 +31,14 @@ _SERVERS = pytest.StashKey[list[PhpFpm | Nginx | Apache]]()
 def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
     param = getattr(request, "param", None)
     return dict(param) if param else {}
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """CLI commands configure structlog for the process (replay quiets it to errors): undo
+    that after each test, so a later test that captures log events sees them."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -165,7 +165,11 @@ def test_short_circuit_holds_agrees_with_the_full_evaluation() -> None:
     rate = StatusRate(source="acc", status=S502, window=20.0, at_least=1, ratio=None, min_sample=1)
     probe = ProbeFailing(probe="site", consecutive=1)
     sig = signals(rate, probe)
-    trees = [AllOf((rate, probe)), AnyOf((rate, probe)), AllOf((AnyOf((rate, probe)), rate))]
+    trees: list[AllOf | AnyOf] = [
+        AllOf((rate, probe)),
+        AnyOf((rate, probe)),
+        AllOf((AnyOf((rate, probe)), rate)),
+    ]
     for step in range(4):
         if step == 1:
             sig.statuses["acc"].add(5, 502)

@@ -236,39 +236,51 @@ class Reading:
     detail: dict[str, Any]
 
 
-def holds(cond: Condition, sig: Signals, now: float) -> bool:
+def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = None) -> bool:
     """Whether ``cond`` holds at ``now``: the hot question, short-circuited and without
-    readings (``evaluate`` gives those, once it is worth telling why)."""
+    readings (``evaluate`` gives those, once it is worth telling why).
+
+    ``since``: count log evidence (statuses, causes) only from then on, whatever the windows
+    (the engine passes the end of the last incident: what came before was acted on).
+    """
     if isinstance(cond, AllOf):
-        return all(holds(c, sig, now) for c in cond.conditions)
+        return all(holds(c, sig, now, since=since) for c in cond.conditions)
     if isinstance(cond, AnyOf):
-        return any(holds(c, sig, now) for c in cond.conditions)
-    return _leaf(cond, sig, now).holds
+        return any(holds(c, sig, now, since=since) for c in cond.conditions)
+    return _leaf(cond, sig, now, since).holds
 
 
-def evaluate(cond: Condition, sig: Signals, now: float) -> tuple[bool, list[Reading]]:
+def evaluate(
+    cond: Condition, sig: Signals, now: float, *, since: float | None = None
+) -> tuple[bool, list[Reading]]:
     """Whether ``cond`` holds at ``now``, with the readings of every leaf that was judged."""
     if isinstance(cond, AllOf | AnyOf):
         readings: list[Reading] = []
         results = []
         for c in cond.conditions:
-            ok, sub = evaluate(c, sig, now)
+            ok, sub = evaluate(c, sig, now, since=since)
             results.append(ok)
             readings.extend(sub)
         holds = all(results) if isinstance(cond, AllOf) else any(results)
         return holds, readings
-    reading = _leaf(cond, sig, now)
+    reading = _leaf(cond, sig, now, since)
     return reading.holds, [reading]
 
 
-def _leaf(cond: Condition, sig: Signals, now: float) -> Reading:
+def _span(window: float, now: float, since: float | None) -> float:
+    """``window``, cut so that it starts no earlier than ``since``."""
+    return window if since is None else max(0.0, min(window, now - since))
+
+
+def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None) -> Reading:
     if isinstance(cond, StatusRate):
-        return _status_rate(cond, sig.statuses.get(cond.source), now)
+        return _status_rate(cond, sig.statuses.get(cond.source), now, since)
     if isinstance(cond, StatusSpike):
-        return _status_spike(cond, sig.statuses.get(cond.source), now)
+        return _status_spike(cond, sig.statuses.get(cond.source), now, since)
     if isinstance(cond, ErrorCause):
         win = sig.causes.get(cond.source)
-        matched = win.count(now, cond.window, frozenset(cond.cause))[0] if win else 0
+        span = _span(cond.window, now, since)
+        matched = win.count(now, span, frozenset(cond.cause))[0] if win else 0
         return Reading(
             "error_cause",
             matched >= cond.at_least,
@@ -305,8 +317,11 @@ def _leaf(cond: Condition, sig: Signals, now: float) -> Reading:
     raise TypeError(f"not a leaf condition: {cond!r}")
 
 
-def _status_rate(cond: StatusRate, win: Windows | None, now: float) -> Reading:
-    matched, total = win.count(now, cond.window, cond.status) if win else (0, 0)
+def _status_rate(
+    cond: StatusRate, win: Windows | None, now: float, since: float | None = None
+) -> Reading:
+    span = _span(cond.window, now, since)
+    matched, total = win.count(now, span, cond.status) if win else (0, 0)
     holds = matched >= cond.at_least
     ratio = matched / total if total else 0.0
     if cond.ratio is not None:
@@ -327,12 +342,16 @@ def _status_rate(cond: StatusRate, win: Windows | None, now: float) -> Reading:
     )
 
 
-def _status_spike(cond: StatusSpike, win: Windows | None, now: float) -> Reading:
+def _status_spike(
+    cond: StatusSpike, win: Windows | None, now: float, since: float | None = None
+) -> Reading:
     if win is None:
         recent = before = 0
     else:
         recent = win.count(now, cond.window, cond.status)[0]
         before = win.count(now, cond.baseline, cond.status)[0] - recent
+        if since is not None:
+            recent = win.count(now, _span(cond.window, now, since), cond.status)[0]
     base_span = cond.baseline - cond.window
     baseline_rate = max(before / base_span, 1.0 / base_span)  # never divide by an empty past
     rate = recent / cond.window

@@ -133,6 +133,8 @@ class Engine:
         self.request_probe = request_probe
         self.lock = lock  # one remediation at a time on the host, across processes
         self.incident: Incident | None = None
+        # When the last incident ended: log evidence from before it was acted on already.
+        self._acted_until: float | None = None
         self._held: dict[str, str] = {}  # playbook -> last guard reason logged (log once)
         self.closed: list[dict[str, Any]] = []  # summaries of closed incidents (replay, status)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=10)
@@ -154,17 +156,41 @@ class Engine:
                 break
 
     def _consider(self, now: float) -> None:
+        since = self._acted_until
         for pb in self.playbooks:
-            if not holds(pb.when, self.signals, now):
+            if not holds(pb.when, self.signals, now, since=since):
                 self._held.pop(pb.name, None)
                 continue
-            readings = evaluate(pb.when, self.signals, now)[1]
+            readings = evaluate(pb.when, self.signals, now, since=since)[1]
             verdict = self.guards.may_run(pb, now)
+            if verdict.allowed:
+                verdict = self._steps_held(pb, now) or verdict
             if not verdict.allowed:
                 self._log_held(pb, verdict, readings)
                 continue
             self._open(pb, readings, now)
             return
+
+    def _steps_held(self, pb: Playbook, now: float) -> Verdict | None:
+        """The guard that would hold back every step of ``pb`` (each changes a service in its
+        start-up grace or out of budget), or None when some step could run. Such an incident
+        would only record held steps and then count as exhausted."""
+        held: Verdict | None = None
+        for step in pb.steps:
+            svc_name = _service_of(step)
+            if svc_name is None or not ACTIONS[step.action].changes_host:
+                return None
+            svc = self.config.services[svc_name]
+            for verdict in (
+                self.guards.may_act(svc_name, svc, now),
+                self.guards.in_grace(svc_name, svc, now),
+            ):
+                if not verdict.allowed:
+                    held = held or verdict
+                    break
+            else:
+                return None
+        return held
 
     def _log_held(self, pb: Playbook, verdict: Verdict, readings: list[Reading]) -> None:
         key = f"{verdict.guard}"
@@ -461,6 +487,11 @@ class Engine:
     # --- closing ---
 
     def _exhausted(self, inc: Incident, now: float) -> None:
+        if inc.outcomes and all(o == Outcome.HELD for o in inc.outcomes):
+            # Nothing was tried (a guard held back every step), so nothing failed: no alert,
+            # no breaker, no failed run; the trigger is judged again later.
+            self._close(inc, now, "held", success=None)
+            return
         ex = inc.playbook.on_exhausted
         for name in ex.notify:
             fn = self.actions.get("notify")
@@ -495,8 +526,11 @@ class Engine:
         log.critical("incident_aborted", incident=inc.id, reason=reason)
         self._close(inc, now, "aborted", success=False)
 
-    def _close(self, inc: Incident, now: float, outcome: str, *, success: bool) -> None:
+    def _close(self, inc: Incident, now: float, outcome: str, *, success: bool | None) -> None:
+        """``success`` None: nothing was tried; the run counts neither way."""
         opened_breaker = self.guards.run_finished(inc.playbook, now, success=success)
+        if success is not None:
+            self._acted_until = now
         self.guards.save(now)
         rec = {
             "event": "incident_closed",

@@ -197,11 +197,14 @@ class Guards:
         st["incidents"] = st.get("incidents", 0) + 1
         st["started_at"] = now
 
-    def run_finished(self, pb: Playbook, now: float, *, success: bool) -> bool:
-        """Record a run's end; returns True when this opened the breaker."""
+    def run_finished(self, pb: Playbook, now: float, *, success: bool | None) -> bool:
+        """Record a run's end (``success`` None: nothing was tried, the failure streak stays
+        as it was); returns True when this opened the breaker."""
         st = self._pb(pb.name)
         st["last_end_at"] = now
         st.pop("started_at", None)
+        if success is None:
+            return False
         if success:
             st["failures"] = 0
             return False

@@ -296,6 +296,7 @@ class Watcher:
             msgs = [e.message for e in j.read()]
             if msgs:
                 self.feeder.feed_messages(name, msgs, now)
+        probe_failed = False
         while True:
             try:
                 pname, result = self.probes.results.get_nowait()
@@ -304,6 +305,13 @@ class Watcher:
             st = self.signals.probes.get(pname)
             if st is not None:
                 st.record(result.ok, result.detail, now)
+                probe_failed = probe_failed or not result.ok
+        if probe_failed:
+            # What the probe saw (a 502, say) is in the logs already, with its cause; a batch
+            # interval must not let the probe's verdict be judged alone first.
+            for path, lines in self.tailer.read_now(now).items():
+                if lines:
+                    self.feeder.feed(path, lines, now)
         while True:
             try:
                 sname, down, detail = self.services.results.get_nowait()

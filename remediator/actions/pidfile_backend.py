@@ -205,6 +205,12 @@ class PidFileControl(Backend):
         details: dict[str, Any] = {"pid_before": old, "workers_before": sorted(workers)}
         if self.service.reload is None and self.service.kind == "php-fpm":
             self.steps.signal(old, signal.SIGUSR2)
+            # The master ends its workers with QUIT, TERM and, a second later, KILL; a stopped
+            # worker (SIGSTOP, a debugger gone) acts on nothing but KILL until it is continued.
+            for pid in sorted(workers):
+                proc = read_proc(pid)
+                if proc is not None and proc.alive and proc.stopped:
+                    self.steps.signal(pid, signal.SIGCONT)
         else:
             result = self.steps.change(self._reload_argv(), RELOAD_TIMEOUT)
             if not result.ok:

@@ -673,6 +673,13 @@ class Tailer:
                 self._dirty[follower] = False
         return out
 
+    def read_now(self, now: float) -> dict[Path, list[bytes]]:
+        """Like :meth:`process`, but read every followed file to its end even within a batch
+        interval: for a decision that must see what is already written."""
+        for follower in self._followers.values():
+            self._dirty.setdefault(follower, False)
+        return self.process(now)
+
     def checkpoint(self) -> bool:
         """Save every follower's offset (at a line boundary) if any moved; True if written."""
         if self._store is None:

@@ -81,6 +81,7 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.engine: Engine | None = None
         self._status_due = 0.0
+        self.published: tuple[str | None, float] = (None, 0.0)  # status.json's last body, when
         self._reload_deferred = False
         self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")

@@ -103,17 +103,15 @@ def _playbook(verdict: Any, st: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_last: dict[str, Any] = {"body": None, "at": 0.0}
-
-
 def publish(daemon: Daemon, state_dir: Path, now: float) -> None:
     """Write status.json when it changed, or every REFRESH seconds (an fsync costs more than
     the whole idle loop)."""
     snap = collect(daemon, now)
     body = json.dumps({k: v for k, v in snap.items() if k != "updated"}, default=str)
-    if body == _last["body"] and now - _last["at"] < REFRESH:
+    last_body, last_at = daemon.published
+    if body == last_body and now - last_at < REFRESH:
         return
-    _last.update(body=body, at=now)
+    daemon.published = (body, now)
     data = json.dumps(snap, default=str, indent=1).encode()
     write_atomic(state_dir / "status.json", data + b"\n")
 

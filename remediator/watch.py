@@ -44,7 +44,7 @@ log = structlog.get_logger(__name__)
 
 CHECKPOINT_EVERY = 1.0
 MIN_PROBE_GAP = 0.05
-BATCH = 0.02  # inotify events merged for this long: ~10 ms median append-to-decision
+BATCH = 0.04  # inotify events merged this long: 1,000 lines/s cost 25 wake-ups, not 1,000
 
 
 @dataclass

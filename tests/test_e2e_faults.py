@@ -215,6 +215,17 @@ echo posix_getppid() === $master ? "ok\\n" : "no master: parent " . posix_getppi
 """
 
 
+def _proper_master_again(fpm: PhpFpm, old_master: int | None, orphans: list[int]) -> bool:
+    """A new live master with workers, and none of the old master's orphans left."""
+    master = fpm.master()
+    return (
+        master is not None
+        and master.pid != old_master
+        and not any(is_alive(pid) for pid in orphans)
+        and bool(fpm.worker_pids())
+    )
+
+
 def test_fpm_master_killed_orphans_are_replaced_by_a_proper_master(
     nginx_fpm: Nginx, tmp_path: Path, start_daemon: StartDaemon
 ) -> None:
@@ -243,16 +254,9 @@ def test_fpm_master_killed_orphans_are_replaced_by_a_proper_master(
         assert http_get(nginx_fpm.url("/fpm-ping")) == (200, "pong")
         assert http_get(nginx_fpm.url())[0] == 200
 
-        def repaired() -> bool:
-            master = fpm.master()
-            return (
-                master is not None
-                and master.pid != old_master
-                and not any(is_alive(pid) for pid in orphans)
-                and bool(fpm.worker_pids())
-            )
-
-        eventually(repaired, 5, "a new master, the orphans gone")
+        eventually(
+            lambda: _proper_master_again(fpm, old_master, orphans), 5, "a new master, orphans gone"
+        )
         took = time.monotonic() - killed_at
         daemon.wait_record("incident_closed", 5)
         time.sleep(0.3)
@@ -290,16 +294,9 @@ def test_fpm_master_killed_is_seen_by_service_down_and_replaced(
         killed_at = time.monotonic()
         orphans = fpm.kill_master_only()
 
-        def repaired() -> bool:
-            master = fpm.master()
-            return (
-                master is not None
-                and master.pid != old_master
-                and not any(is_alive(pid) for pid in orphans)
-                and bool(fpm.worker_pids())
-            )
-
-        eventually(repaired, 5, "a new master, the orphans gone")
+        eventually(
+            lambda: _proper_master_again(fpm, old_master, orphans), 5, "a new master, orphans gone"
+        )
         took = time.monotonic() - killed_at
         daemon.wait_record("incident_closed", 5)
     print(

@@ -124,6 +124,7 @@ class Daemon:
             lock=HostLock(state_dir / "act.lock"),
         )
         self.loaded = loaded
+        self.engine.close_interrupted()
         self.watcher.start()
         log.info(
             "daemon_ready",

@@ -143,6 +143,21 @@ class Engine:
     def dry_run(self) -> bool:
         return self.system.dry_run
 
+    def close_interrupted(self) -> None:
+        """Give incidents a daemon died in their closing record (found in the guard book)."""
+        for playbook, incident in self.guards.interrupted:
+            self._record(
+                {
+                    "event": "incident_closed",
+                    "incident": incident,
+                    "playbook": playbook,
+                    "outcome": "interrupted",
+                    "reason": "the daemon stopped during this incident; it counts as failed",
+                },
+                must=False,
+            )
+        self.guards.interrupted.clear()
+
     # --- the clock ---
 
     def tick(self, now: float) -> None:
@@ -271,7 +286,7 @@ class Engine:
             if self.lock is not None:
                 self.lock.release()
             return
-        self.guards.run_started(pb, now)
+        self.guards.run_started(pb, now, inc.id)
         self.guards.save(now)
         self.incident = inc
         self._held.pop(pb.name, None)

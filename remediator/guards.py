@@ -72,12 +72,16 @@ class Guards:
         self.playbooks: dict[str, dict[str, Any]] = data.get("playbooks", {})
         self.services: dict[str, dict[str, Any]] = data.get("services", {})
         self.pause: dict[str, Any] = {}
+        # (playbook, incident id) of runs a daemon died in: the engine closes their records
+        self.interrupted: list[tuple[str, str | None]] = []
         for name, st in self.playbooks.items():
             started = st.pop("started_at", None)
+            incident = st.pop("incident", None)
             if started is not None:  # the daemon died mid-run: count it as a run that failed
-                log.warning("run_interrupted", playbook=name)
+                log.warning("run_interrupted", playbook=name, incident=incident)
                 st["last_end_at"] = max(started, st.get("last_end_at") or started)
                 st["failures"] = st.get("failures", 0) + 1
+                self.interrupted.append((name, incident))
 
     def save(self, now: float) -> None:
         self._store.save({"playbooks": self.playbooks, "services": self.services}, now)
@@ -190,8 +194,10 @@ class Guards:
             return 0.0
         return float(min(cfg.initial * 2 ** (n - 1), cfg.max))
 
-    def run_started(self, pb: Playbook, now: float) -> None:
+    def run_started(self, pb: Playbook, now: float, incident: str | None = None) -> None:
         st = self._pb(pb.name)
+        if incident is not None:
+            st["incident"] = incident
         self._backoff_wait(st, now)  # forget old incidents after a long healthy time
         st["runs_at"] = [t for t in st["runs_at"] if t > now - pb.limits.per] + [now]
         st["incidents"] = st.get("incidents", 0) + 1
@@ -201,6 +207,7 @@ class Guards:
         """Record a run's end (``success`` None: nothing was tried, the failure streak stays
         as it was); returns True when this opened the breaker."""
         st = self._pb(pb.name)
+        st.pop("incident", None)
         st["last_end_at"] = now
         st.pop("started_at", None)
         if success is None:

@@ -708,6 +708,7 @@ def test_daemon_killed_mid_incident_keeps_its_budget_across_the_restart(
     )
     assert [r["event"] for r in first_life] == ["incident_opened", "action_intent", "action_result"]
     assert [(r["event"], r.get("guard")) for r in second_life] == [
+        ("incident_closed", None),  # the first life's incident gets its end: interrupted
         ("trigger_held_back", "cooldown"),  # the interrupted run counts, with its cooldown
         ("incident_opened", None),
         ("action_intent", None),
@@ -720,7 +721,11 @@ def test_daemon_killed_mid_incident_keeps_its_budget_across_the_restart(
     restarts = _restarts(daemon)
     assert [r["target"] for r in restarts] == ["fpm", "fpm"]
     assert gap >= cooldown - 0.05
-    assert only(daemon.records("incident_closed"))["outcome"] == "exhausted"
+    closed = daemon.records("incident_closed")
+    assert [(r["incident"], r["outcome"]) for r in closed] == [
+        (first_life[0]["incident"], "interrupted"),
+        (opened[-1]["incident"], "exhausted"),
+    ]
     assert any(e.get("event") == "run_interrupted" for e in daemon.log_events())
 
 

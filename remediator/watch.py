@@ -32,7 +32,7 @@ from remediator.config import (
     ProbeSource,
     Service,
 )
-from remediator.detect import Signals
+from remediator.detect import SAMPLE_LINES, Signals
 from remediator.sources import host as hostmod
 from remediator.sources.formats import access_format, error_format
 from remediator.sources.probe import Prober, ProbeResult
@@ -93,7 +93,7 @@ class Feeder:
             if win is not None:
                 win.add_many(now, collections.Counter(batch.statuses))
             if any(s >= 500 for s in batch.statuses):
-                self._sample_access(name, fmt, lines, st)
+                self._sample_access(name, fmt, lines, batch.statuses, st)
         elif path in self.errors:
             name, efmt = self.errors[path]
             self._causes(name, efmt, lines, now)
@@ -116,15 +116,21 @@ class Feeder:
                 win.add(now, cause)
             self.signals.sample(name, line.decode("utf-8", "replace"))
 
-    def _sample_access(self, name: str, fmt: Any, lines: list[bytes], st: SourceStats) -> None:
-        kept = 0
-        for line in reversed(lines):  # only the newest few matter as evidence
+    def _sample_access(
+        self, name: str, fmt: Any, lines: list[bytes], statuses: list[int], st: SourceStats
+    ) -> None:
+        """Count the batch's 5xx lines (from the scan already made) and keep the newest few
+        as evidence, in the order they were written; only those few are parsed again."""
+        st.matched += sum(1 for s in statuses if s >= 500)
+        newest: list[bytes] = []
+        for line in reversed(lines):
             status = fmt.status(line)
             if status is not None and status >= 500:
-                st.matched += 1
-                if kept < 20:
-                    self.signals.sample(name, line.decode("utf-8", "replace"))
-                    kept += 1
+                newest.append(line)
+                if len(newest) == SAMPLE_LINES:
+                    break
+        for line in reversed(newest):
+            self.signals.sample(name, line.decode("utf-8", "replace"))
 
 
 class ProbeThreads:

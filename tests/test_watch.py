@@ -1,0 +1,44 @@
+"""The watcher's feeder: counts of a batch, and evidence lines kept in the order written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from remediator.detect import SAMPLE_LINES, Signals
+from remediator.load import load
+from remediator.playbook import walk_conditions
+from remediator.watch import Feeder
+
+LINE = (
+    '127.0.0.1 - - [25/Nov/2026:10:00:00 +0000] "GET /{i} HTTP/1.1" {status} 157 "-" "curl" '
+    "rt=0.000 us={status} urt=0.000"
+)
+
+
+def test_feeder_counts_5xx_and_keeps_the_newest_evidence_in_written_order(tmp_path: Path) -> None:
+    (tmp_path / "playbooks.d").mkdir()
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(
+        "sources:\n  acc: {type: access_log, path: acc.log, format: nginx-timed}\n"
+        "services:\n  fpm: {kind: php-fpm, unit: php8.2-fpm.service}\n"
+        "playbooks:\n  - name: p\n    when: {status_rate: {source: acc, status: 502}}\n"
+        "    steps: [restart: fpm]\n"
+    )
+    loaded = load(cfg)
+    assert loaded.config is not None
+    signals = Signals.for_conditions(walk_conditions(loaded.playbooks[0].when))
+    feeder = Feeder(loaded.config, signals)
+    lines = [
+        LINE.format(i=i, status=502 if i % 2 else 200).encode() for i in range(2 * SAMPLE_LINES + 6)
+    ] + [b"not a log line"]
+    feeder.feed(tmp_path / "acc.log", lines, 100.0)
+    stats = feeder.stats["acc"]
+    assert (stats.lines, stats.malformed, stats.matched) == (len(lines), 1, SAMPLE_LINES + 3)
+    kept = list(signals.samples["acc"])
+    assert len(kept) == SAMPLE_LINES
+    numbers = [int(k.split('"GET /')[1].split(" ")[0]) for k in kept]
+    assert numbers == sorted(numbers) and numbers[-1] == 2 * SAMPLE_LINES + 5
+    assert signals.statuses["acc"].count(100.0, 30, frozenset({502})) == (
+        SAMPLE_LINES + 3,
+        2 * SAMPLE_LINES + 6,
+    )

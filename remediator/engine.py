@@ -1,17 +1,19 @@
 """The playbook engine: incidents, guarded steps, verification, escalation, the action log.
 
 A synchronous state machine driven by ``tick(now)``: the daemon calls it after each batch of
-events (and on a timer while an incident is open), ``replay`` calls it with log time. Actions
-run through an executor (a worker thread live, inline in replay), so log processing never
-waits for a restart. One incident at a time on the host.
+events (and on a timer while an incident is open), ``replay`` calls it with log time. Whatever
+may take long (actions, rollbacks, the notifications of ``on_exhausted``) runs through an
+executor (a worker thread live, inline in replay and tests), so the main loop never waits for
+a restart, a config test or a webhook. One incident at a time on the host.
 
 Life of an incident::
 
     trigger holds -> guards allow -> incident_opened (evidence) -> for each step:
         service guards -> action_intent (fsynced) -> action -> action_result
-        -> verify within the deadline (probe healthy, 5xx rate back under the trigger's)
+        -> verify (remediator.verify): healthy within the deadline, still healthy a settle later
         -> resolved: incident_closed  |  not: rollback edits, next step
     no step helped -> on_exhausted (notify, open the breaker) -> incident_closed
+    a playbook that changes nothing (alert, diagnose) -> completed when its steps ran
 
 Nothing happens without its record: if the action log cannot be written, the engine does not
 act (fail closed).
@@ -20,13 +22,9 @@ act (fail closed).
 from __future__ import annotations
 
 import collections
-import enum
-import itertools
-import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -36,42 +34,42 @@ from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outco
 from remediator.actions.declare import ACTIONS, NotifyArgs
 from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
+from remediator.events import Event, IncidentOutcome, JudgedOn
 from remediator.guards import Guards, Verdict
-from remediator.playbook import (
-    Condition,
-    ErrorCause,
-    Playbook,
-    ProbeFailing,
-    ServiceDown,
-    StatusRate,
-    StatusSpike,
-    Step,
-    Verify,
-    walk_conditions,
+from remediator.incident import (
+    Incident,
+    Phase,
+    causes_of,
+    describe,
+    done_line,
+    new_incident_id,
+    reading,
+    service_of,
+    sources_of,
+    step_reason,
+    step_record,
+    target_of,
 )
+from remediator.playbook import Playbook, Step, Verify
 from remediator.state import HostLock
-from remediator.system import System
+from remediator.system import DryRunSystem, System
+from remediator.verify import Verdict as Checked
+from remediator.verify import Verifier
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_VERIFY = Verify()
-MIN_VERIFY_SAMPLE = 3  # requests after an action before a 5xx ratio says anything
-
-
-class Phase(enum.StrEnum):
-    ACTING = "acting"
-    VERIFYING = "verifying"
 
 
 class Executor(Protocol):
-    def submit(self, fn: Callable[[], ActionResult]) -> Future[ActionResult]: ...
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]: ...
 
 
 class InlineExecutor:
-    """Runs the action at once (replay, tests): the future is already done."""
+    """Runs the work at once (replay, tests): the future is already done."""
 
-    def submit(self, fn: Callable[[], ActionResult]) -> Future[ActionResult]:
-        fut: Future[ActionResult] = Future()
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
         try:
             fut.set_result(fn())
         except Exception as exc:  # an action bug must not kill the engine: it is a failure
@@ -79,24 +77,8 @@ class InlineExecutor:
         return fut
 
 
-@dataclass
-class Incident:
-    id: str
-    playbook: Playbook
-    opened: float
-    step: int = -1
-    phase: Phase = Phase.ACTING
-    future: Future[ActionResult] | None = None
-    acted_at: float = 0.0
-    deadline: float = 0.0
-    result: ActionResult | None = None
-    started_step: float = 0.0
-    outcomes: list[str] = field(default_factory=list)
-
-
-def new_incident_id(now_wall: float | None = None) -> str:
-    t = time.gmtime(now_wall if now_wall is not None else time.time())
-    return time.strftime("%Y%m%dT%H%M%SZ", t) + "-" + os.urandom(3).hex()
+def changes_host(step: Step) -> bool:
+    return ACTIONS[step.action].changes_host
 
 
 class Engine:
@@ -117,6 +99,7 @@ class Engine:
         wall: Callable[[], float] = time.time,
         request_probe: Callable[[str], None] | None = None,
         lock: HostLock | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.config = config
         self.playbooks = sorted(
@@ -127,11 +110,12 @@ class Engine:
         self.actionlog = actionlog
         self.system = system
         self.actions = actions
-        self.executor = executor or InlineExecutor()
+        self.executor: Executor = executor or InlineExecutor()
         self.snapshot = snapshot
         self.wall = wall
         self.request_probe = request_probe
         self.lock = lock  # one remediation at a time on the host, across processes
+        self.verifier = verifier or Verifier(signals)
         self.incident: Incident | None = None
         # When the last incident ended: log evidence from before it was acted on already.
         self._acted_until: float | None = None
@@ -148,10 +132,10 @@ class Engine:
         for playbook, incident in self.guards.interrupted:
             self._record(
                 {
-                    "event": "incident_closed",
+                    "event": Event.INCIDENT_CLOSED,
                     "incident": incident,
                     "playbook": playbook,
-                    "outcome": "interrupted",
+                    "outcome": IncidentOutcome.INTERRUPTED,
                     "reason": "the daemon stopped during this incident; it counts as failed",
                 },
                 must=False,
@@ -192,20 +176,25 @@ class Engine:
         would only record held steps and then count as exhausted."""
         held: Verdict | None = None
         for step in pb.steps:
-            svc_name = _service_of(step)
-            if svc_name is None or not ACTIONS[step.action].changes_host:
+            verdict = self._service_verdict(step, now)
+            if verdict is None:
                 return None
-            svc = self.config.services[svc_name]
-            for verdict in (
-                self.guards.may_act(svc_name, svc, now),
-                self.guards.in_grace(svc_name, svc, now),
-            ):
-                if not verdict.allowed:
-                    held = held or verdict
-                    break
-            else:
-                return None
+            held = held or verdict
         return held
+
+    def _service_verdict(self, step: Step, now: float) -> Verdict | None:
+        """The guard holding back ``step`` (a changing step on a service), or None."""
+        svc_name = service_of(step)
+        if svc_name is None or not changes_host(step):
+            return None
+        svc = self.config.services[svc_name]
+        for verdict in (
+            self.guards.may_act(svc_name, svc, now),
+            self.guards.in_grace(svc_name, svc, now),
+        ):
+            if not verdict.allowed:
+                return verdict
+        return None
 
     def _log_held(self, pb: Playbook, verdict: Verdict, readings: list[Reading]) -> None:
         key = f"{verdict.guard}"
@@ -214,21 +203,30 @@ class Engine:
         self._held[pb.name] = key
         self._record(
             {
-                "event": "trigger_held_back",
+                "event": Event.TRIGGER_HELD_BACK,
                 "playbook": pb.name,
                 "outcome": Outcome.HELD,
                 "reason": verdict.reason,
                 "guard": verdict.guard,
-                "readings": [_reading(r) for r in readings],
+                "readings": [reading(r) for r in readings],
             },
             must=False,
         )
 
     # --- opening ---
 
-    def trigger(self, pb: Playbook, now: float, *, force: bool = False, who: str = "") -> Verdict:
+    def trigger(
+        self,
+        pb: Playbook,
+        now: float,
+        *,
+        force: bool = False,
+        who: str = "",
+        dry_run: bool = False,
+    ) -> Verdict:
         """Start ``pb`` by hand (``remediator trigger``), through the same guards unless
-        ``force`` (which is itself logged). Its trigger need not hold."""
+        ``force`` (which is itself logged). Its trigger need not hold. ``dry_run``: this
+        incident only says what it would do, and leaves the guard book as it was."""
         if self.incident is not None:
             return Verdict(False, None, f"incident {self.incident.id} is in progress")
         verdict = self.guards.may_run(pb, now)
@@ -239,20 +237,62 @@ class Engine:
         why = f"triggered by hand{f' by {who}' if who else ''}"
         if force and not verdict.allowed:
             why += f", forced past: {verdict.reason}"
-        self._open(pb, readings, now, manual=why)
+        if not self._open(pb, readings, now, manual=why, dry_run=dry_run):
+            return Verdict(False, None, "another remediator process is acting")
         return Verdict.ok()
 
-    def _open(self, pb: Playbook, readings: list[Reading], now: float, *, manual: str = "") -> None:
+    def _open(
+        self,
+        pb: Playbook,
+        readings: list[Reading],
+        now: float,
+        *,
+        manual: str = "",
+        dry_run: bool = False,
+    ) -> bool:
+        """Open an incident for ``pb``; False when it could not be (lock, action log)."""
         if self.lock is not None and not self.lock.acquire():
             self._log_held(pb, Verdict(False, None, "another remediator process is acting"), [])
-            return
-        inc = Incident(new_incident_id(self.wall()), pb, now)
+            return False
+        inc = Incident(new_incident_id(self.wall()), pb, now, self.dry_run or dry_run)
+        # A dry-run incident in a daemon that acts for real changes nothing: it must not
+        # use the real budget (cooldowns, back-off, breakers hold back real remediation).
+        inc.accounted = self.dry_run or not dry_run
+        summary = "; ".join(describe(r) for r in readings if r.holds)
+        if manual:
+            summary = f"{manual}" + (f"; {summary}" if summary else "")
+        inc.reason, inc.manual = summary or "trigger held", manual
+        ok = self._record(
+            {
+                "event": Event.INCIDENT_OPENED,
+                "incident": inc.id,
+                "playbook": pb.name,
+                "dry_run": inc.dry_run,
+                "reason": inc.reason,
+                "manual": bool(manual),
+                "evidence": self._evidence(pb, readings),
+            }
+        )
+        if not ok:
+            if self.lock is not None:
+                self.lock.release()
+            return False
+        if inc.accounted:
+            self.guards.run_started(pb, now, inc.id)
+            self.guards.save(now)
+        self.incident = inc
+        self._held.pop(pb.name, None)
+        log.warning("incident_opened", incident=inc.id, playbook=pb.name, reason=inc.reason)
+        self._next_step(inc, now)
+        return True
+
+    def _evidence(self, pb: Playbook, readings: list[Reading]) -> dict[str, Any]:
         evidence: dict[str, Any] = {
-            "readings": [_reading(r) for r in readings],
-            "causes": _causes(pb.when),
+            "readings": [reading(r) for r in readings],
+            "causes": causes_of(pb.when),
             "lines": {
                 src: list(self.signals.samples.get(src, ()))
-                for src in _sources(pb.when)
+                for src in sources_of(pb.when)
                 if self.signals.samples.get(src)
             },
             "probes": {
@@ -262,6 +302,7 @@ class Engine:
                     "consecutive_failures": st.consecutive_failures,
                 }
                 for name, st in self.signals.probes.items()
+                if st.last_at is not None
             },
         }
         if self.snapshot is not None:
@@ -269,29 +310,7 @@ class Engine:
                 evidence["host"] = self.snapshot()
             except Exception as exc:  # evidence is best effort; acting does not depend on it
                 evidence["host"] = {"error": str(exc)}
-        summary = "; ".join(_describe(r) for r in readings if r.holds)
-        if manual:
-            summary = f"{manual}" + (f"; {summary}" if summary else "")
-        ok = self._record(
-            {
-                "event": "incident_opened",
-                "incident": inc.id,
-                "playbook": pb.name,
-                "reason": summary or "trigger held",
-                "manual": bool(manual),
-                "evidence": evidence,
-            }
-        )
-        if not ok:
-            if self.lock is not None:
-                self.lock.release()
-            return
-        self.guards.run_started(pb, now, inc.id)
-        self.guards.save(now)
-        self.incident = inc
-        self._held.pop(pb.name, None)
-        log.warning("incident_opened", incident=inc.id, playbook=pb.name, reason=summary)
-        self._next_step(inc, now)
+        return evidence
 
     # --- steps ---
 
@@ -299,31 +318,25 @@ class Engine:
         inc.step += 1
         inc.result = None
         inc.future = None
+        inc.verification = None
         if inc.step >= len(inc.playbook.steps):
             self._exhausted(inc, now)
             return
-        step = inc.playbook.steps[inc.step]
-        svc_name = _service_of(step)
-        if svc_name is not None and ACTIONS[step.action].changes_host:
-            svc = self.config.services[svc_name]
-            for verdict in (
-                self.guards.may_act(svc_name, svc, now),
-                self.guards.in_grace(svc_name, svc, now),
-            ):
-                if not verdict.allowed:
-                    self._record(
-                        self._step_record(inc, step, "action_held", Outcome.HELD, verdict.reason)
-                        | {"guard": verdict.guard},
-                        must=False,
-                    )
-                    inc.outcomes.append(Outcome.HELD)
-                    self._next_step(inc, now)
-                    return
-        intent = self._step_record(inc, step, "action_intent", None, _step_reason(step))
+        step = inc.current
+        held = self._service_verdict(step, now)
+        if held is not None:
+            rec = step_record(inc, Event.ACTION_HELD, Outcome.HELD, held.reason)
+            self._record(rec | {"guard": held.guard}, must=False)
+            inc.outcomes.append(Outcome.HELD)
+            inc.done.append(f"{step_reason(step)} (held: {held.reason})")
+            self._next_step(inc, now)
+            return
+        intent = step_record(inc, Event.ACTION_INTENT, None, step_reason(step))
         if not self._record(intent):
             self._abort(inc, now, "the action log cannot be written: not acting")
             return
-        if svc_name is not None and ACTIONS[step.action].changes_host:
+        svc_name = service_of(step)
+        if svc_name is not None and changes_host(step) and inc.accounted:
             svc = self.config.services[svc_name]
             self.guards.action_taken(svc_name, svc, now, restarted=step.action == "restart")
             self.guards.save(now)
@@ -337,167 +350,111 @@ class Engine:
             else (lambda: ActionResult(Outcome.FAILED, f"action '{step.action}' is not available"))
         )
 
-    def _context(self, inc: Incident) -> ActionContext:
+    def _context(self, inc: Incident, outcome: str = "") -> ActionContext:
         return ActionContext(
-            system=self.system,
+            system=DryRunSystem() if inc.dry_run and not self.dry_run else self.system,
             services=self.config.services,
             notifiers=self.config.notifiers,
             playbook=inc.playbook.name,
             incident=inc.id,
+            summary=inc.summary(outcome),
         )
 
     def _advance(self, inc: Incident, now: float) -> bool:
         """Move the incident along; True when something changed (call again)."""
-        step = inc.playbook.steps[inc.step]
-        if inc.phase is Phase.ACTING:
-            fut = inc.future
-            if fut is None or not fut.done():
-                return False
-            try:
-                result = fut.result()
-            except Exception as exc:  # a bug in an action is a failed step, never a crash
-                log.exception("action_crashed", action=step.action)
-                result = ActionResult(
-                    Outcome.FAILED, f"action crashed: {type(exc).__name__}: {exc}"
-                )
-            inc.result = result
-            duration = (now - inc.started_step) if not self.dry_run else 0.0
-            rec = self._step_record(inc, step, "action_result", result.outcome, result.reason)
-            rec |= {
-                "target": result.target or rec["target"],
-                "details": result.details,
-                "duration_ms": round(duration * 1000, 1),
-            }
-            self._record(rec, must=False)
-            inc.outcomes.append(result.outcome)
-            if result.restarted and result.target in self.config.services:
-                self.guards.service_started(result.target, now)  # the grace runs from here
-                self.guards.save(now)
-            verifies = ACTIONS[step.action].changes_host and result.outcome in (
-                Outcome.OK,
-                Outcome.WOULD_RUN,
-            )
-            if not verifies:
-                self._next_step(inc, now)
-                return True
-            v = step.verify or DEFAULT_VERIFY
-            inc.phase = Phase.VERIFYING
-            inc.acted_at = now
-            inc.deadline = now + v.within
-            if v.probe and self.request_probe is not None:
-                self.request_probe(v.probe)
-            return True
-        # verifying
-        v = step.verify or DEFAULT_VERIFY
-        verdict = self._verified(inc.playbook, v, inc.acted_at, now)
-        if verdict is True:
-            self._record(
-                self._step_record(
-                    inc,
-                    step,
-                    "verify_passed",
-                    Outcome.OK,
-                    f"recovered {now - inc.acted_at:.2f}s after the action",
-                )
-                | {"duration_ms": round((now - inc.acted_at) * 1000, 1)},
-                must=False,
-            )
-            self._close(inc, now, "resolved", success=True)
-            return True
-        if now < inc.deadline:
-            if v.probe and self.request_probe is not None:
-                self.request_probe(v.probe)
+        if inc.phase is Phase.VERIFYING:
+            return self._verifying(inc, now)
+        fut = inc.future
+        if fut is None or not fut.done():
             return False
-        reason = (
-            "no evidence of recovery (no requests, no probe result) "
-            if verdict is None
-            else "still failing "
-        )
-        self._record(
-            self._step_record(
-                inc, step, "verify_failed", Outcome.FAILED, reason + f"within {v.within:g}s"
-            ),
-            must=False,
-        )
-        if inc.result is not None and inc.result.rollback is not None:
-            self._rollback(inc, step, inc.result.rollback)
-        self._next_step(inc, now)
+        if inc.phase is Phase.ACTING:
+            self._acted(inc, now, _result(fut, "action"))
+        elif inc.phase is Phase.ROLLING_BACK:
+            undone = _result(fut, "rollback")
+            rec = step_record(inc, Event.ROLLBACK_RESULT, undone.outcome, undone.reason)
+            self._record(rec | {"details": undone.details}, must=False)
+            self._next_step(inc, now)
+        elif inc.phase is Phase.NOTIFYING:
+            self._notified(inc, now, fut)
         return True
 
-    def _rollback(self, inc: Incident, step: Step, undo: Callable[[], ActionResult]) -> None:
-        if not self._record(
-            self._step_record(
-                inc, step, "rollback_intent", None, "the edit did not help: putting it back"
-            )
-        ):
+    def _acted(self, inc: Incident, now: float, result: ActionResult) -> None:
+        step = inc.current
+        inc.result = result
+        duration = (now - inc.started_step) if not inc.dry_run else 0.0
+        rec = step_record(inc, Event.ACTION_RESULT, result.outcome, result.reason)
+        rec |= {
+            "target": result.target or rec["target"],
+            "details": result.details,
+            "duration_ms": round(duration * 1000, 1),
+        }
+        self._record(rec, must=False)
+        inc.outcomes.append(result.outcome)
+        inc.done.append(done_line(step, result))
+        if result.restarted and result.target in self.config.services and inc.accounted:
+            self.guards.service_started(result.target, now)  # the grace runs from here
+            self.guards.save(now)
+        verifies = changes_host(step) and result.outcome in (Outcome.OK, Outcome.WOULD_RUN)
+        if not verifies:
+            self._next_step(inc, now)
             return
-        try:
-            undone = undo()
-        except Exception as exc:
-            undone = ActionResult(Outcome.FAILED, f"rollback crashed: {exc}")
-        self._record(
-            self._step_record(inc, step, "rollback_result", undone.outcome, undone.reason)
-            | {"details": undone.details},
-            must=False,
+        v = step.verify or DEFAULT_VERIFY
+        inc.phase = Phase.VERIFYING
+        inc.verification = self.verifier.start(v, now)
+        if v.probe and self.request_probe is not None:
+            self.request_probe(v.probe)
+
+    def _verifying(self, inc: Incident, now: float) -> bool:
+        ver = inc.verification
+        if ver is None:
+            raise RuntimeError("verifying without a verification")
+        v = ver.verify
+        checked = self.verifier.step(ver, inc.playbook.when, now)
+        if checked is Checked.PENDING:
+            if v.probe and self.request_probe is not None:
+                self.request_probe(v.probe)
+            return False
+        judged_on = (
+            JudgedOn.LOGS
+            if v.probe is not None and not self.verifier.probes
+            else "+".join(ver.judged_on) or None
         )
-
-    # --- verification ---
-
-    def _verified(self, pb: Playbook, v: Verify, since: float, now: float) -> bool | None:
-        """True: recovered; False: still failing; None: no evidence yet."""
-        verdicts: list[bool | None] = []
-        if v.probe is not None:
-            st = self.signals.probes.get(v.probe)
-            if st is None or st.last_at is None or st.last_at < since:
-                verdicts.append(None)
-            else:
-                verdicts.append(bool(st.last_ok))
-        if v.trigger_clear:
-            verdicts.append(self._symptoms_clear(pb.when, since, now))
-        if any(x is False for x in verdicts):
-            return False
-        if verdicts and all(x is True for x in verdicts):
+        last = ver.last.detail if ver.last is not None else "no evidence"
+        by_itself = "dry run, nothing was done: " if inc.dry_run else ""
+        extra = {"judged_on": judged_on, "duration_ms": round((now - ver.acted_at) * 1000, 1)}
+        if checked is Checked.PASSED:
+            since = ver.healthy_since if ver.healthy_since is not None else now
+            held = f", still healthy {now - since:.2f}s later" if now > since else ""
+            why = f"{by_itself}recovered {since - ver.acted_at:.2f}s after the action{held} ({last})"
+            rec = step_record(inc, Event.VERIFY_PASSED, Outcome.OK, why)
+            self._record(rec | extra, must=False)
+            inc.done[-1] += ", verified"
+            self._close(inc, now, IncidentOutcome.RESOLVED, success=True)
             return True
-        return None
-
-    def _symptoms_clear(self, when: Condition, since: float, now: float) -> bool | None:
-        """Whether what users saw is gone since ``since``: every 5xx-rate and probe leaf of the
-        trigger back under its threshold (cause leaves only when there is no symptom leaf)."""
-        leaves = walk_conditions(when)
-        symptoms: list[Condition] = [
-            c
-            for c in leaves
-            if isinstance(c, StatusRate | StatusSpike | ProbeFailing | ServiceDown)
-        ]
-        judged = symptoms or [c for c in leaves if isinstance(c, ErrorCause)]
-        span = max(now - since, 1e-6)
-        out: list[bool | None] = []
-        for c in judged:
-            if isinstance(c, StatusRate | StatusSpike):
-                win = self.signals.statuses.get(c.source)
-                matched, total = win.count(now, span, c.status) if win else (0, 0)
-                if total < MIN_VERIFY_SAMPLE:
-                    out.append(None)
-                    continue
-                limit = c.ratio if isinstance(c, StatusRate) and c.ratio is not None else 0.05
-                out.append(matched / total < limit)
-            elif isinstance(c, ProbeFailing):
-                st = self.signals.probes.get(c.probe)
-                fresh = st is not None and st.last_at is not None and st.last_at >= since
-                out.append(bool(st.last_ok) if fresh and st is not None else None)
-            elif isinstance(c, ServiceDown):
-                sw = self.signals.services.get(c.service)
-                fresh = sw is not None and sw.last_at is not None and sw.last_at >= since
-                out.append((sw.down_since is None) if fresh and sw is not None else None)
-            elif isinstance(c, ErrorCause):
-                win = self.signals.causes.get(c.source)
-                n = win.count(now, span, frozenset(c.cause))[0] if win else 0
-                out.append(False if n >= c.at_least else None)
-        if any(x is False for x in out):
-            return False
-        if out and all(x is True for x in out):
+        if checked is Checked.UNKNOWN:
+            why = f"no evidence either way within {v.within:g}s ({last})"
+            self._record(step_record(inc, Event.VERIFY_UNKNOWN, None, why) | extra, must=False)
+            self._close(inc, now, IncidentOutcome.UNVERIFIED, success=None)
             return True
-        return None
+        seen = ver.failing.detail if ver.failing is not None else last
+        why = (
+            f"{by_itself}still failing within {v.within:g}s ({seen})"
+            if ver.failing is not None
+            else f"{by_itself}no evidence of recovery within {v.within:g}s ({last})"
+        )
+        self._record(step_record(inc, Event.VERIFY_FAILED, Outcome.FAILED, why) | extra, must=False)
+        inc.done[-1] += ", did not help"
+        undo = inc.result.rollback if inc.result is not None else None
+        if undo is not None:
+            intent = step_record(
+                inc, Event.ROLLBACK_INTENT, None, "the edit did not help: putting it back"
+            )
+            if self._record(intent):
+                inc.phase = Phase.ROLLING_BACK
+                inc.future = self.executor.submit(undo)
+                return True
+        self._next_step(inc, now)
+        return True
 
     # --- closing ---
 
@@ -505,61 +462,110 @@ class Engine:
         if inc.outcomes and all(o == Outcome.HELD for o in inc.outcomes):
             # Nothing was tried (a guard held back every step), so nothing failed: no alert,
             # no breaker, no failed run; the trigger is judged again later.
-            self._close(inc, now, "held", success=None)
+            self._close(inc, now, IncidentOutcome.HELD, success=None)
             return
-        ex = inc.playbook.on_exhausted
-        for name in ex.notify:
-            fn = self.actions.get("notify")
-            args = NotifyArgs(notifier=name, message=f"{inc.playbook.name}: no step helped")
-            rec = {
-                "event": "notify",
-                "incident": inc.id,
-                "playbook": inc.playbook.name,
-                "action": "notify",
-                "target": name,
-                "reason": "steps exhausted",
-            }
-            if fn is None:
-                self._record(rec | {"outcome": Outcome.FAILED}, must=False)
-                continue
-            res = fn(args, self._context(inc))
-            self._record(rec | {"outcome": res.outcome, "details": res.details}, must=False)
-        if ex.stop:
+        if not any(changes_host(s) for s in inc.playbook.steps):
+            # Alert or diagnose only: nothing to verify; it worked when its steps ran. Such
+            # a playbook never opens the breaker: cooldown and max_runs govern its repeats.
+            ran = all(o in (Outcome.OK, Outcome.WOULD_RUN) for o in inc.outcomes)
+            outcome = IncidentOutcome.COMPLETED if ran else IncidentOutcome.INCOMPLETE
+            self._close(inc, now, outcome, success=None, acted=True)
+            return
+        names = inc.playbook.on_exhausted.notify
+        fn = self.actions.get("notify")
+        if not names:
+            self._notified(inc, now, None)
+            return
+        ctx = self._context(inc, IncidentOutcome.EXHAUSTED)
+
+        def alert() -> list[tuple[str, ActionResult]]:
+            out = []
+            for name in names:
+                if fn is None:
+                    out.append((name, ActionResult(Outcome.FAILED, "notify is not available")))
+                    continue
+                args = NotifyArgs(notifier=name, message=f"{inc.playbook.name}: no step helped")
+                try:
+                    out.append((name, fn(args, ctx)))
+                except Exception as exc:
+                    out.append((name, ActionResult(Outcome.FAILED, f"notify crashed: {exc}")))
+            return out
+
+        inc.phase = Phase.NOTIFYING
+        inc.future = self.executor.submit(alert)
+
+    def _notified(self, inc: Incident, now: float, fut: Future[Any] | None) -> None:
+        results: list[tuple[str, ActionResult]] = []
+        if fut is not None:
+            try:
+                results = fut.result()
+            except Exception as exc:  # defensive: alert() catches its own
+                log.exception("notify_crashed", error=str(exc))
+        for name, res in results:
+            self._record(
+                {
+                    "event": Event.NOTIFY,
+                    "incident": inc.id,
+                    "playbook": inc.playbook.name,
+                    "action": "notify",
+                    "target": name,
+                    "dry_run": inc.dry_run,
+                    "outcome": res.outcome,
+                    "reason": f"steps exhausted: {res.reason}",
+                    "details": res.details,
+                },
+                must=False,
+            )
+        if inc.playbook.on_exhausted.stop and inc.accounted:
             self.guards.open_breaker(inc.playbook.name, now, "steps exhausted without recovery")
             self._record(
                 {
-                    "event": "breaker_opened",
+                    "event": Event.BREAKER_OPENED,
                     "incident": inc.id,
                     "playbook": inc.playbook.name,
                     "reason": f"steps exhausted; `remediator reset {inc.playbook.name}` closes it",
                 },
                 must=False,
             )
-        self._close(inc, now, "exhausted", success=False)
+        self._close(inc, now, IncidentOutcome.EXHAUSTED, success=False)
 
     def _abort(self, inc: Incident, now: float, reason: str) -> None:
         log.critical("incident_aborted", incident=inc.id, reason=reason)
-        self._close(inc, now, "aborted", success=False)
+        self._close(inc, now, IncidentOutcome.ABORTED, success=False)
 
-    def _close(self, inc: Incident, now: float, outcome: str, *, success: bool | None) -> None:
-        """``success`` None: nothing was tried; the run counts neither way."""
-        opened_breaker = self.guards.run_finished(inc.playbook, now, success=success)
-        if success is not None:
+    def _close(
+        self,
+        inc: Incident,
+        now: float,
+        outcome: IncidentOutcome,
+        *,
+        success: bool | None,
+        acted: bool = False,
+    ) -> None:
+        """``success`` None: the run counts neither way (nothing was tried, or nothing that
+        can fail to fix); ``acted``: log evidence up to now was dealt with all the same."""
+        counts = inc.accounted
+        opened_breaker = False
+        if counts:
+            opened_breaker = self.guards.run_finished(inc.playbook, now, success=success)
+            self.guards.save(now)
+        if success is not None or acted:
             self._acted_until = now
-        self.guards.save(now)
         rec = {
-            "event": "incident_closed",
+            "event": Event.INCIDENT_CLOSED,
             "incident": inc.id,
             "playbook": inc.playbook.name,
+            "dry_run": inc.dry_run,
             "outcome": outcome,
-            "reason": f"{outcome} after {len(inc.outcomes)} step(s)",
+            "reason": _closing_reason(inc, outcome),
+            "summary": inc.summary(outcome),
             "duration_ms": round((now - inc.opened) * 1000, 1),
         }
         self._record(rec, must=False)
         if opened_breaker:
             self._record(
                 {
-                    "event": "breaker_opened",
+                    "event": Event.BREAKER_OPENED,
                     "incident": inc.id,
                     "playbook": inc.playbook.name,
                     "reason": "remediation kept failing",
@@ -573,7 +579,7 @@ class Engine:
             {
                 "incident": inc.id,
                 "playbook": inc.playbook.name,
-                "outcome": outcome,
+                "outcome": str(outcome),
                 "opened": inc.opened,
                 "closed": now,
             }
@@ -581,21 +587,6 @@ class Engine:
         self.incident = None
 
     # --- records ---
-
-    def _step_record(
-        self, inc: Incident, step: Step, event: str, outcome: str | None, reason: str
-    ) -> dict[str, Any]:
-        return {
-            "event": event,
-            "incident": inc.id,
-            "playbook": inc.playbook.name,
-            "step": inc.step + 1,
-            "action": step.action,
-            "target": _target_of(step),
-            "dry_run": self.dry_run,
-            "outcome": outcome,
-            "reason": reason,
-        }
 
     def _record(self, rec: dict[str, Any], *, must: bool = True) -> bool:
         rec.setdefault("dry_run", self.dry_run)
@@ -608,61 +599,29 @@ class Engine:
         return True
 
 
-# --- helpers ---------------------------------------------------------------------------------
+def _result(fut: Future[Any], what: str) -> ActionResult:
+    try:
+        result: ActionResult = fut.result()
+    except Exception as exc:  # a bug in an action is a failed step, never a crash
+        log.exception(f"{what}_crashed")
+        return ActionResult(Outcome.FAILED, f"{what} crashed: {type(exc).__name__}: {exc}")
+    return result
 
 
-def _service_of(step: Step) -> str | None:
-    return getattr(step.args, "service", None)
+_CLOSING = {
+    IncidentOutcome.RESOLVED: "the site is healthy again",
+    IncidentOutcome.COMPLETED: "its steps ran (this playbook changes nothing)",
+    IncidentOutcome.INCOMPLETE: "a step of this playbook failed (it changes nothing)",
+    IncidentOutcome.EXHAUSTED: "no step helped",
+    IncidentOutcome.HELD: "every step was held back by a guard: nothing was tried",
+    IncidentOutcome.UNVERIFIED: "no evidence either way of whether the step helped",
+    IncidentOutcome.ABORTED: "the action log cannot be written: not acting",
+}
 
 
-def _target_of(step: Step) -> str | None:
-    for attr in ("service", "notifier"):
-        value = getattr(step.args, attr, None)
-        if value:
-            return str(value)
-    return None
+def _closing_reason(inc: Incident, outcome: IncidentOutcome) -> str:
+    why = _CLOSING.get(outcome, str(outcome))
+    return f"{outcome} after {len(inc.outcomes)} step(s): {why}"
 
 
-def _step_reason(step: Step) -> str:
-    return step.name or f"{step.action} {_target_of(step) or ''}".strip()
-
-
-def _reading(r: Reading) -> dict[str, Any]:
-    return {"condition": r.condition, "holds": r.holds, **r.detail}
-
-
-def _describe(r: Reading) -> str:
-    d = r.detail
-    if r.condition == "status_rate":
-        return (
-            f"{d['count']} x {d['statuses']} of {d['total']} requests "
-            f"({d['ratio'] * 100:.1f}%) in {d['window_s']:g}s on {d['source']}"
-        )
-    if r.condition == "status_spike":
-        return f"{d['statuses']} at {d['rate_per_s']}/s vs baseline {d['baseline_per_s']}/s"
-    if r.condition == "error_cause":
-        return f"{d['count']} x {'/'.join(d['causes'])} in {d['window_s']:g}s on {d['source']}"
-    if r.condition == "service_down":
-        return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
-    if r.condition == "probe_failing":
-        return f"probe {d['probe']} failed {d['consecutive_failures']} times ({d['last']})"
-    return f"{r.condition}: {d}"
-
-
-def _sources(when: Condition) -> list[str]:
-    out = []
-    for c in walk_conditions(when):
-        src = getattr(c, "source", None)
-        if src and src not in out:
-            out.append(src)
-    return out
-
-
-def _causes(when: Condition) -> list[str]:
-    return list(
-        dict.fromkeys(
-            itertools.chain.from_iterable(
-                c.cause for c in walk_conditions(when) if isinstance(c, ErrorCause)
-            )
-        )
-    )
+__all__ = ["Engine", "Executor", "InlineExecutor", "target_of"]

@@ -276,9 +276,20 @@ def walk_conditions(cond: Condition) -> list[Condition]:
 
 @dataclass(frozen=True)
 class Verify:
-    """How a step is judged to have worked. Both checks that are set must pass in time."""
+    """How a step is judged to have worked: on what users got after the action (requests made
+    after it, the probe when one is named, the service's state), healthy within ``within`` and
+    still healthy ``settle`` later. A quiet site (no requests) is judged by the probe and the
+    service's state alone."""
 
-    within: float = opt(Duration(min=0.1, max=600), "Deadline for the step to show success.", 10.0)
+    within: float = opt(
+        Duration(min=0.1, max=600), "Deadline for the site to be healthy again.", 10.0
+    )
+    settle: float = opt(
+        Duration(max=300),
+        "The site must then stay healthy this long (one good answer right after a restart "
+        "proves little).",
+        3.0,
+    )
     probe: str | None = opt(
         Ref("source", ("probe",), "verify"), "This probe must answer as expected.", None
     )

@@ -8,6 +8,7 @@ playbook would have run, which steps, and which guards would have held it back.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import heapq
 import io
@@ -16,7 +17,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,12 +25,13 @@ from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS
 from remediator.config import AccessLogSource, Config, ErrorLogSource
-from remediator.detect import Signals
-from remediator.engine import Engine
+from remediator.events import Event
+from remediator.feed import Feeder, error_times
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
 from remediator.sources.formats import access_format, error_format
 from remediator.system import DryRunSystem
+from remediator.wiring import Wiring, wire
 
 _ROTATED = re.compile(r"^(?P<base>.+?)(?:[.-]\d{1,8})?(?:\.(?:gz|z))?$")
 
@@ -46,17 +48,6 @@ class Input:
     source: str | None
     kind: str  # access or error
     format: str  # a format name, or "custom" for a source's own log_format
-
-
-@dataclass
-class Totals:
-    lines: int = 0
-    malformed: int = 0
-    untimed: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    causes: Counter[str] = field(default_factory=Counter)
-    first: float | None = None
-    last: float | None = None
 
 
 class _MemoryLog(ActionLog):
@@ -82,8 +73,6 @@ def _would(name: str) -> Any:
 
 
 def _iso(t: float) -> str:
-    import datetime as dt  # noqa: PLC0415
-
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -152,11 +141,15 @@ def _open(path: Path) -> io.BufferedIOBase:
     return path.open("rb")
 
 
-Event = tuple[float, int, str, str, Counter[Any]]  # time, order, kind, source key, counts
+# (time, stream order, kind, source, lines, statuses): one run of lines sharing a time
+Run = tuple[float, int, str, str, list[bytes], list[int]]
+CHUNK = 16384  # lines scanned at once
 
 
-def _events(inp: Input, config: Config | None, totals: Totals, order: int) -> Iterator[Event]:
-    key = inp.source or f"{inp.format}:{inp.path.name}"
+def _events(
+    inp: Input, config: Config | None, feeder: Feeder, order: int, tz: dt.tzinfo | None
+) -> Iterator[Run]:
+    key = _key(inp)
     if inp.kind == "access":
         src = config.sources.get(inp.source) if config and inp.source else None
         fmt = access_format(inp.format, src if isinstance(src, AccessLogSource) else None)
@@ -164,30 +157,51 @@ def _events(inp: Input, config: Config | None, totals: Totals, order: int) -> It
             raise ReplayError(f"{inp.path}: unknown access log format {inp.format}")
         if not fmt.has_time:
             raise ReplayError(f"{inp.path}: its format has no time field; replay needs one")
+        if key not in feeder.formats:
+            feeder.add_source(key, fmt)
         with _open(inp.path) as f:
-            for batch in fmt.scan_file(f):
-                totals.lines += batch.lines
-                totals.malformed += batch.malformed
-                for t, counts in batch.by_time():
-                    yield (t, order, "status", key, counts)
+            chunk: list[bytes] = []
+            for raw in f:
+                chunk.append(raw.rstrip(b"\r\n"))
+                if len(chunk) >= CHUNK:
+                    yield from _access_runs(fmt, chunk, key, order, feeder)
+                    chunk = []
+            if chunk:
+                yield from _access_runs(fmt, chunk, key, order, feeder)
         return
     efmt = error_format(inp.format)
     if efmt is None:
         raise ReplayError(f"{inp.path}: unknown error log format {inp.format}")
+    if key not in feeder.formats:
+        feeder.add_source(key, efmt)
     with _open(inp.path) as f:
-        last_t: float | None = None
-        for raw in f:
-            totals.lines += 1
-            cause = efmt.classify(raw)
-            if cause is None:
-                continue
-            # a line without its own time (a continuation) belongs to the previous entry's
-            when = efmt.time(raw) or last_t
-            if when is None:
-                totals.untimed += 1
-                continue
-            last_t = when
-            yield (when, order, "cause", key, Counter({cause: 1}))
+        for t, lines in error_times(efmt, f, tz, feeder.stats[key]):
+            yield (t, order, "cause", key, lines, [])
+
+
+def _access_runs(
+    fmt: Any, lines: list[bytes], key: str, order: int, feeder: Feeder
+) -> Iterator[Run]:
+    """The chunk's lines in runs sharing a time, each with its statuses (scanned once).
+    Malformed lines are counted and left out."""
+    batch = fmt.scan_lines(lines)
+    if batch.malformed:  # rare: find which lines, one at a time
+        good: list[bytes] = []
+        for line in lines:
+            if fmt.scan_lines([line]).malformed:
+                feeder.statuses(key, [], [], 1, feeder.stats[key].last_line_at or 0.0)
+            else:
+                good.append(line)
+        lines = good
+        batch = fmt.scan_lines(lines)
+    i = 0
+    for t, n in batch.runs or ():
+        yield (t, order, "status", key, lines[i : i + n], batch.statuses[i : i + n])
+        i += n
+
+
+def _key(inp: Input) -> str:
+    return inp.source or f"{inp.format}:{inp.path.name}"
 
 
 def replay(
@@ -199,78 +213,108 @@ def replay(
     fmt: str | None = None,
     start: float | None = None,
     end: float | None = None,
+    tz: dt.tzinfo | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Replay ``paths``; returns the timeline records and the summary."""
+    """Replay ``paths``; returns the timeline records and the summary.
+
+    Lines go through the daemon's own feeder and engine (``remediator.wiring``), with the
+    log's time for the clock: the engine is ticked as each second of log completes, and
+    every second through a gap while anything could still change."""
     inputs = match_inputs(paths, config, source=source, fmt=fmt)
     by_source: dict[str, list[Input]] = {}
     for inp in inputs:
         by_source.setdefault(inp.source or f"{inp.format}:{inp.path}", []).append(inp)
-    totals = Totals()
-    streams = []
-    for order, group in enumerate(by_source.values()):
-        group.sort(key=lambda i: _rotation_key(i.path))
-        streams.append(_chain(group, config, totals, order))
-    conds = [c for pb in playbooks for c in walk_conditions(pb.when)]
-    signals = Signals.for_conditions(conds)
     memlog = _MemoryLog()
     with tempfile.TemporaryDirectory(prefix="remediator-replay-") as tmp:
-        engine = None
-        if config is not None and playbooks:
-            guards = Guards(Path(tmp), config.guards, 0.0)
-            engine = Engine(
-                config,
-                playbooks,
-                signals,
-                guards,
-                memlog,
-                DryRunSystem(),
-                {name: _would(name) for name in ACTIONS},
-                wall=lambda: memlog.now,
-            )
-        current: int | None = None  # the log second being gathered; judged once complete
+        cfg = config if config is not None else _bare_config()
+        w = wire(
+            cfg,
+            playbooks if config is not None else [],
+            system=DryRunSystem(),
+            guards=Guards(Path(tmp), cfg.guards, 0.0),
+            actionlog=memlog,
+            actions={name: _would(name) for name in ACTIONS},
+            wall=lambda: memlog.now,
+            probes=False,
+        )
+        engine = w.engine if config is not None and playbooks else None
+        streams = []
+        for order, group in enumerate(by_source.values()):
+            group.sort(key=lambda i: _rotation_key(i.path))
+            streams.append(_chain(group, config, w.feeder, order, tz))
+        horizon = _horizon(w)
+        statuses: Counter[int] = Counter()
+        causes: Counter[str] = Counter()
+        first: float | None = None
         last_t = 0.0
-        for t, _, kind, key, counts in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
+        current: int | None = None  # the log second being gathered; judged once complete
+
+        def tick(t: float) -> None:
+            memlog.now = t
+            if engine is not None:
+                engine.tick(t)
+
+        for t, _, kind, key, lines, codes in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
             if (start is not None and t < start) or (end is not None and t > end):
                 continue
-            if engine is not None and current is not None and int(t) != current:
-                memlog.now = last_t
-                engine.tick(last_t)
+            if current is not None and int(t) != current:
+                tick(last_t)
+                gap = last_t + 1.0
+                while gap < int(t) and (
+                    gap - last_t <= horizon or (engine is not None and engine.incident)
+                ):
+                    tick(gap)
+                    gap += 1.0
             current, last_t = int(t), t
+            first = t if first is None else first
             if kind == "status":
-                totals.statuses.update(counts)
+                w.feeder.statuses(key, lines, codes, 0, t)
+                statuses.update(codes)
             else:
-                totals.causes.update({str(k): n for k, n in counts.items()})
-            totals.first = t if totals.first is None else totals.first
-            totals.last = t
-            windows = signals.statuses if kind == "status" else signals.causes
-            win = windows.get(key)
-            if win is not None:
-                win.add_many(t, counts)
-        if engine is not None and current is not None:
-            memlog.now = last_t
-            engine.tick(last_t)
+                causes.update(str(c) for c in w.feeder.causes(key, lines, t))
+        if current is not None:
+            tick(last_t)
+            while engine is not None and engine.incident is not None and memlog.now < last_t + 600:
+                tick(memlog.now + 1.0)  # let the open incident reach its verdict
         still_open = engine.incident.playbook.name if engine and engine.incident else None
-    incidents = sum(1 for r in memlog.records if r["event"] == "incident_opened")
+    stats = w.feeder.stats.values()
+    incidents = sum(1 for r in memlog.records if r["event"] == Event.INCIDENT_OPENED)
     summary = {
         "summary": True,
         "files": [str(p) for p in paths],
-        "lines": totals.lines,
-        "malformed": totals.malformed,
-        "statuses": {str(k): v for k, v in sorted(totals.statuses.items())},
-        "causes": dict(sorted(totals.causes.items())),
+        "lines": sum(s.lines for s in stats),
+        "malformed": sum(s.malformed for s in stats),
+        "untimed": sum(s.untimed for s in stats),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "causes": dict(sorted(causes.items())),
         "incidents": incidents,
         "open_at_end": still_open,
-        "from": _iso(totals.first) if totals.first is not None else None,
-        "to": _iso(totals.last) if totals.last is not None else None,
+        "from": _iso(first) if first is not None else None,
+        "to": _iso(last_t) if first is not None else None,
     }
     return memlog.records, summary
 
 
+def _horizon(w: Wiring) -> float:
+    """The longest window any condition looks back over: after that, a gap changes nothing."""
+    spans = [
+        float(getattr(c, "baseline", None) or getattr(c, "window", None) or 0.0)
+        for pb in w.engine.playbooks
+        for c in walk_conditions(pb.when)
+    ]
+    return max(spans, default=0.0) + 1.0
+
+
+def _bare_config() -> Config:
+    """The configuration of a replay with no config file (``--format`` only)."""
+    return Config()
+
+
 def _chain(
-    group: list[Input], config: Config | None, totals: Totals, order: int
-) -> Iterator[Event]:
+    group: list[Input], config: Config | None, feeder: Feeder, order: int, tz: dt.tzinfo | None
+) -> Iterator[Run]:
     for inp in group:
-        yield from _events(inp, config, totals, order)
+        yield from _events(inp, config, feeder, order, tz)
 
 
 # --- output ----------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ a queue and a wake-up pipe. Lines are counted at their arrival time on the monot
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import queue
@@ -17,24 +16,21 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from remediator.config import (
-    AccessLogSource,
     Config,
-    ErrorLogSource,
     HostSource,
     JournalSource,
     ProbeSource,
     Service,
 )
-from remediator.detect import SAMPLE_LINES, Signals
+from remediator.detect import Signals
+from remediator.feed import Feeder
 from remediator.sources import host as hostmod
-from remediator.sources.formats import access_format, error_format
 from remediator.sources.probe import Prober, ProbeResult
 from remediator.sources.tail import Backend, Tailer
 from remediator.state import JsonState
@@ -45,92 +41,6 @@ log = structlog.get_logger(__name__)
 CHECKPOINT_EVERY = 1.0
 MIN_PROBE_GAP = 0.05
 BATCH = 0.04  # inotify events merged this long: 1,000 lines/s cost 25 wake-ups, not 1,000
-
-
-@dataclass
-class SourceStats:
-    """Per-source counters for ``status``: what was read, what was odd."""
-
-    lines: int = 0
-    malformed: int = 0
-    matched: int = 0  # 5xx lines, or classified error lines
-    last_line_at: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Feeder:
-    """Turns lines of configured log sources into detector signals."""
-
-    def __init__(self, config: Config, signals: Signals) -> None:
-        self.signals = signals
-        self.access: dict[Path, tuple[str, Any]] = {}
-        self.errors: dict[Path, tuple[str, Any]] = {}
-        self.journal_formats: dict[str, Any] = {}
-        self.stats: dict[str, SourceStats] = {}
-        for name, src in config.sources.items():
-            self.stats[name] = SourceStats()
-            if isinstance(src, AccessLogSource):
-                self.access[src.path] = (name, access_format(src.format, src))
-            elif isinstance(src, ErrorLogSource):
-                self.errors[src.path] = (name, error_format(src.format))
-            elif isinstance(src, JournalSource):
-                self.journal_formats[name] = error_format(src.format)
-
-    @property
-    def paths(self) -> list[Path]:
-        return [*self.access, *self.errors]
-
-    def feed(self, path: Path, lines: list[bytes], now: float) -> None:
-        """Count a tailer's batch of complete lines, all at ``now``."""
-        if path in self.access:
-            name, fmt = self.access[path]
-            batch = fmt.scan_lines(lines)
-            st = self.stats[name]
-            st.lines += batch.lines
-            st.malformed += batch.malformed
-            st.last_line_at = now
-            win = self.signals.statuses.get(name)
-            if win is not None:
-                win.add_many(now, collections.Counter(batch.statuses))
-            if any(s >= 500 for s in batch.statuses):
-                self._sample_access(name, fmt, lines, batch.statuses, st)
-        elif path in self.errors:
-            name, efmt = self.errors[path]
-            self._causes(name, efmt, lines, now)
-
-    def feed_messages(self, name: str, messages: list[bytes], now: float) -> None:
-        """Journal messages of a source, classified like error-log lines."""
-        self._causes(name, self.journal_formats[name], messages, now)
-
-    def _causes(self, name: str, efmt: Any, lines: list[bytes], now: float) -> None:
-        st = self.stats[name]
-        st.lines += len(lines)
-        st.last_line_at = now
-        win = self.signals.causes.get(name)
-        for line in lines:
-            cause = efmt.classify(line)
-            if cause is None:
-                continue
-            st.matched += 1
-            if win is not None:
-                win.add(now, cause)
-            self.signals.sample(name, line.decode("utf-8", "replace"))
-
-    def _sample_access(
-        self, name: str, fmt: Any, lines: list[bytes], statuses: list[int], st: SourceStats
-    ) -> None:
-        """Count the batch's 5xx lines (from the scan already made) and keep the newest few
-        as evidence, in the order they were written; only those few are parsed again."""
-        st.matched += sum(1 for s in statuses if s >= 500)
-        newest: list[bytes] = []
-        for line in reversed(lines):
-            status = fmt.status(line)
-            if status is not None and status >= 500:
-                newest.append(line)
-                if len(newest) == SAMPLE_LINES:
-                    break
-        for line in reversed(newest):
-            self.signals.sample(name, line.decode("utf-8", "replace"))
 
 
 class ProbeThreads:
@@ -244,10 +154,11 @@ class Watcher:
         *,
         state_dir: Path | None,
         backend: Backend = Backend.AUTO,
+        feeder: Feeder | None = None,
     ) -> None:
         self.config = config
         self.signals = signals
-        self.feeder = Feeder(config, signals)
+        self.feeder = feeder or Feeder(config, signals)
         self.tailer = Tailer(
             self.feeder.paths, state_dir=state_dir, backend=backend, batch_interval=BATCH
         )

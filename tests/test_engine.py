@@ -87,6 +87,13 @@ def outage(signals: Signals, now: float) -> None:
     signals.sample("acc", '127.0.0.1 - - [..] "GET / HTTP/1.1" 502 157')
 
 
+def recovered(engine: Engine, signals: Signals, start: int, seconds: int = 4) -> None:
+    """Users get 200s again from ``start`` on, for ``seconds`` (past the 3 s settle)."""
+    for t in range(start, start + seconds):
+        signals.statuses["acc"].add(t, 200, 50)
+        engine.tick(t)
+
+
 def events(path: Path) -> list[str]:
     return [r["event"] for r in read(path)]
 
@@ -98,8 +105,10 @@ def test_a_verified_first_step_resolves_the_incident(
     outage(signals, 100)
     engine.tick(100)
     assert host.calls == ["reload fpm"]
-    signals.statuses["acc"].add(101, 200, 50)  # users get 200s again
+    signals.statuses["acc"].add(101, 200, 50)  # users get 200s again...
     engine.tick(101)
+    assert engine.incident is not None  # ...but one good second proves little
+    recovered(engine, signals, 102)
     assert engine.incident is None
     assert events(alog) == [
         "incident_opened",
@@ -163,8 +172,7 @@ def test_cooldown_holds_back_the_next_incident(setup: tuple[Engine, Host, Signal
     engine, host, signals, alog = setup
     outage(signals, 100)
     engine.tick(100)
-    signals.statuses["acc"].add(101, 200, 50)
-    engine.tick(101)
+    recovered(engine, signals, 101)
     outage(signals, 130)
     engine.tick(130)
     assert host.calls == ["reload fpm"]

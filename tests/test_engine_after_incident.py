@@ -32,7 +32,7 @@ playbooks:
         - error_cause: {source: err, cause: upstream_refused, window: 20s}
     steps:
       - restart: fpm
-        verify: {within: 5s}
+        verify: {within: 5s, settle: 0s}  # a settle would overlap the grace tested here
   - name: fpm-saturated
     priority: 20
     when:
@@ -41,7 +41,7 @@ playbooks:
         - error_cause: {source: err, cause: upstream_overloaded, window: 20s}
     steps:
       - reload: fpm
-        verify: {within: 5s}
+        verify: {within: 5s, settle: 0s}  # a settle would overlap the grace tested here
 """
 
 

@@ -36,6 +36,7 @@ playbooks:
         - error_cause: {source: err, cause: upstream_refused, window: 20s}
     steps:
       - restart: fpm
+        verify: {settle: 0s}
 """
 
 

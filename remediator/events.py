@@ -1,0 +1,52 @@
+"""The names of action-log records and of how incidents end: one vocabulary for the engine,
+replay, review and the CLI (and for the scripts that read the JSON action log)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Event(enum.StrEnum):
+    """The ``event`` of an action-log record."""
+
+    INCIDENT_OPENED = "incident_opened"
+    TRIGGER_HELD_BACK = "trigger_held_back"
+    ACTION_INTENT = "action_intent"
+    ACTION_HELD = "action_held"
+    ACTION_RESULT = "action_result"
+    VERIFY_PASSED = "verify_passed"
+    VERIFY_FAILED = "verify_failed"
+    VERIFY_UNKNOWN = "verify_unknown"  # replay: neither the logs nor anything else could tell
+    ROLLBACK_INTENT = "rollback_intent"
+    ROLLBACK_RESULT = "rollback_result"
+    NOTIFY = "notify"
+    BREAKER_OPENED = "breaker_opened"
+    INCIDENT_CLOSED = "incident_closed"
+    INCIDENT_ABANDONED = "incident_abandoned"
+    OPERATOR_PAUSE = "operator_pause"
+    OPERATOR_RESUME = "operator_resume"
+    OPERATOR_RESET = "operator_reset"
+    OPERATOR_TRIGGER = "operator_trigger"
+
+
+class IncidentOutcome(enum.StrEnum):
+    """The ``outcome`` of an ``incident_closed`` record."""
+
+    RESOLVED = "resolved"  # a changing step was verified: the site is back
+    COMPLETED = "completed"  # a playbook that changes nothing (alert, diagnose) ran its steps
+    INCOMPLETE = "incomplete"  # such a playbook, but a step of it failed (a webhook down, say)
+    EXHAUSTED = "exhausted"  # every step was tried, none helped
+    HELD = "held"  # every step was held back by a guard: nothing was tried
+    UNVERIFIED = "unverified"  # replay: no evidence either way after the last step
+    ABORTED = "aborted"  # the action log could not be written: not acting
+    INTERRUPTED = "interrupted"  # the daemon died during the incident
+
+
+class JudgedOn(enum.StrEnum):
+    """What a verification verdict was based on (``judged_on`` in its record)."""
+
+    PROBE = "probe"
+    REQUESTS = "requests"  # requests users made after the action (the access log)
+    SERVICE = "service"  # the service's own state
+    ERRORS = "errors"  # error-log causes after the action
+    LOGS = "logs"  # replay: the log's own future stood in for a probe

@@ -1,0 +1,149 @@
+"""Lines of configured log sources into detector signals: the one path for live and replay.
+
+Live, a tailer's batch of lines is counted at its arrival time; in replay, lines sharing a
+timestamp are counted at that time. Either way the same code counts statuses and causes,
+keeps the per-source statistics and the newest matching lines as evidence, so an incident
+read live and replayed has the same readings and the same evidence lines.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remediator.config import AccessLogSource, Config, ErrorLogSource, JournalSource
+from remediator.detect import SAMPLE_LINES, Signals
+from remediator.sources.formats import access_format, error_format
+
+
+@dataclass
+class SourceStats:
+    """Per-source counters for ``status``: what was read, what was odd."""
+
+    lines: int = 0
+    malformed: int = 0
+    matched: int = 0  # 5xx lines, or classified error lines
+    untimed: int = 0  # replay: lines with no time of their own and none before them
+    last_line_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Feeder:
+    """Turns lines of configured log sources into detector signals."""
+
+    def __init__(self, config: Config, signals: Signals) -> None:
+        self.signals = signals
+        self.access: dict[Path, tuple[str, Any]] = {}
+        self.errors: dict[Path, tuple[str, Any]] = {}
+        self.formats: dict[str, Any] = {}  # source name -> its access or error format
+        self.stats: dict[str, SourceStats] = {}
+        for name, src in config.sources.items():
+            self.stats[name] = SourceStats()
+            if isinstance(src, AccessLogSource):
+                fmt = self.formats[name] = access_format(src.format, src)
+                self.access[src.path] = (name, fmt)
+            elif isinstance(src, ErrorLogSource):
+                efmt = self.formats[name] = error_format(src.format)
+                self.errors[src.path] = (name, efmt)
+            elif isinstance(src, JournalSource):
+                self.formats[name] = error_format(src.format)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [*self.access, *self.errors]
+
+    def add_source(self, name: str, fmt: Any) -> None:
+        """A source known only to a replay (a file read ``--format``, not configured)."""
+        self.formats[name] = fmt
+        self.stats.setdefault(name, SourceStats())
+
+    def feed(self, path: Path, lines: list[bytes], now: float) -> None:
+        """Count a tailer's batch of complete lines, all at ``now``."""
+        if path in self.access:
+            name, fmt = self.access[path]
+            batch = fmt.scan_lines(lines)
+            self.statuses(name, lines, batch.statuses, batch.malformed, now)
+        elif path in self.errors:
+            self.causes(self.errors[path][0], lines, now)
+
+    def feed_messages(self, name: str, messages: list[bytes], now: float) -> None:
+        """Journal messages of a source, classified like error-log lines."""
+        self.causes(name, messages, now)
+
+    def statuses(
+        self, name: str, lines: Sequence[bytes], statuses: list[int], malformed: int, now: float
+    ) -> None:
+        """Count an access-log source's lines, scanned already into ``statuses`` (one per
+        well-formed line, in order), at ``now``; keep the newest 5xx lines as evidence."""
+        st = self.stats[name]
+        st.lines += len(statuses) + malformed
+        st.malformed += malformed
+        st.last_line_at = now
+        win = self.signals.statuses.get(name)
+        if win is not None:
+            win.add_many(now, collections.Counter(statuses))
+        if any(s >= 500 for s in statuses):
+            self._sample_access(name, self.formats[name], lines, statuses, st)
+
+    def causes(self, name: str, lines: Iterable[bytes], now: float) -> list[Any]:
+        """Classify an error-log (or journal) source's lines, all at ``now``; the causes."""
+        st = self.stats[name]
+        efmt = self.formats[name]
+        st.last_line_at = now
+        win = self.signals.causes.get(name)
+        found = []
+        for line in lines:
+            st.lines += 1
+            cause = efmt.classify(line)
+            if cause is None:
+                continue
+            found.append(cause)
+            st.matched += 1
+            if win is not None:
+                win.add(now, cause)
+            self.signals.sample(name, line.decode("utf-8", "replace"))
+        return found
+
+    def _sample_access(
+        self, name: str, fmt: Any, lines: Sequence[bytes], statuses: list[int], st: SourceStats
+    ) -> None:
+        """Count the batch's 5xx lines (from the scan already made) and keep the newest few
+        as evidence, in the order they were written; only those few are parsed again."""
+        st.matched += sum(1 for s in statuses if s >= 500)
+        newest: list[bytes] = []
+        for line in reversed(lines):
+            status = fmt.status(line)
+            if status is not None and status >= 500:
+                newest.append(line)
+                if len(newest) == SAMPLE_LINES:
+                    break
+        for line in reversed(newest):
+            self.signals.sample(name, line.decode("utf-8", "replace"))
+
+
+def error_times(
+    efmt: Any, lines: Iterable[bytes], tz: dt.tzinfo | None, stats: SourceStats
+) -> Iterable[tuple[float, list[bytes]]]:
+    """An error log's lines in runs sharing a time (replay). A line without a time of its own
+    (a continuation) belongs to the entry before it; before any, it is counted untimed."""
+    run: list[bytes] = []
+    run_t: float | None = None
+    for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        t = efmt.time(line, tz) if tz is not None else efmt.time(line)
+        t = t if t is not None else run_t
+        if t is None:
+            stats.untimed += 1
+            stats.lines += 1
+            continue
+        if run and t != run_t:
+            yield run_t if run_t is not None else t, run
+            run = []
+        run_t = t
+        run.append(line)
+    if run and run_t is not None:
+        yield run_t, run

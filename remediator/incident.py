@@ -1,0 +1,142 @@
+"""An incident in progress, and the words its records and notifications are made of."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from remediator.actions.base import ActionResult, Outcome
+from remediator.detect import Reading
+from remediator.events import Event
+from remediator.playbook import Condition, ErrorCause, Playbook, Step, walk_conditions
+from remediator.verify import Verification
+
+
+class Phase(enum.StrEnum):
+    ACTING = "acting"
+    VERIFYING = "verifying"
+    ROLLING_BACK = "rolling_back"
+    NOTIFYING = "notifying"  # on_exhausted: alerting a person, off the main loop
+
+
+@dataclass
+class Incident:
+    id: str
+    playbook: Playbook
+    opened: float
+    dry_run: bool
+    reason: str = ""  # what tripped, with its counts (the opening record's reason)
+    manual: str = ""  # who triggered it by hand, if anyone
+    accounted: bool = True  # counts in the guard book (not a dry run inside a live daemon)
+    step: int = -1
+    phase: Phase = Phase.ACTING
+    future: Future[Any] | None = None
+    result: ActionResult | None = None
+    started_step: float = 0.0
+    verification: Verification | None = None
+    outcomes: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # one line per step: what was done, how it went
+
+    @property
+    def current(self) -> Step:
+        return self.playbook.steps[self.step]
+
+    def summary(self, outcome: str = "") -> str:
+        """What tripped with its counts, what was done, the outcome: for notifications."""
+        parts = [f"{self.playbook.name}: {self.reason or 'trigger held'}"]
+        if self.done:
+            parts.append("done: " + "; ".join(self.done))
+        if outcome:
+            parts.append(f"outcome: {outcome}")
+        return " | ".join(parts)
+
+
+def new_incident_id(now_wall: float | None = None) -> str:
+    t = time.gmtime(now_wall if now_wall is not None else time.time())
+    return time.strftime("%Y%m%dT%H%M%SZ", t) + "-" + os.urandom(3).hex()
+
+
+def step_record(
+    inc: Incident, event: Event, outcome: str | None, reason: str, step: Step | None = None
+) -> dict[str, Any]:
+    step = step or inc.current
+    return {
+        "event": event,
+        "incident": inc.id,
+        "playbook": inc.playbook.name,
+        "step": inc.step + 1,
+        "action": step.action,
+        "target": target_of(step),
+        "dry_run": inc.dry_run,
+        "outcome": outcome,
+        "reason": reason,
+    }
+
+
+def service_of(step: Step) -> str | None:
+    return getattr(step.args, "service", None)
+
+
+def target_of(step: Step) -> str | None:
+    for attr in ("service", "notifier"):
+        value = getattr(step.args, attr, None)
+        if value:
+            return str(value)
+    return None
+
+
+def step_reason(step: Step) -> str:
+    return step.name or f"{step.action} {target_of(step) or ''}".strip()
+
+
+def done_line(step: Step, result: ActionResult) -> str:
+    what = step_reason(step)
+    if result.outcome is Outcome.OK:
+        return what
+    return f"{what} ({result.outcome})"
+
+
+def reading(r: Reading) -> dict[str, Any]:
+    return {"condition": r.condition, "holds": r.holds, **r.detail}
+
+
+def describe(r: Reading) -> str:
+    d = r.detail
+    if r.condition == "status_rate":
+        return (
+            f"{d['count']} x {d['statuses']} of {d['total']} requests "
+            f"({d['ratio'] * 100:.1f}%) in {d['window_s']:g}s on {d['source']}"
+        )
+    if r.condition == "status_spike":
+        return f"{d['statuses']} at {d['rate_per_s']}/s vs baseline {d['baseline_per_s']}/s"
+    if r.condition == "error_cause":
+        return f"{d['count']} x {'/'.join(d['causes'])} in {d['window_s']:g}s on {d['source']}"
+    if r.condition == "service_down":
+        return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
+    if r.condition == "probe_failing":
+        return f"probe {d['probe']} failed {d['consecutive_failures']} times ({d['last']})"
+    return f"{r.condition}: {d}"
+
+
+def sources_of(when: Condition) -> list[str]:
+    out = []
+    for c in walk_conditions(when):
+        src = getattr(c, "source", None)
+        if src and src not in out:
+            out.append(src)
+    return out
+
+
+def causes_of(when: Condition) -> list[str]:
+    return list(
+        dict.fromkeys(
+            itertools.chain.from_iterable(
+                c.cause for c in walk_conditions(when) if isinstance(c, ErrorCause)
+            )
+        )
+    )

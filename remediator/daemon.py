@@ -24,17 +24,16 @@ import structlog
 from remediator import status
 from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionFn, ActionResult
-from remediator.config import Config, ProbeSource
-from remediator.detect import ProbeState, Signals
+from remediator.config import Config
 from remediator.engine import Engine
 from remediator.guards import Guards
 from remediator.load import Loaded, load
-from remediator.playbook import walk_conditions
 from remediator.sources import host as hostmod
 from remediator.sources.tail import Backend
 from remediator.state import HostLock
 from remediator.system import DryRunSystem, System
 from remediator.watch import Watcher
+from remediator.wiring import wire
 
 log = structlog.get_logger(__name__)
 
@@ -94,35 +93,31 @@ class Daemon:
             for e in f.errors:
                 log.error("playbook_file_disabled", file=str(f.path), error=str(e))
         playbooks = loaded.playbooks
-        conds = [c for pb in playbooks for c in walk_conditions(pb.when)]
-        signals = Signals.for_conditions(conds)
-        for name, src in cfg.sources.items():  # probes run even when no playbook names them
-            if isinstance(src, ProbeSource):
-                signals.probes.setdefault(name, ProbeState())
         now = time.monotonic()
         state_dir = self.state_dir = cfg.state_dir
-        # only the daemon itself keeps offsets; a `trigger` run reads from the end, passing by
-        offsets = state_dir if self.is_service else None
-        self.watcher = Watcher(cfg, signals, state_dir=offsets, backend=self.backend)
         dry = self.force_dry_run or cfg.dry_run
-        system: System = DryRunSystem() if dry else System()
-        self.engine = Engine(
+        wiring = wire(
             cfg,
             playbooks,
-            signals,
+            system=DryRunSystem() if dry else System(),
             # a dry run fixes nothing, so its incidents end exhausted: in the real book their
             # cooldowns, back-off and breakers would hold back the first real remediation
-            Guards(
+            guards=Guards(
                 state_dir, cfg.guards, now, book="guards.dry-run.json" if dry else "guards.json"
             ),
-            ActionLog(cfg.action_log),
-            system,
-            self.actions,
-            executor=_WakingExecutor(self.executor, self.watcher.wake),
+            actionlog=ActionLog(cfg.action_log),
+            actions=self.actions,
+            executor=_WakingExecutor(self.executor, self._wake),
             snapshot=hostmod.snapshot,
-            request_probe=self.watcher.probes.request,
             lock=HostLock(state_dir / "act.lock"),
         )
+        # only the daemon itself keeps offsets; a `trigger` run reads from the end, passing by
+        offsets = state_dir if self.is_service else None
+        self.watcher = Watcher(
+            cfg, wiring.signals, state_dir=offsets, backend=self.backend, feeder=wiring.feeder
+        )
+        self.engine = wiring.engine
+        self.engine.request_probe = self.watcher.probes.request
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()
@@ -133,6 +128,10 @@ class Daemon:
             dry_run=dry,
             backend=str(self.watcher.tailer.backend),
         )
+
+    def _wake(self) -> None:
+        if self.watcher is not None:
+            self.watcher.wake()
 
     def teardown(self) -> None:
         if self.watcher is not None:

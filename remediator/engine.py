@@ -425,7 +425,9 @@ class Engine:
         if checked is Checked.PASSED:
             since = ver.healthy_since if ver.healthy_since is not None else now
             held = f", still healthy {now - since:.2f}s later" if now > since else ""
-            why = f"{by_itself}recovered {since - ver.acted_at:.2f}s after the action{held} ({last})"
+            why = (
+                f"{by_itself}recovered {since - ver.acted_at:.2f}s after the action{held} ({last})"
+            )
             rec = step_record(inc, Event.VERIFY_PASSED, Outcome.OK, why)
             self._record(rec | extra, must=False)
             inc.done[-1] += ", verified"

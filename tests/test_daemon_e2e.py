@@ -73,6 +73,7 @@ def test_php_fpm_killed_under_load_is_restarted_verified_and_logged(
         time.sleep(0.5)
     print(f"kill -> 200 again: {recovered - killed_at:.3f}s, failed: {failed(load, killed_at)}")
     assert recovered - killed_at < 3.0
+    daemon.wait_record("incident_closed", timeout=15)  # verified, then settled
     recs = daemon.records()
     events = [r["event"] for r in recs]
     assert events[:3] == ["incident_opened", "action_intent", "action_result"]

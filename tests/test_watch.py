@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from remediator.detect import SAMPLE_LINES, Signals
+from remediator.feed import Feeder
 from remediator.load import load
 from remediator.playbook import walk_conditions
-from remediator.feed import Feeder
 
 LINE = (
     '127.0.0.1 - - [25/Nov/2026:10:00:00 +0000] "GET /{i} HTTP/1.1" {status} 157 "-" "curl" '

@@ -83,11 +83,15 @@ class Feeder:
         st.lines += len(statuses) + malformed
         st.malformed += malformed
         st.last_line_at = now
+        counts = collections.Counter(statuses)
         win = self.signals.statuses.get(name)
         if win is not None:
-            win.add_many(now, collections.Counter(statuses))
-        if any(s >= 500 for s in statuses):
-            self._sample_access(name, self.formats[name], lines, statuses, st)
+            win.add_many(now, counts)
+        errors = sum(n for s, n in counts.items() if s >= 500)
+        if errors:
+            st.matched += errors
+            aligned = malformed == 0 and len(lines) == len(statuses)
+            self._sample_access(name, lines, statuses if aligned else None, errors)
 
     def causes(self, name: str, lines: Iterable[bytes], now: float) -> list[Any]:
         """Classify an error-log (or journal) source's lines, all at ``now``; the causes."""
@@ -109,18 +113,27 @@ class Feeder:
         return found
 
     def _sample_access(
-        self, name: str, fmt: Any, lines: Sequence[bytes], statuses: list[int], st: SourceStats
+        self, name: str, lines: Sequence[bytes], statuses: list[int] | None, errors: int
     ) -> None:
-        """Count the batch's 5xx lines (from the scan already made) and keep the newest few
-        as evidence, in the order they were written; only those few are parsed again."""
-        st.matched += sum(1 for s in statuses if s >= 500)
+        """Keep the newest few 5xx lines as evidence, in the order they were written. With
+        ``statuses`` aligned to ``lines`` they are found from the scan already made; otherwise
+        lines are parsed again from the newest back, until enough are found."""
+        want = min(errors, SAMPLE_LINES)
         newest: list[bytes] = []
-        for line in reversed(lines):
-            status = fmt.status(line)
-            if status is not None and status >= 500:
-                newest.append(line)
-                if len(newest) == SAMPLE_LINES:
-                    break
+        if statuses is not None:
+            for i in range(len(statuses) - 1, -1, -1):
+                if statuses[i] >= 500:
+                    newest.append(lines[i])
+                    if len(newest) == want:
+                        break
+        else:
+            fmt = self.formats[name]
+            for line in reversed(lines):
+                status = fmt.status(line)
+                if status is not None and status >= 500:
+                    newest.append(line)
+                    if len(newest) == want:
+                        break
         for line in reversed(newest):
             self.signals.sample(name, line.decode("utf-8", "replace"))
 

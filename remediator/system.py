@@ -1,9 +1,9 @@
 """The one seam through which remediator touches the host.
 
-Every side effect (a command, a signal, a file replaced) goes through a :class:`System`.
-:class:`RealSystem` does it; :class:`DryRunSystem` records what it *would* have done, with the
-exact argv or edit, and changes nothing. Observations (config tests, state queries, reading
-files) run for real in both: they are evidence, not changes.
+Every side effect (a command, a signal, a file replaced, a notification POSTed) goes through a
+:class:`System`. :class:`System` does it; :class:`DryRunSystem` records what it *would* have
+done, with the exact argv, signal, edit or payload, and changes nothing. Observations (config
+tests, state queries, reading files) run for real in both: they are evidence, not changes.
 
 Commands are argv lists, never a shell. A child runs in its own session; on timeout its whole
 process group gets SIGTERM, then SIGKILL after a grace period.
@@ -15,15 +15,19 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from remediator.state import write_atomic
 
 OUTPUT_LIMIT = 16 * 1024
 TERM_GRACE = 2.0
+BODY_EXCERPT = 300  # characters of a refusing webhook's answer kept in the error
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,32 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
+class PostResult:
+    """What a POST got: the HTTP status (None if none came) and why it failed (None if 2xx)."""
+
+    status: int | None
+    error: str | None
+    duration: float
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
 class WouldDo:
     """A change the dry-run system did not make."""
 
-    kind: str  # command, signal, write
+    kind: str  # command, signal, signal_group, write, copy, remove, notify
     detail: dict[str, object]
+
+
+def endpoint_of(url: str) -> str:
+    """scheme://host:port of ``url``: no path, query or credentials (they may hold secrets)."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 def run_command(
@@ -140,6 +165,14 @@ class System:
         """Remove ``path`` (a stale pid file); already gone is fine."""
         path.unlink(missing_ok=True)
 
+    def post_json(
+        self, url: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float
+    ) -> PostResult:
+        """POST ``body`` as JSON; never raises, never takes longer than ``timeout``."""
+        start = time.monotonic()
+        status, error = _post(url, body, headers, timeout)
+        return PostResult(status, error, time.monotonic() - start)
+
 
 class DryRunSystem(System):
     """Records every change it is asked for (in ``would``); changes nothing."""
@@ -164,3 +197,69 @@ class DryRunSystem(System):
 
     def remove_file(self, path: Path) -> None:
         self.would.append(WouldDo("remove", {"path": str(path)}))
+
+    def post_json(
+        self, url: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float
+    ) -> PostResult:
+        # The URL's path and the headers' values may be secrets: the endpoint and names only.
+        detail: dict[str, object] = {"endpoint": endpoint_of(url), "payload": body}
+        if headers:
+            detail["headers"] = sorted(headers)
+        self.would.append(WouldDo("notify", detail))
+        return PostResult(None, None, 0.0, dry_run=True)
+
+
+def _post(
+    url: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float
+) -> tuple[int | None, str | None]:
+    """(status, None) on a 2xx answer within ``timeout``, else (status or None, why not).
+
+    The POST runs in a daemon thread waited on for ``timeout`` at most: ``requests``' own
+    timeouts are per socket operation, and the name lookup before them has none.
+    """
+    # Imported here: requests costs ~7 MiB of RSS, paid only once a notification is sent.
+    import requests  # noqa: PLC0415
+
+    box: list[tuple[int | None, str | None]] = []
+
+    def send() -> None:
+        try:
+            resp = requests.post(
+                url, json=body, headers=dict(headers), timeout=timeout, allow_redirects=False
+            )
+        except requests.Timeout:
+            box.append((None, f"timed out after {timeout:g}s"))
+        except requests.RequestException as exc:
+            box.append((None, _describe(exc)))
+        except Exception as exc:  # a notification must never take the daemon down
+            box.append((None, f"{type(exc).__name__}: {exc}"))
+        else:
+            with resp:
+                if 200 <= resp.status_code < 300:
+                    box.append((resp.status_code, None))
+                else:
+                    text = resp.text[:BODY_EXCERPT].strip()
+                    box.append((resp.status_code, f"HTTP {resp.status_code}: {text}".rstrip(": ")))
+
+    thread = threading.Thread(target=send, name="notify", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not box:  # still waiting: abandon it (it ends at requests' own timeouts)
+        return None, f"timed out after {timeout:g}s"
+    return box[0]
+
+
+def _describe(exc: Exception) -> str:
+    """The root cause (refused, unreachable, reset), not urllib3's nested wrappers."""
+    import requests  # noqa: PLC0415
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if (
+            isinstance(cause, OSError)
+            and cause.strerror
+            and not isinstance(cause, requests.RequestException)
+        ):
+            return f"{type(cause).__name__}: {cause.strerror}"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__

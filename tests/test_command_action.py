@@ -88,6 +88,7 @@ def test_dry_run_does_not_run_it_and_says_what_it_would_run(tmp_path: Path) -> N
     r = ACTIONS["command"](CommandArgs(argv=("/usr/bin/touch", str(canary))), ctx(dry))
     expected = ["/usr/bin/touch", str(tmp_path / "ran-inc-7")]
     assert r.outcome is Outcome.WOULD_RUN
+    assert r.details["argv"] == expected
     assert r.details["would"] == [{"kind": "command", "argv": expected, "timeout_s": 30.0}]
     assert dry.would[0].detail["argv"] == expected
     assert not list(tmp_path.iterdir())

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,50 +18,13 @@ from remediator.actions.notify import ACTIONS, notify
 from remediator.config import Notifier
 from remediator.system import DryRunSystem, System
 from tests.stack import free_port
-
-HOOK_PATH = "/hooks/T000/B000/s3cr3t"
-
-
-class Receiver(ThreadingHTTPServer):
-    """Records each POST (path, headers, JSON body) and answers ``status``."""
-
-    daemon_threads = True
-
-    def __init__(self, status: int = 200) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.status = status
-        self.received: list[tuple[str, dict[str, str], Any]] = []
-
-    def url(self, path: str = HOOK_PATH) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((self.path, dict(self.headers), json.loads(body)))
-        self.send_response(self.server.status)
-        self.send_header("Content-Length", "7")
-        self.end_headers()
-        self.wfile.write(b"nope :(")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+from tests.webhook import HOOK_PATH, Receiver, receiving
 
 
 @pytest.fixture
 def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
-    server = Receiver(getattr(request, "param", 200))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with receiving(getattr(request, "param", 200)) as server:
         yield server
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 @pytest.fixture
@@ -185,12 +147,54 @@ def test_an_endpoint_that_drips_bytes_still_fails_at_the_timeout(drip_port: int)
 
 
 def test_dry_run_sends_nothing_and_shows_the_payload(receiver: Receiver) -> None:
-    r = ACTIONS["notify"](ARGS, ctx(receiver.url(), system=DryRunSystem()))
+    dry = DryRunSystem()
+    r = ACTIONS["notify"](ARGS, ctx(receiver.url(), system=dry))
     assert r.outcome is Outcome.WOULD_RUN
-    assert receiver.received == []
+    assert r.reason == f"would notify ops ({receiver.url('')}): not sent in a dry run"
+    assert r.details["notifier"] == "ops"
+    assert r.details["payload"]["message"] == "restarted php-fpm"
+    assert r.details["payload"]["summary"] == "502 rate 38% over 10s on /index.php"
     [would] = r.details["would"]
-    assert would["payload"]["message"] == "restarted php-fpm"
+    assert would["kind"] == "notify" and would["notifier"] == "ops"
     assert would["endpoint"] == receiver.url("")
+    assert would["payload"] == r.details["payload"]
+    assert [w.kind for w in dry.would] == ["notify"]  # recorded by the seam, not sent
+    # A real notification through the same receiver arrives: the dry one did not.
+    assert notify(ARGS, ctx(receiver.url())).outcome is Outcome.OK
+    assert [body["message"] for _, _, body in receiver.received] == ["restarted php-fpm"]
+
+
+def test_dry_run_details_never_carry_the_url_path_or_header_values(receiver: Receiver) -> None:
+    r = notify(ARGS, ctx(receiver.url(), headers={"X-Token": "t0k"}, system=DryRunSystem()))
+    text = json.dumps(r.details)
+    assert HOOK_PATH not in text and "t0k" not in text
+    assert r.details["would"][0]["headers"] == ["X-Token"]
+
+
+SUMMARY = (
+    "tripped: 502/503 rate 38% (41 of 108 requests in 20s), 7 upstream_refused in 20s\n"
+    "done: restart php-fpm (ok), verified: recovered 0.4s after the action\n"
+    "outcome: resolved"
+)
+
+
+@pytest.mark.parametrize("fmt", ["json", "slack"])
+def test_every_format_carries_the_incident_summary(receiver: Receiver, fmt: str) -> None:
+    context = ActionContext(
+        system=System(),
+        services={},
+        notifiers={"ops": Notifier(url=receiver.url(), format=fmt)},
+        playbook="php-fpm-down",
+        incident="inc-7",
+        summary=SUMMARY,
+    )
+    assert notify(NotifyArgs(notifier="ops"), context).outcome is Outcome.OK
+    [(_, _, body)] = receiver.received
+    if fmt == "json":
+        assert body["summary"] == SUMMARY
+    else:
+        # No message: the head line, then the summary's lines, as they are.
+        assert body["text"].splitlines()[1:] == SUMMARY.splitlines()
 
 
 def test_details_never_carry_the_url_path_or_header_values(receiver: Receiver) -> None:

@@ -354,6 +354,7 @@ def test_dry_run_restart_changes_nothing_and_names_every_step(fpm: PhpFpm) -> No
     master = fpm.master_pid()
     result = restart(_args("php"), _ctx(dry_run=True, php=_fpm_service(fpm)))
     assert result.outcome is Outcome.WOULD_RUN and not result.restarted
+    assert result.details["argv"] == [PHP_FPM, "-y", str(fpm.conf)]
     assert result.details["would"] == [
         {"kind": "signal_group", "pgid": master, "signal": "SIGTERM"},
         {"kind": "signal_group", "pgid": master, "signal": "SIGCONT"},
@@ -370,6 +371,8 @@ def test_dry_run_reload_records_the_signal_it_did_not_send(fpm: PhpFpm) -> None:
     result = reload(_args("php"), _ctx(dry_run=True, php=_fpm_service(fpm)))
     assert result.outcome is Outcome.WOULD_RUN
     assert result.details["would"] == [{"kind": "signal", "pid": master, "signal": "SIGUSR2"}]
+    assert (result.details["signal"], result.details["pid"]) == ("SIGUSR2", master)
+    assert result.reason == f"would reload php: SIGUSR2 to master {master}"
     assert result.details["config_test"]["rc"] == 0  # the test itself ran: it changes nothing
     time.sleep(0.05)
     assert fpm.master_pid() == master and is_alive(master)

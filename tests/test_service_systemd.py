@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack import write_docroot
+from tests.stack import wait_for, write_docroot
 from tests.sysd import BootedSystemd
 
 pytestmark = pytest.mark.systemd
@@ -78,14 +78,18 @@ def _act(
     action: str,
     *,
     unit: str = FPM,
+    kind: str = "php-fpm",
     config_test: list[str] | None = None,
+    reload: list[str] | None = None,
     dry_run: bool = False,
     url: str | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    service: dict[str, Any] = {"kind": "php-fpm", "unit": unit}
+    service: dict[str, Any] = {"kind": kind, "unit": unit}
     if config_test is not None:
         service["config_test"] = config_test
+    if reload is not None:
+        service["reload"] = reload
     req = {
         "action": action,
         "service": service,
@@ -109,6 +113,11 @@ def _cgroup_pids(host: BootedSystemd, unit: str) -> list[int]:
         return []
     res = host.run(["cat", f"/sys/fs/cgroup{group}/cgroup.procs"])
     return sorted(int(x) for x in res.stdout.split())
+
+
+def _reloads_logged(host: BootedSystemd, unit: str) -> int:
+    """How many times systemd has logged reloading ``unit`` (``systemctl reload``) this boot."""
+    return host.journal(unit).count("Reloading ")
 
 
 def _exists(host: BootedSystemd, pid: int) -> bool:
@@ -282,6 +291,29 @@ def test_reload_goes_through_systemctl_and_keeps_serving(web: BootedSystemd) -> 
     assert web.http_get(URL) == (200, "ok\n")
 
 
+def test_reload_of_a_unit_runs_the_services_own_command_instead(web: BootedSystemd) -> None:
+    main, reloads = web.main_pid("nginx"), _reloads_logged(web, "nginx")
+    own = ["nginx", "-s", "reload"]  # signals the master named by /run/nginx.pid itself
+    out = _act(web, "reload", unit="nginx", kind="nginx", reload=own)
+    assert out["outcome"] == "ok", out["reason"]
+    assert out["details"]["argv"] == own
+    assert _changes(out) == [own]
+    assert out["details"]["config_test"]["argv"] == ["nginx", "-t"]
+    assert out["details"]["new_processes"]  # nginx's new workers, in the unit's cgroup
+    assert _reloads_logged(web, "nginx") == reloads  # systemd was not asked to reload it
+    assert web.main_pid("nginx") == main
+    assert web.http_get(URL) == (200, "ok\n")
+    web.systemctl("reload", "nginx", check=True)  # what that journal count would have seen
+    wait_for(lambda: _reloads_logged(web, "nginx") > reloads, 5, "systemd's reload line")
+
+
+def test_a_failing_reload_command_of_a_unit_is_reported_failed(web: BootedSystemd) -> None:
+    out = _act(web, "reload", reload=["/bin/sh", "-c", "echo no pool here >&2; exit 3"])
+    assert out["outcome"] == "failed"
+    assert out["reason"] == "the reload command failed (rc 3): no pool here"
+    assert web.show(FPM, "ActiveState")["ActiveState"] == "active"
+
+
 def test_reload_that_kills_the_master_is_reported_failed(web: BootedSystemd) -> None:
     web.write(POOL, Path(POOL).read_text() + "pm = sometimes\n")
     out = _act(web, "reload", config_test=["true"])  # a test that misses what is wrong
@@ -301,5 +333,38 @@ def test_dry_run_restart_names_the_command_and_leaves_the_unit(web: BootedSystem
     assert out["details"]["would"] == [
         {"kind": "command", "argv": ["systemctl", "restart", FPM], "timeout_s": 120.0}
     ]
+    assert out["details"]["argv"] == ["systemctl", "restart", FPM]
+    assert "state_error" not in out["details"]
     assert web.main_pid(FPM) == main
     assert web.show(FPM, "NRestarts", "ActiveState") == {"NRestarts": "0", "ActiveState": "active"}
+
+
+def test_dry_run_reload_runs_the_config_test_and_leaves_the_unit(web: BootedSystemd) -> None:
+    main, pids = web.main_pid(FPM), _cgroup_pids(web, FPM)
+    out = _act(web, "reload", dry_run=True)
+    assert out["outcome"] == "would_run", out["reason"]
+    assert out["details"]["argv"] == ["systemctl", "reload", FPM]
+    assert out["details"]["config_test"]["rc"] == 0
+    assert out["details"]["would"] == [
+        {"kind": "command", "argv": ["systemctl", "reload", FPM], "timeout_s": 120.0}
+    ]
+    assert web.main_pid(FPM) == main and _cgroup_pids(web, FPM) == pids
+
+
+def test_dry_run_reload_with_the_services_own_command_names_it(web: BootedSystemd) -> None:
+    pids, reloads = _cgroup_pids(web, "nginx"), _reloads_logged(web, "nginx")
+    own = ["nginx", "-s", "reload"]
+    out = _act(web, "reload", unit="nginx", kind="nginx", reload=own, dry_run=True)
+    assert out["outcome"] == "would_run", out["reason"]
+    assert out["details"]["argv"] == own
+    assert out["details"]["would"] == [{"kind": "command", "argv": own, "timeout_s": 120.0}]
+    assert _cgroup_pids(web, "nginx") == pids
+    assert _reloads_logged(web, "nginx") == reloads
+
+
+def test_dry_run_reload_with_a_failing_config_test_is_refused(web: BootedSystemd) -> None:
+    web.write(POOL, Path(POOL).read_text() + "pm = sometimes\n")
+    out = _act(web, "reload", dry_run=True)
+    assert out["outcome"] == "refused"
+    assert "unable to parse value for entry 'pm'" in out["reason"]
+    assert out["details"]["would"] == []

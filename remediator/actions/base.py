@@ -21,7 +21,7 @@ class Outcome(enum.StrEnum):
     OK = "ok"  # done (not yet verified: verification is the engine's)
     FAILED = "failed"  # tried, did not work
     REFUSED = "refused"  # would make things worse (config test failed, unit stopped on purpose)
-    WOULD_RUN = "would_run"  # dry run: what it would have done is in details["would"]
+    WOULD_RUN = "would_run"  # dry run: what it would have done is in details (see control.py)
     HELD = "held"  # a guard held it back
 
 
@@ -35,7 +35,9 @@ class ActionContext:
     notifiers: dict[str, Notifier]
     playbook: str
     incident: str
-    summary: str = ""  # the incident's one-line summary, for notifications
+    # What tripped (with its counts), what was done, the outcome: filled by the engine, carried
+    # by every notification.
+    summary: str = ""
 
 
 @dataclass

@@ -39,10 +39,11 @@ def command(args: CommandArgs, ctx: ActionContext) -> ActionResult:
         )
     values = {"playbook": ctx.playbook, "incident": ctx.incident, "service": args.service or ""}
     argv = expand(args.argv, values)
+    mark = len(ctx.system.would)
     result = ctx.system.change(argv, args.timeout)
     details: dict[str, object] = {"argv": argv, "timeout_s": args.timeout}
     if result.dry_run:
-        details["would"] = [{"kind": "command", "argv": argv, "timeout_s": args.timeout}]
+        details["would"] = [{"kind": w.kind, **w.detail} for w in ctx.system.would[mark:]]
         return ActionResult(Outcome.WOULD_RUN, f"would run {argv[0]}", args.service, details)
     details |= {
         "returncode": result.returncode,

@@ -3,9 +3,19 @@
 Each picks the service's backend (:func:`remediator.actions.service.control_for`), does its one
 thing, and returns an :class:`ActionResult` whose details carry the evidence: every command run
 (argv, exit status, output excerpt, milliseconds) and signal sent, the master PID before and
-after, the duration. In a dry run the outcome is ``would_run`` and ``details["would"]`` lists
-the exact commands and signals that were not sent; observations (config tests, ``systemctl
-show``) still run, so a failing config test is still a refusal.
+after, the duration.
+
+What the action does (or would do) is at the top of ``details``, for a person reading the
+timeline: ``argv``, the command (``systemctl restart UNIT``, ``systemctl reload UNIT`` or the
+service's own ``reload``, the start command, ``nginx -s reload``...), or for PHP-FPM's reload
+without systemd ``signal`` and ``pid`` (SIGUSR2 to the master). ``config_test`` holds the test
+a reload passed first (argv, rc, output).
+
+In a dry run the outcome is ``would_run``, and ``details["would"]`` lists, in order, every
+command, signal and file removal that was not done. Observations (config tests, ``systemctl
+show``) still run: a failing config test is still a refusal, a unit stopped on purpose still
+refused. When the unit's state cannot be read (``systemctl`` cannot reach PID 1), the dry run
+still says what it would run, with the error in ``details["state_error"]``.
 """
 
 from __future__ import annotations
@@ -66,10 +76,11 @@ def _config_test(control: ServiceControl) -> Attempt:
         "rc": result.returncode,
         "output": excerpt(result.output),
     }
+    details = {"argv": list(result.argv), "config_test": evidence}
     if result.ok:
-        return Attempt(Outcome.OK, "config test passed", {"config_test": evidence})
+        return Attempt(Outcome.OK, "config test passed", details)
     why = "timed out" if result.timed_out else first_error(result.output)
-    return Attempt(Outcome.FAILED, f"config test failed: {why}", {"config_test": evidence})
+    return Attempt(Outcome.FAILED, f"config test failed: {why}", details)
 
 
 def _act(
@@ -93,6 +104,8 @@ def _act(
             attempt = operation(control)
         finally:
             details["steps"] = control.steps.log
+        if control.state_error is not None:
+            details["state_error"] = control.state_error
     except (OSError, ValueError) as exc:
         attempt = Attempt(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
     details.update(attempt.details)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,8 @@ class PidFileControl(Backend):
         stamp = self._pid_file_stamp()
         details: dict[str, Any] = {"pid_before": old, "workers_before": sorted(workers)}
         if self.service.reload is None and self.service.kind == "php-fpm":
+            details |= {"signal": signal.SIGUSR2.name, "pid": old}
+            how = f"SIGUSR2 to master {old}"
             self.steps.signal(old, signal.SIGUSR2)
             # The master ends its workers with QUIT, TERM and, a second later, KILL; a stopped
             # worker (SIGSTOP, a debugger gone) acts on nothing but KILL until it is continued.
@@ -212,7 +215,10 @@ class PidFileControl(Backend):
                 if proc is not None and proc.alive and proc.stopped:
                     self.steps.signal(pid, signal.SIGCONT)
         else:
-            result = self.steps.change(self._reload_argv(), RELOAD_TIMEOUT)
+            argv = self._reload_argv()
+            details["argv"] = argv
+            how = shlex.join(argv)
+            result = self.steps.change(argv, RELOAD_TIMEOUT)
             if not result.ok:
                 details["pid_after"] = self._master()
                 return Attempt(
@@ -221,7 +227,7 @@ class PidFileControl(Backend):
                     details,
                 )
         if self.system.dry_run:
-            return Attempt(Outcome.WOULD_RUN, f"would reload {self.name}", details)
+            return Attempt(Outcome.WOULD_RUN, f"would reload {self.name}: {how}", details)
 
         def settled() -> bool:
             new = self._master()
@@ -277,7 +283,11 @@ class PidFileControl(Backend):
         """
         old_pid = read_pid_file(self.pid_file)
         master = self._master()
-        details: dict[str, Any] = {"pid_before": master, "pid_file_before": old_pid}
+        details: dict[str, Any] = {
+            "argv": self.start_argv,
+            "pid_before": master,
+            "pid_file_before": old_pid,
+        }
         members = self._group(old_pid)
         if members:
             details["stopped"] = sorted(p.pid for p in members)
@@ -296,7 +306,9 @@ class PidFileControl(Backend):
                 self._remove_stale_pid_file()
                 result = self.steps.change(self.start_argv, START_TIMEOUT)
         if self.system.dry_run:
-            return Attempt(Outcome.WOULD_RUN, f"would restart {self.name}", details)
+            stop = f"SIGTERM to its {len(members)} old processes, then " if members else ""
+            reason = f"would restart {self.name}: {stop}{shlex.join(self.start_argv)}"
+            return Attempt(Outcome.WOULD_RUN, reason, details)
         if not result.ok:
             details["pid_after"] = self._master()
             what = "timed out" if result.timed_out else f"failed (rc {result.returncode})"

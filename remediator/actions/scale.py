@@ -19,8 +19,21 @@ The steps, each through ``ctx.system`` (so a dry run records them and changes no
    follows then starts from the known config).
 
 The result's ``rollback`` restores the original bytes and reloads again (the engine calls it when
-verification fails). Config test and reload belong to the service-control actions; they are
-passed in (:func:`actions`) so that this module depends on their behaviour, not their code.
+verification fails).
+
+``details`` names the edit at its top: ``file`` (the pool file) and ``set`` (each changed setting
+and its new value, e.g. ``{"pm.max_children": 8}``); ``edit`` has the lines before and after.
+A dry run edits nothing, reloads nothing, and says so (``would_run``, ``details["would"]``: the
+backup, the write with its line changes, the reload's command or signal). Its reload still runs
+the config test (on the file as it is): a failing one makes the dry run ``refused``, as the
+real edit would be. When the service's state cannot be read (``systemctl`` cannot reach PID 1),
+the pool cannot be measured: a dry run still says what it would set, without the memory cap
+(``state_error`` beside it; ``set`` is ``null`` when only the measurement could tell).
+
+Config test and reload belong to the service-control actions; they are passed in
+(:func:`actions`) so that this module depends on their behaviour, not their code. The master is
+found through the service's backend (:func:`~remediator.actions.service.control_for`), as the
+service-control actions see it.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import structlog
 
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ScaleArgs
+from remediator.actions.service import ServiceStatus, control_for
 from remediator.config import Service
 from remediator.sources import host
 from remediator.system import System
@@ -55,7 +69,6 @@ MIN_SPARE = "pm.min_spare_servers"
 MAX_SPARE = "pm.max_spare_servers"
 _KEYS = frozenset({"pm", MAX_CHILDREN, START, MIN_SPARE, MAX_SPARE})
 PM_KINDS = ("static", "dynamic", "ondemand")
-QUERY_TIMEOUT = 5.0
 
 # `value`, `"value"`, either followed by an optional `; comment`.
 _NUMBER = re.compile(r'\s*(?P<q>"?)(?P<num>[0-9]+)(?P=q)\s*(?:;.*)?')
@@ -264,26 +277,27 @@ def measure_pool(master_pid: int, pool: str) -> PoolStats | None:
     return PoolStats(master_pid, len(rss), sum(rss) // len(rss) if rss else 0)
 
 
-def master_pid(svc: Service, ctx: ActionContext) -> tuple[int | None, str]:
-    """The master's PID from the pid file, or systemd's MainPID of the unit; or why not."""
-    if svc.pid_file is not None:
-        try:
-            return int(svc.pid_file.read_text().strip()), ""
-        except OSError as exc:
-            return None, f"cannot read pid file {svc.pid_file}: {exc.strerror}"
-        except ValueError:
-            return None, f"pid file {svc.pid_file} holds no PID"
-    if svc.unit is not None:
-        argv = ["systemctl", "show", "--property=MainPID", "--value", svc.unit]
-        r = ctx.system.observe(argv, QUERY_TIMEOUT)
-        text = r.output.strip()
-        if not r.ok or not text.isdigit():
-            last = text.splitlines()[-1][:200] if text else f"rc {r.returncode}"
-            return None, f"systemctl show {svc.unit} failed: {last}"
-        if text == "0":
-            return None, f"{svc.unit} has no main process (not running)"
-        return int(text), ""
-    return None, "the service has neither pid_file nor unit"
+@dataclass(frozen=True)
+class Master:
+    """The pool's master as the service's backend sees it: its PID, or why there is none, and
+    whether that is because the state could not be read at all (``state_error``)."""
+
+    pid: int | None
+    why: str = ""
+    state_error: str | None = None
+
+
+def find_master(name: str, svc: Service, ctx: ActionContext) -> Master:
+    """The live master: the pid file's (checked to be php-fpm) or the unit's MainPID."""
+    try:
+        state = control_for(name, svc, ctx.system).state()
+    except (OSError, ValueError) as exc:
+        return Master(None, f"{type(exc).__name__}: {exc}")
+    if state.master_pid is not None:
+        return Master(state.master_pid)
+    if state.status is ServiceStatus.UNKNOWN:
+        return Master(None, state.summary, state.summary)
+    return Master(None, f"not running: {state.summary}")
 
 
 # --- the action -------------------------------------------------------------------------------
@@ -309,34 +323,28 @@ def scale_workers(
     except PoolError as exc:
         return _refuse(args, str(exc))
     current = pool.settings[MAX_CHILDREN].value
+    details: dict[str, Any] = {"pool": pool.pool, "pm": pool.pm, "before": current}
 
-    pid, why = master_pid(svc, ctx)
-    stats = measure_pool(pid, pool.pool) if pid is not None else None
-    if stats is None:
-        return _refuse(args, f"no running master to measure ({why or f'PID {pid} is gone'})")
-    if stats.workers == 0 or stats.avg_rss <= 0:
+    master = find_master(args.service, svc, ctx)
+    stats = measure_pool(master.pid, pool.pool) if master.pid is not None else None
+    budget: dict[str, Any] | None = None
+    if stats is None and master.state_error is not None and ctx.system.dry_run:
+        details["state_error"] = master.state_error
+        if args.by is None:
+            return _would_fit_unmeasured(args, path, details)
+        fits = args.max_children  # unknown: the memory cap is not checked
+    elif stats is None:
+        why = master.why or f"PID {master.pid} is gone"
+        return _refuse(args, f"no running master to measure ({why})")
+    elif stats.workers == 0 or stats.avg_rss <= 0:
         return _refuse(args, f"no worker of pool {pool.pool} is running: no measurement, no action")
-    available = int(host.snapshot()["memory_available"])
-    fits = fit_children(stats.workers, available, args.memory_reserve, stats.avg_rss)
-    budget = {
-        "available": available,
-        "reserve": args.memory_reserve,
-        "headroom": available - args.memory_reserve,
-        "avg_worker_rss": stats.avg_rss,
-        "workers": stats.workers,
-        "fits": fits,
-        "formula": "workers + floor((available - reserve) / avg_worker_rss)",
-        "master_pid": stats.master_pid,
-    }
+    else:
+        budget = _budget(stats, args)
+        fits = budget["fits"]
     p = plan(current, fits, args)
-    details: dict[str, Any] = {
-        "pool": pool.pool,
-        "pm": pool.pm,
-        "before": current,
-        "after": p.target,
-        "budget": budget,
-        "notes": list(p.notes),
-    }
+    details |= {"after": p.target, "budget": budget, "notes": list(p.notes)}
+    if budget is None:
+        details["notes"].append("memory cap not checked: the pool could not be measured")
     raising = args.by is None or args.by > 0
     if (
         p.target == current
@@ -345,21 +353,55 @@ def scale_workers(
     ):
         return _refuse(args, _no_change(current, fits, raising, args, budget), details)
 
-    new, changes = pool.edit(dynamic_bounds(pool, p.target))
-    edit = {"path": str(path), "backup": str(_backup_path(path)), "changes": changes}
-    details["edit"] = edit
+    values = dynamic_bounds(pool, p.target)
+    new, changes = pool.edit(values)
+    changed = {c["key"] for c in changes}
+    details["file"] = str(path)
+    details["set"] = {k: v for k, v in values.items() if k in changed}
+    details["edit"] = {"path": str(path), "backup": str(_backup_path(path)), "changes": changes}
     return _apply(args, ctx, path, original, new, details, config_test, reload)
 
 
+def _budget(stats: PoolStats, args: ScaleArgs) -> dict[str, Any]:
+    available = int(host.snapshot()["memory_available"])
+    return {
+        "available": available,
+        "reserve": args.memory_reserve,
+        "headroom": available - args.memory_reserve,
+        "avg_worker_rss": stats.avg_rss,
+        "workers": stats.workers,
+        "fits": fit_children(stats.workers, available, args.memory_reserve, stats.avg_rss),
+        "formula": "workers + floor((available - reserve) / avg_worker_rss)",
+        "master_pid": stats.master_pid,
+    }
+
+
+def _would_fit_unmeasured(args: ScaleArgs, path: Path, details: dict[str, Any]) -> ActionResult:
+    """Dry run, state unreadable, ``by`` unset: the value only a measurement could tell."""
+    details |= {
+        "after": None,
+        "file": str(path),
+        "set": {MAX_CHILDREN: None},
+        "at_most": args.max_children,
+        "notes": ["the pool could not be measured: the value depends on it"],
+    }
+    reason = (
+        f"would raise {MAX_CHILDREN} in {path} from {details['before']} to what memory allows "
+        f"(at most {args.max_children}); the pool could not be measured: {details['state_error']}"
+    )
+    return ActionResult(Outcome.WOULD_RUN, reason, args.service, details)
+
+
 def _no_change(
-    current: int, fits: int, raising: bool, args: ScaleArgs, budget: dict[str, Any]
+    current: int, fits: int, raising: bool, args: ScaleArgs, budget: dict[str, Any] | None
 ) -> str:
-    if raising and budget["headroom"] < 0:
+    # budget None: a dry run that could not measure, where only max_children caps a raise.
+    if raising and budget is not None and budget["headroom"] < 0:
         return (
             f"available memory {budget['available']} is below the reserve {args.memory_reserve}: "
             f"no room for more workers (pm.max_children stays {current})"
         )
-    if raising and fits <= current:
+    if raising and budget is not None and fits <= current:
         return (
             f"memory allows {fits} workers ({budget['workers']} running, headroom "
             f"{budget['headroom']}, {budget['avg_worker_rss']} per worker) and "
@@ -405,13 +447,24 @@ def _apply(
     timings["edit"] = _ms(t)
 
     if system.dry_run:
-        details["config_test"] = "not run: the dry run did not edit the file"
+        # The edited file was not written, so it cannot be tested; the reload's own config
+        # test runs on the file as it is: failing, the real edit would be refused too.
+        details["config_test"] = "the edit was not written: only the current file was tested"
         reloaded = _call(reload, args.service, ctx)
         details["would"] = _would_since(ctx, marker, details["edit"])
         details["reload"] = _summary(reloaded)
+        if reloaded.outcome not in (Outcome.OK, Outcome.WOULD_RUN):
+            reason = f"would set {summary}, but the reload would be {reloaded.outcome}: {reloaded.reason}"
+            return ActionResult(reloaded.outcome, reason, args.service, details)
+        if "state_error" in reloaded.details:
+            details.setdefault("state_error", reloaded.details["state_error"])
         undo = _rollback_fn(args.service, ctx, path, original, new, config_test, reload)
         return ActionResult(
-            Outcome.WOULD_RUN, f"{summary}{note}", args.service, details, rollback=undo
+            Outcome.WOULD_RUN,
+            f"would set {summary} in {path}{note}",
+            args.service,
+            details,
+            rollback=undo,
         )
 
     t = time.monotonic()
@@ -460,8 +513,9 @@ def _rollback_fn(
             system.replace_file(path, original)
             _call(reload, service, ctx)
             would = _would_since(ctx, marker, None)
+            planned: dict[str, Any] = {"file": str(path), "restore": "original", "would": would}
             return ActionResult(
-                Outcome.WOULD_RUN, f"restore {path}, reload", service, {"would": would}
+                Outcome.WOULD_RUN, f"would restore {path} and reload", service, planned
             )
         if _read(path) != new:
             return ActionResult(

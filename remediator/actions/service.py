@@ -45,6 +45,7 @@ class ServiceStatus(enum.StrEnum):
     MASKED = "masked"  # systemd: masked by the operator
     MISSING = "missing"  # systemd: no such unit
     DOWN = "down"  # pid file: no live master
+    UNKNOWN = "unknown"  # systemd: the state could not be read (`systemctl show` failed)
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,7 @@ class ServiceControl(Protocol):
     service: Service
     backend: str  # "systemd" or "pid_file"
     steps: Steps
+    state_error: str | None  # dry run: the state could not be read; the action went on
 
     def state(self) -> ServiceState: ...
 
@@ -246,6 +248,7 @@ class Backend:
         self.service = service
         self.system = system
         self.steps = Steps(system)
+        self.state_error: str | None = None
 
     def state(self) -> ServiceState:
         raise NotImplementedError

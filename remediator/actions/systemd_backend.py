@@ -16,10 +16,19 @@ What systemd 252 does here, seen in a booted systemd with Debian's units (tests/
 - An operator's ``systemctl stop`` leaves ``inactive``/``dead`` with ``Result=success``, the
   same as a unit never started or reset: all of them are left alone (REFUSED). So is a masked
   unit.
+
+A service's own ``reload`` command, when configured, runs instead of ``systemctl reload UNIT``
+(after the same config test), and is judged the same way: the unit still active, new processes
+in its cgroup.
+
+A state that cannot be read (``systemctl show`` fails: no systemd as PID 1, no D-Bus) fails a
+real action. A dry run goes on: it says what it would run, with the error beside it
+(``state_error``), since it changes nothing either way.
 """
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -127,9 +136,9 @@ class SystemdControl(Backend):
         argv = ["systemctl", "show", self.unit, f"--property={','.join(PROPERTIES)}"]
         result = self.system.observe(argv, SHOW_TIMEOUT)
         if not result.ok:
-            return ServiceState(
-                ServiceStatus.MISSING, None, f"systemctl show failed: {excerpt(result.output, 300)}"
-            )
+            lines = [x.strip() for x in excerpt(result.output, 300).splitlines() if x.strip()]
+            why = "; ".join(lines) or f"rc {result.returncode}"
+            return ServiceState(ServiceStatus.UNKNOWN, None, f"systemctl show failed: {why}")
         props = parse_show(result.output)
         status = status_of(props)
         main = int(props.get("MainPID") or 0) or None
@@ -164,6 +173,13 @@ class SystemdControl(Backend):
 
     def _refusal(self, state: ServiceState, what: str) -> Attempt | None:
         details = {"unit": self.unit, "state_before": state.as_dict()}
+        if state.status is ServiceStatus.UNKNOWN:
+            if self.system.dry_run:
+                self.state_error = state.summary  # beside the command it would run
+                return None
+            return Attempt(
+                Outcome.FAILED, f"cannot tell the state of {self.unit}: {state.summary}", details
+            )
         if state.status is ServiceStatus.STOPPED:
             return Attempt(
                 Outcome.REFUSED,
@@ -186,7 +202,7 @@ class SystemdControl(Backend):
         refusal = self._refusal(state, "reload")
         if refusal is not None:
             return refusal
-        if state.status is not ServiceStatus.RUNNING:
+        if state.status is not ServiceStatus.RUNNING and state.status is not ServiceStatus.UNKNOWN:
             return Attempt(
                 Outcome.FAILED,
                 f"{self.unit} is {state.summary}: a reload cannot bring it back",
@@ -198,12 +214,16 @@ class SystemdControl(Backend):
         before = self.state()
         group = before.properties.get("ControlGroup", "")
         old = set(cgroup_pids(group))
-        details: dict[str, Any] = {"unit": self.unit, "pid_before": before.master_pid}
-        result = self._systemctl("reload")
+        argv = self._reload_argv()
+        details: dict[str, Any] = {"unit": self.unit, "argv": argv, "pid_before": before.master_pid}
+        result = self.steps.change(argv, SYSTEMCTL_TIMEOUT)
         if self.system.dry_run:
-            return Attempt(Outcome.WOULD_RUN, f"would reload {self.unit}", details)
+            return self._would(f"would reload {self.unit}: {shlex.join(argv)}", details)
         if not result.ok:
-            return self._failed(f"systemctl reload failed: {excerpt(result.output, 300)}", details)
+            what = "systemctl reload" if self.service.reload is None else "the reload command"
+            failed = "timed out" if result.timed_out else f"failed (rc {result.returncode})"
+            why = f"{what} {failed}: {excerpt(result.output, 300)}".rstrip(": ")
+            return self._failed(why, details)
         # ExecReload only sends a signal: the reload happens after systemctl returns. Done when
         # new workers show up in the unit's cgroup; a master that died of it (PHP-FPM on a bad
         # config) shows as a unit no longer active. An ondemand pool may have no worker to
@@ -239,6 +259,7 @@ class SystemdControl(Backend):
             return refusal
         details: dict[str, Any] = {
             "unit": self.unit,
+            "argv": ["systemctl", "restart", self.unit],
             "state_before": before.as_dict(),
             "pid_before": before.master_pid,
             "start_limit_hit": before.start_limit_hit,
@@ -257,7 +278,7 @@ class SystemdControl(Backend):
         since = time.time()  # wall clock: a journal query, not a timeout
         result = self._systemctl("restart")
         if self.system.dry_run:
-            return Attempt(Outcome.WOULD_RUN, f"would restart {self.unit}", details)
+            return self._would(f"would restart {self.unit}", details)
         if not result.ok and not retried:
             result = self._retry_once(result, since, details, allow_reset_failed=allow_reset_failed)
         if not result.ok:
@@ -309,6 +330,19 @@ class SystemdControl(Backend):
         return _says_start_limit(self.system.observe(argv, SHOW_TIMEOUT).output)
 
     # -- helpers
+
+    def _reload_argv(self) -> list[str]:
+        """The service's own reload command when it has one, else ``systemctl reload UNIT``."""
+        if self.service.reload is not None:
+            return list(self.service.reload)
+        return ["systemctl", "reload", self.unit]
+
+    def _would(self, reason: str, details: dict[str, Any]) -> Attempt:
+        """WOULD_RUN (a dry run), saying when the unit's state could not be read."""
+        if self.state_error is not None:
+            details["state_error"] = self.state_error
+            reason += f" (its state is unknown: {self.state_error})"
+        return Attempt(Outcome.WOULD_RUN, reason, details)
 
     def _systemctl(self, verb: str, *args: str) -> CommandResult:
         return self.steps.change(["systemctl", verb, *args, self.unit], SYSTEMCTL_TIMEOUT)

@@ -8,6 +8,7 @@ playbook would have run, which steps, and which guards would have held it back.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import heapq
 import io
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from remediator import escape
 from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS
@@ -30,6 +32,7 @@ from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
 from remediator.sources.formats import access_format, error_format
 from remediator.system import DryRunSystem
+from remediator.timezone import Span, describe, hour_skews, stamp
 
 _ROTATED = re.compile(r"^(?P<base>.+?)(?:[.-]\d{1,8})?(?:\.(?:gz|z))?$")
 
@@ -57,6 +60,8 @@ class Totals:
     causes: Counter[str] = field(default_factory=Counter)
     first: float | None = None
     last: float | None = None
+    spans: dict[str, list[float]] = field(default_factory=dict)  # per source: first, last time
+    zoned: set[str] = field(default_factory=set)  # sources whose lines carry their UTC offset
 
 
 class _MemoryLog(ActionLog):
@@ -155,7 +160,9 @@ def _open(path: Path) -> io.BufferedIOBase:
 Event = tuple[float, int, str, str, Counter[Any]]  # time, order, kind, source key, counts
 
 
-def _events(inp: Input, config: Config | None, totals: Totals, order: int) -> Iterator[Event]:
+def _events(
+    inp: Input, config: Config | None, totals: Totals, order: int, tz: dt.tzinfo | None = None
+) -> Iterator[Event]:
     key = inp.source or f"{inp.format}:{inp.path.name}"
     if inp.kind == "access":
         src = config.sources.get(inp.source) if config and inp.source else None
@@ -182,7 +189,7 @@ def _events(inp: Input, config: Config | None, totals: Totals, order: int) -> It
             if cause is None:
                 continue
             # a line without its own time (a continuation) belongs to the previous entry's
-            when = efmt.time(raw) or last_t
+            when = efmt.time(raw, tz) or last_t
             if when is None:
                 totals.untimed += 1
                 continue
@@ -199,8 +206,12 @@ def replay(
     fmt: str | None = None,
     start: float | None = None,
     end: float | None = None,
+    tz: dt.tzinfo | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Replay ``paths``; returns the timeline records and the summary."""
+    """Replay ``paths``; returns the timeline records and the summary.
+
+    ``tz``: the zone of times written without a UTC offset (error logs); None: this machine's.
+    """
     inputs = match_inputs(paths, config, source=source, fmt=fmt)
     by_source: dict[str, list[Input]] = {}
     for inp in inputs:
@@ -209,7 +220,7 @@ def replay(
     streams = []
     for order, group in enumerate(by_source.values()):
         group.sort(key=lambda i: _rotation_key(i.path))
-        streams.append(_chain(group, config, totals, order))
+        streams.append(_chain(group, config, totals, order, tz))
     conds = [c for pb in playbooks for c in walk_conditions(pb.when)]
     signals = Signals.for_conditions(conds)
     memlog = _MemoryLog()
@@ -242,6 +253,13 @@ def replay(
                 totals.causes.update({str(k): n for k, n in counts.items()})
             totals.first = t if totals.first is None else totals.first
             totals.last = t
+            span = totals.spans.get(key)
+            if span is None:
+                totals.spans[key] = [t, t]
+                if kind == "status":
+                    totals.zoned.add(key)
+            else:
+                span[1] = t
             windows = signals.statuses if kind == "status" else signals.causes
             win = windows.get(key)
             if win is not None:
@@ -262,15 +280,19 @@ def replay(
         "open_at_end": still_open,
         "from": _iso(totals.first) if totals.first is not None else None,
         "to": _iso(totals.last) if totals.last is not None else None,
+        "tz": describe(tz),
+        "warnings": hour_skews(
+            (Span(k, f, last, k in totals.zoned) for k, (f, last) in totals.spans.items()), tz
+        ),
     }
     return memlog.records, summary
 
 
 def _chain(
-    group: list[Input], config: Config | None, totals: Totals, order: int
+    group: list[Input], config: Config | None, totals: Totals, order: int, tz: dt.tzinfo | None
 ) -> Iterator[Event]:
     for inp in group:
-        yield from _events(inp, config, totals, order)
+        yield from _events(inp, config, totals, order, tz)
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -295,7 +317,14 @@ _LABELS = {
 }
 
 
-def print_timeline(records: list[dict[str, Any]], summary: dict[str, Any], out: TextIO) -> None:
+def print_timeline(
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    out: TextIO,
+    *,
+    tz: dt.tzinfo | None = None,
+) -> None:
+    """Times in ``tz`` (None: this machine's zone) with their UTC offset; outside text escaped."""
     for rec in records:
         label = _LABELS.get(rec["event"])
         if label is None:
@@ -303,13 +332,24 @@ def print_timeline(records: list[dict[str, Any]], summary: dict[str, Any], out: 
         what = rec.get("reason") or ""
         if rec["event"] == "action_intent":
             what = f"step {rec['step']}: {rec['action']} {rec.get('target') or ''}".rstrip()
-        out.write(f"{rec['ts']}  {label:<14} {rec.get('playbook') or '':<22} {what}\n")
+        line = f"{_local(rec['ts'], tz)}  {label:<14} {rec.get('playbook') or '':<22} {what}"
+        out.write(escape.text(line) + "\n")
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
     causes = ", ".join(f"{k}: {v}" for k, v in summary["causes"].items())
     out.write(
         f"\n{summary['lines']} lines ({summary['malformed']} malformed) "
-        f"from {summary['from'] or '-'} to {summary['to'] or '-'}\n"
+        f"from {_local(summary['from'], tz)} to {_local(summary['to'], tz)}\n"
         f"statuses: {statuses}\n"
         + (f"causes: {causes}\n" if causes else "")
         + f"incidents: {summary['incidents']}\n"
     )
+
+
+def _local(iso: str | None, tz: dt.tzinfo | None) -> str:
+    """An RFC 3339 time of a record, as the timeline shows it (see :func:`stamp`)."""
+    if not iso:
+        return "-"
+    try:
+        return stamp(dt.datetime.fromisoformat(iso).timestamp(), tz)
+    except ValueError:
+        return escape.text(iso)

@@ -2,6 +2,8 @@
 
 Exit status: 0 success, 2 bad configuration or usage, 1 runtime failure. Errors are one line
 each; an unexpected exception prints one line too (set REMEDIATOR_DEBUG=1 for the traceback).
+What a command prints goes through :class:`remediator.escape.Writer` (outside text reaches no
+terminal raw), and a reader that goes away (``remediator log | head``) ends it quietly.
 """
 
 from __future__ import annotations
@@ -10,20 +12,25 @@ import argparse
 import enum
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from remediator import __version__
+from remediator import __version__, escape
 from remediator.config import DEFAULT_CONFIG
 from remediator.load import Loaded, load
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 
 class Exit(enum.IntEnum):
     OK = 0
     FAILURE = 1
     CONFIG = 2
+    USAGE = 2  # the same status as a bad configuration: the operator has something to fix
 
 
 def _plural(n: int, word: str) -> str:
@@ -63,20 +70,14 @@ def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     return Exit.OK
 
 
-def _when(text: str) -> float:
-    """``--from``/``--to``: ISO 8601 (``2026-11-24T09:26Z``; no zone means local time) or epoch."""
-    import datetime as dt  # noqa: PLC0415
+def _zone(text: str) -> dt.tzinfo:
+    """``--tz``: an IANA zone name or a UTC offset (see :func:`remediator.timezone.parse_zone`)."""
+    from remediator.timezone import parse_zone  # noqa: PLC0415
 
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a time: use e.g. 2026-11-24T09:26:00Z or 2026-11-24 09:26"
-        ) from None
+        return parse_zone(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
@@ -98,8 +99,17 @@ def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     missing = [p for p in args.logs if not p.is_file()]
     if missing:
         for p in missing:
-            print(f"{p}: no such file", file=err)
+            print(escape.text(f"{p}: no such file"), file=err)
         return Exit.CONFIG
+    from remediator.when import parse_when  # noqa: PLC0415
+
+    bounds: list[float | None] = []
+    for flag, text in (("--from", args.start), ("--to", args.end)):
+        try:
+            bounds.append(None if text is None else parse_when(text, time.time(), args.tz))
+        except ValueError as exc:
+            print(f"remediator replay: {flag}: {escape.text(exc)}", file=err)
+            return Exit.USAGE
     try:
         records, summary = replay.replay(
             args.logs,
@@ -107,26 +117,30 @@ def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
             playbooks,
             source=args.source,
             fmt=args.format,
-            start=args.start,
-            end=args.end,
+            start=bounds[0],
+            end=bounds[1],
+            tz=args.tz,
         )
     except replay.ReplayError as exc:
-        print(f"remediator replay: {exc}", file=err)
+        print(f"remediator replay: {escape.text(exc)}", file=err)
         return Exit.CONFIG
-    (replay.print_json if args.json else replay.print_timeline)(records, summary, out)
+    for warning in summary.get("warnings", ()):
+        print(f"warning: {escape.text(warning)}", file=err)
+    if args.json:
+        replay.print_json(records, summary, out)
+    else:
+        replay.print_timeline(records, summary, out, tz=args.tz)
     return Exit.OK
 
 
 def _since(text: str) -> float:
-    """A time for ``log``: like ``--from``, or a duration back from now (``2h``, ``30m``)."""
-    from remediator.schema import parse_duration  # noqa: PLC0415
+    """``log --since/--until``: ``14:41``, ``yesterday 14:00``, ``2h`` (ago), ISO 8601, epoch."""
+    from remediator.when import parse_when  # noqa: PLC0415
 
-    ago = parse_duration(text)
-    if ago is not None:
-        import time  # noqa: PLC0415
-
-        return time.time() - ago
-    return _when(text)
+    try:
+        return parse_when(text, time.time())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _config_or_report(args: argparse.Namespace, err: TextIO) -> Loaded | None:
@@ -148,19 +162,24 @@ def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         return Exit.CONFIG
     path = loaded.config.action_log
     flt = review.Filter(args.since, args.until, args.incident, args.playbook, args.outcome)
+    everything = list(review.records(path))
+    problem = review.refuse(flt, everything, [pb.name for pb in loaded.playbooks], path)
+    if problem is not None:
+        print(f"remediator log: {escape.text(problem)}", file=err)
+        return Exit.USAGE
     if args.follow:
         try:
             review.follow(path, flt, out, as_json=args.json)
         except KeyboardInterrupt:
             return Exit.OK
-    recs = review.select(review.records(path), flt)
+    recs = review.select(everything, flt)
     if args.json:
         for rec in recs:
             out.write(json.dumps(rec, separators=(",", ":")) + "\n")
     elif recs:
-        review.render(recs, out)
+        review.render(recs, out, all_evidence=args.evidence)
     else:
-        print(f"no records in {path} match", file=err)
+        print(escape.text(f"no records in {path} match"), file=err)
     return Exit.OK
 
 
@@ -310,19 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("target", nargs="?", choices=("config", "playbook"), default="config")
     s.add_argument("--markdown", action="store_true", help="the Markdown reference instead")
     s.set_defaults(func=cmd_schema)
-    r = sub.add_parser(
-        "replay", help="show what the playbooks would have done over old logs (dry run)"
-    )
-    r.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="log files, .gz too")
-    r.add_argument("--json", action="store_true", help="JSON lines; the last is the summary")
-    which = r.add_mutually_exclusive_group()
-    which.add_argument("--source", help="read every LOG as this configured source")
-    which.add_argument(
-        "--format", help="read every LOG in this format (nginx-combined, nginx-error, ...)"
-    )
-    r.add_argument("--from", dest="start", type=_when, help="skip lines before this time")
-    r.add_argument("--to", dest="end", type=_when, help="skip lines after this time")
-    r.set_defaults(func=cmd_replay)
+    _add_replay(sub)
     rn = sub.add_parser("run", help="the daemon (as the systemd service runs it)")
     rn.add_argument("--dry-run", action="store_true", help="log would_run, change nothing")
     rn.add_argument("--polling", action="store_true", help="poll log files instead of inotify")
@@ -335,15 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="sources, incident, guards and last actions of the daemon")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
-    lg = sub.add_parser("log", help="review the action log: incident timelines")
-    lg.add_argument("--since", type=_since, help="ISO time, or a duration ago (2h)")
-    lg.add_argument("--until", type=_since, help="ISO time, or a duration ago")
-    lg.add_argument("--incident", help="one incident (an id or its prefix)")
-    lg.add_argument("--playbook", help="one playbook's records")
-    lg.add_argument("--outcome", help="incidents that ended so (resolved, exhausted, ...)")
-    lg.add_argument("--json", action="store_true", help="JSON lines for tools")
-    lg.add_argument("--follow", action="store_true", help="keep printing new records")
-    lg.set_defaults(func=cmd_log)
+    _add_log(sub)
     pa = sub.add_parser("pause", help="maintenance: watch and log, but take no action")
     pa.add_argument(
         "--for", dest="duration", type=_duration_arg, help="e.g. 30m (default: until resume)"
@@ -358,6 +357,46 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_replay(sub: Any) -> None:
+    r = sub.add_parser(
+        "replay", help="show what the playbooks would have done over old logs (dry run)"
+    )
+    r.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="log files, .gz too")
+    r.add_argument("--json", action="store_true", help="JSON lines; the last is the summary")
+    which = r.add_mutually_exclusive_group()
+    which.add_argument("--source", help="read every LOG as this configured source")
+    which.add_argument(
+        "--format", help="read every LOG in this format (nginx-combined, nginx-error, ...)"
+    )
+    r.add_argument(
+        "--tz",
+        type=_zone,
+        metavar="ZONE",
+        help="zone of log times written without a UTC offset (error logs): Europe/Paris, "
+        "+01:00, UTC (default: this machine's)",
+    )
+    r.add_argument(
+        "--from", dest="start", help="skip lines before this time (14:41, ISO 8601; naive: --tz)"
+    )
+    r.add_argument("--to", dest="end", help="skip lines after this time")
+    r.set_defaults(func=cmd_replay)
+
+
+def _add_log(sub: Any) -> None:
+    lg = sub.add_parser("log", help="review the action log: incident timelines")
+    lg.add_argument(
+        "--since", type=_since, help="14:41, yesterday 14:00, 2h (ago), ISO 8601 or epoch"
+    )
+    lg.add_argument("--until", type=_since, help="like --since")
+    lg.add_argument("--incident", help="one incident (an id or its prefix)")
+    lg.add_argument("--playbook", help="one playbook's records")
+    lg.add_argument("--outcome", help="incidents that ended so (resolved, exhausted, ...)")
+    lg.add_argument("--evidence", action="store_true", help="every evidence line, not a few")
+    lg.add_argument("--json", action="store_true", help="JSON lines for tools")
+    lg.add_argument("--follow", action="store_true", help="keep printing new records")
+    lg.set_defaults(func=cmd_log)
+
+
 Command = Callable[[argparse.Namespace, TextIO, TextIO], Exit]
 
 
@@ -365,8 +404,9 @@ def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Run one command; ``out``/``err`` default to the process's streams (tests pass buffers)."""
-    out = out or sys.stdout
-    err = err or sys.stderr
+    own_stdout = out is None
+    out = cast(TextIO, escape.Writer(out or sys.stdout))
+    err = cast(TextIO, escape.Writer(err or sys.stderr))
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -374,15 +414,32 @@ def main(
         return int(exc.code or 0)
     func: Command = args.func
     try:
-        return int(func(args, out, err))
+        rc = int(func(args, out, err))
+        out.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:  # the reader went away (`remediator log | head -1`): nothing to say
+        if own_stdout:
+            _stdout_to_devnull()
+        return int(Exit.OK)
     except KeyboardInterrupt:
         return int(Exit.FAILURE)
     except Exception as exc:
         if os.environ.get("REMEDIATOR_DEBUG"):
             traceback.print_exc(file=err)
         print(
-            f"remediator: internal error: {type(exc).__name__}: {exc} "
+            f"remediator: internal error: {type(exc).__name__}: {escape.text(exc)} "
             "(REMEDIATOR_DEBUG=1 shows where)",
             file=err,
         )
         return int(Exit.FAILURE)
+    return rc
+
+
+def _stdout_to_devnull() -> None:
+    """Point the process's stdout at /dev/null, so that Python's own flush at exit finds
+    nowhere to fail (what is still buffered was meant for a reader who left)."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass

@@ -17,20 +17,23 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from remediator import escape
 from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS
 from remediator.config import AccessLogSource, Config, ErrorLogSource
+from remediator.engine import Engine
 from remediator.events import Event
 from remediator.feed import Feeder, error_times
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
 from remediator.sources.formats import access_format, error_format
 from remediator.system import DryRunSystem
+from remediator.timezone import Span, describe, hour_skews, stamp
 from remediator.wiring import Wiring, wire
 
 _ROTATED = re.compile(r"^(?P<base>.+?)(?:[.-]\d{1,8})?(?:\.(?:gz|z))?$")
@@ -221,7 +224,8 @@ def replay(
 
     Lines go through the daemon's own feeder and engine (``remediator.wiring``), with the
     log's time for the clock: the engine is ticked as each second of log completes, and
-    every second through a gap while anything could still change."""
+    every second through a gap while anything could still change. ``tz``: the zone of times
+    written without a UTC offset (error logs); None: this machine's."""
     inputs = match_inputs(paths, config, source=source, fmt=fmt)
     by_source: dict[str, list[Input]] = {}
     for inp in inputs:
@@ -244,40 +248,19 @@ def replay(
         for order, group in enumerate(by_source.values()):
             group.sort(key=lambda i: _rotation_key(i.path))
             streams.append(_chain(group, config, w.feeder, order, tz))
-        horizon = _horizon(w)
-        statuses: Counter[int] = Counter()
-        causes: Counter[str] = Counter()
-        first: float | None = None
-        last_t = 0.0
-        current: int | None = None  # the log second being gathered; judged once complete
-
-        def tick(t: float) -> None:
-            memlog.now = t
-            if engine is not None:
-                engine.tick(t)
-
+        seen = _Seen()
+        clock = _Clock(memlog, engine, _horizon(w))
         for t, _, kind, key, lines, codes in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
             if (start is not None and t < start) or (end is not None and t > end):
                 continue
-            if current is not None and int(t) != current:
-                tick(last_t)
-                gap = last_t + 1.0
-                while gap < int(t) and (
-                    gap - last_t <= horizon or (engine is not None and engine.incident)
-                ):
-                    tick(gap)
-                    gap += 1.0
-            current, last_t = int(t), t
-            first = t if first is None else first
+            clock.advance(t)
+            seen.span(key, kind, t)
             if kind == "status":
                 w.feeder.statuses(key, lines, codes, 0, t)
-                statuses.update(codes)
+                seen.statuses.update(codes)
             else:
-                causes.update(str(c) for c in w.feeder.causes(key, lines, t))
-        if current is not None:
-            tick(last_t)
-            while engine is not None and engine.incident is not None and memlog.now < last_t + 600:
-                tick(memlog.now + 1.0)  # let the open incident reach its verdict
+                seen.causes.update(str(c) for c in w.feeder.causes(key, lines, t))
+        clock.finish()
         still_open = engine.incident.playbook.name if engine and engine.incident else None
     stats = w.feeder.stats.values()
     incidents = sum(1 for r in memlog.records if r["event"] == Event.INCIDENT_OPENED)
@@ -287,14 +270,77 @@ def replay(
         "lines": sum(s.lines for s in stats),
         "malformed": sum(s.malformed for s in stats),
         "untimed": sum(s.untimed for s in stats),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "causes": dict(sorted(causes.items())),
+        "statuses": {str(k): v for k, v in sorted(seen.statuses.items())},
+        "causes": dict(sorted(seen.causes.items())),
         "incidents": incidents,
         "open_at_end": still_open,
-        "from": _iso(first) if first is not None else None,
-        "to": _iso(last_t) if first is not None else None,
+        "from": _iso(seen.first) if seen.first is not None else None,
+        "to": _iso(seen.last) if seen.last is not None else None,
+        "tz": describe(tz),
+        "warnings": hour_skews(
+            (Span(k, f, last, k in seen.zoned) for k, (f, last) in seen.spans.items()), tz
+        ),
     }
     return memlog.records, summary
+
+
+@dataclass
+class _Seen:
+    """What the replay read: counts, and each source's first and last time."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    causes: Counter[str] = field(default_factory=Counter)
+    first: float | None = None
+    last: float | None = None
+    spans: dict[str, list[float]] = field(default_factory=dict)
+    zoned: set[str] = field(default_factory=set)  # sources whose lines carry their UTC offset
+
+    def span(self, key: str, kind: str, t: float) -> None:
+        self.first = t if self.first is None else self.first
+        self.last = t
+        span = self.spans.get(key)
+        if span is None:
+            self.spans[key] = [t, t]
+            if kind == "status":  # access logs carry their offset; error logs do not
+                self.zoned.add(key)
+        else:
+            span[1] = t
+
+
+class _Clock:
+    """Log time for the engine: a tick as each second of log completes, and one a second
+    through a gap while anything could still change (a window, an open incident)."""
+
+    def __init__(self, memlog: _MemoryLog, engine: Engine | None, horizon: float) -> None:
+        self.memlog = memlog
+        self.engine = engine
+        self.horizon = horizon
+        self.current: int | None = None  # the log second being gathered; judged once complete
+        self.last = 0.0
+
+    def tick(self, t: float) -> None:
+        self.memlog.now = t
+        if self.engine is not None:
+            self.engine.tick(t)
+
+    def advance(self, t: float) -> None:
+        if self.current is not None and int(t) != self.current:
+            self.tick(self.last)
+            gap = self.last + 1.0
+            while gap < int(t) and (gap - self.last <= self.horizon or self._busy()):
+                self.tick(gap)
+                gap += 1.0
+        self.current, self.last = int(t), t
+
+    def finish(self) -> None:
+        if self.current is None:
+            return
+        self.tick(self.last)
+        while self._busy() and self.memlog.now < self.last + 600:
+            self.tick(self.memlog.now + 1.0)  # let the open incident reach its verdict
+
+    def _busy(self) -> bool:
+        return self.engine is not None and self.engine.incident is not None
 
 
 def _horizon(w: Wiring) -> float:
@@ -341,7 +387,14 @@ _LABELS = {
 }
 
 
-def print_timeline(records: list[dict[str, Any]], summary: dict[str, Any], out: TextIO) -> None:
+def print_timeline(
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    out: TextIO,
+    *,
+    tz: dt.tzinfo | None = None,
+) -> None:
+    """Times in ``tz`` (None: this machine's zone) with their UTC offset; outside text escaped."""
     for rec in records:
         label = _LABELS.get(rec["event"])
         if label is None:
@@ -349,13 +402,24 @@ def print_timeline(records: list[dict[str, Any]], summary: dict[str, Any], out: 
         what = rec.get("reason") or ""
         if rec["event"] == "action_intent":
             what = f"step {rec['step']}: {rec['action']} {rec.get('target') or ''}".rstrip()
-        out.write(f"{rec['ts']}  {label:<14} {rec.get('playbook') or '':<22} {what}\n")
+        line = f"{_local(rec['ts'], tz)}  {label:<14} {rec.get('playbook') or '':<22} {what}"
+        out.write(escape.text(line) + "\n")
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
     causes = ", ".join(f"{k}: {v}" for k, v in summary["causes"].items())
     out.write(
         f"\n{summary['lines']} lines ({summary['malformed']} malformed) "
-        f"from {summary['from'] or '-'} to {summary['to'] or '-'}\n"
+        f"from {_local(summary['from'], tz)} to {_local(summary['to'], tz)}\n"
         f"statuses: {statuses}\n"
         + (f"causes: {causes}\n" if causes else "")
         + f"incidents: {summary['incidents']}\n"
     )
+
+
+def _local(iso: str | None, tz: dt.tzinfo | None) -> str:
+    """An RFC 3339 time of a record, as the timeline shows it (see :func:`stamp`)."""
+    if not iso:
+        return "-"
+    try:
+        return stamp(dt.datetime.fromisoformat(iso).timestamp(), tz)
+    except ValueError:
+        return escape.text(iso)

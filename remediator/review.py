@@ -1,16 +1,33 @@
-"""``remediator log``: the action log as incident timelines for a person, or JSON for tools."""
+"""``remediator log``: the action log as incident timelines for a person, or JSON for tools.
+
+Written for someone woken at 3 a.m.: each incident shows what tripped it with a few of the log
+lines that were its evidence, each step with the exact command it ran (or would have run), and
+why it closed. Times carry their UTC offset. Everything taken from a record is outside text (a
+log line, a probe's answer, a command's output) and is escaped before it is printed.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
+from remediator import escape
 from remediator.actionlog import read
+from remediator.actions.base import Outcome
+from remediator.events import IncidentOutcome
+from remediator.timezone import stamp
+
+# How an incident can end (the engine's incident_closed outcomes); steps end in an Outcome.
+CLOSING: Final = tuple(str(o) for o in IncidentOutcome)
+FEW: Final = 3  # evidence lines shown per source unless --evidence
+NEWEST: Final = 5  # incident ids named when --incident matches none
+_INDENT: Final = " " * 23  # under the text of a timeline line: "  HH:MM:SS.mmm +00:00  "
 
 
 @dataclass(frozen=True)
@@ -54,11 +71,55 @@ def select(records: Iterable[dict[str, Any]], flt: Filter) -> list[dict[str, Any
     return [r for r in kept if r.get("incident") in ended or r.get("outcome") == flt.outcome]
 
 
-def _clock(rec: dict[str, Any]) -> str:
+def outcomes() -> list[str]:
+    """Every outcome ``--outcome`` can name: incidents' first, then steps'."""
+    return list(dict.fromkeys([*CLOSING, *(str(o) for o in Outcome)]))
+
+
+def refuse(
+    flt: Filter, recs: list[dict[str, Any]], playbooks: Iterable[str], path: Path
+) -> str | None:
+    """Why ``flt`` names something that does not exist (a usage error), or None.
+
+    ``recs`` are the whole action log; ``playbooks`` the configured names (a playbook only the
+    log still knows is valid too).
+    """
+    from remediator.schema import did_you_mean  # noqa: PLC0415 - schema is heavy for `log`
+
+    if flt.outcome is not None:
+        valid = outcomes()
+        seen = {str(r["outcome"]) for r in recs if r.get("outcome")}
+        if flt.outcome not in valid and flt.outcome not in seen:
+            return (
+                f"--outcome {flt.outcome}: not an outcome{did_you_mean(flt.outcome, valid)}; "
+                f"incidents end {', '.join(CLOSING)}; steps "
+                f"{', '.join(v for v in valid if v not in CLOSING)}"
+            )
+    if flt.playbook is not None:
+        configured = list(dict.fromkeys(playbooks))
+        known = set(configured) | {str(r["playbook"]) for r in recs if r.get("playbook")}
+        if flt.playbook not in known:
+            return (
+                f"--playbook {flt.playbook}: no such playbook"
+                f"{did_you_mean(flt.playbook, known)}; configured: "
+                f"{', '.join(configured) or 'none'}"
+            )
+    if flt.incident is not None:
+        ids = list(dict.fromkeys(str(r["incident"]) for r in recs if r.get("incident")))
+        if not any(i.startswith(flt.incident) for i in ids):
+            newest = ", ".join(reversed(ids[-NEWEST:]))
+            return f"--incident {flt.incident}: no incident in {path} starts so; " + (
+                f"the newest: {newest}" if ids else "it holds no incidents yet"
+            )
+    return None
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+def _clock(rec: dict[str, Any], tz: dt.tzinfo | None) -> str:
     t = ts_of(rec)
-    if t is None:
-        return "?" * 12
-    return dt.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:12]
+    return "?" * 19 if t is None else stamp(t, tz, millis=True, date=False)
 
 
 def _line(rec: dict[str, Any]) -> str:
@@ -68,16 +129,7 @@ def _line(rec: dict[str, Any]) -> str:
     reason = rec.get("reason") or ""
     match ev:
         case "incident_opened":
-            ev_ = rec.get("evidence") or {}
-            lines = sum(len(v) for v in (ev_.get("lines") or {}).values())
-            extra = f"\n{'':16}evidence: {lines} log line(s)"
-            host = ev_.get("host") or {}
-            if "memory_available" in host:
-                extra += (
-                    f", load {host.get('load', ['?'])[0]}, "
-                    f"{host['memory_available'] // 2**20} MiB available"
-                )
-            return f"opened: {reason}{extra}"
+            return f"opened: {reason}"
         case "action_intent":
             return f"{step}: starting ({reason})"
         case "action_result":
@@ -90,14 +142,139 @@ def _line(rec: dict[str, Any]) -> str:
         case "rollback_intent" | "rollback_result":
             return f"{step} rollback: {rec.get('outcome') or ''} {reason}".rstrip()
         case "incident_closed":
-            return f"closed: {rec.get('outcome')}{dur}"
+            return f"closed: {rec.get('outcome')}{dur}" + (f": {reason}" if reason else "")
         case _:
             target = f" {rec.get('target')}" if rec.get("target") else ""
-            return f"{ev}{target}: {rec.get('outcome') or ''} {reason}".rstrip()
+            said = " ".join(str(x) for x in (rec.get("outcome"), reason) if x)
+            return f"{ev}{target}: {said}" if said else f"{ev}{target}"
 
 
-def render(records: list[dict[str, Any]], out: TextIO) -> None:
-    """Group records by incident, oldest first; records of no incident come on their own."""
+def _below(rec: dict[str, Any], all_evidence: bool) -> list[str]:
+    """The lines under a record: an opening's evidence, a step's commands."""
+    if rec.get("event") == "incident_opened":
+        return _evidence(rec.get("evidence"), all_evidence)
+    if "details" in rec:
+        return commands(rec.get("details"), dry_run=bool(rec.get("dry_run")))
+    return []
+
+
+def _evidence(ev: Any, all_lines: bool) -> list[str]:
+    if not isinstance(ev, dict):
+        return []
+    by_source: dict[str, Any] = ev["lines"] if isinstance(ev.get("lines"), dict) else {}
+    total = sum(len(v) for v in by_source.values() if isinstance(v, list))
+    head = f"evidence: {total} log line(s)"
+    host = ev.get("host")
+    if isinstance(host, dict) and isinstance(host.get("memory_available"), int):
+        load = host.get("load")
+        head += f", load {load[0] if isinstance(load, list) and load else '?'}, "
+        head += f"{host['memory_available'] // 2**20} MiB available"
+    out = [head]
+    for source, lines in by_source.items():
+        if not isinstance(lines, list) or not lines:
+            continue
+        shown = lines if all_lines else lines[-FEW:]
+        more = "" if len(shown) == len(lines) else f", last {len(shown)} (--evidence: all)"
+        out.append(f"{source}: {len(lines)} line(s){more}")
+        out.extend(f"  {line}" for line in shown)
+    probes = ev.get("probes")
+    for name, p in probes.items() if isinstance(probes, dict) else ():
+        if not isinstance(p, dict):
+            continue
+        state = {True: "ok", False: "failing", None: "no answer yet"}.get(p.get("ok"), "?")
+        fails = p.get("consecutive_failures") or 0
+        extra = f", {fails} failure(s) in a row" if fails else ""
+        detail = f" ({p['detail']})" if p.get("detail") else ""
+        out.append(f"probe {name}: {state}{detail}{extra}")
+    return out
+
+
+def commands(details: Any, *, dry_run: bool = False) -> list[str]:
+    """The exact commands, signals and file edits in an action's ``details``, in order.
+
+    Knows ``argv`` (with ``rc`` or ``returncode``), ``signal`` with ``pid``/``pgid``, ``file``
+    with ``set``, ``path`` with ``changes`` (a line edit), and ``remove``/``copy`` steps; a
+    record without any (older ones) shows none. Read-only queries of a service's state are left
+    out. In a ``dry_run`` record, what has no exit status was not run, and says so.
+    """
+    found: dict[str, str] = {}  # the command -> what became of it; the first mention wins
+    _walk(details, found, 0, dry_run)
+    return [f"{cmd}{how}" for cmd, how in found.items()]
+
+
+def _walk(node: Any, found: dict[str, str], depth: int, dry_run: bool) -> None:
+    if depth > 6:
+        return
+    if isinstance(node, dict):
+        shown = _command(node)
+        if shown is not None:
+            found.setdefault(shown, _how(node, dry_run))
+            return
+        for value in node.values():
+            _walk(value, found, depth + 1, dry_run)
+    elif isinstance(node, list):
+        for item in node:
+            _walk(item, found, depth + 1, dry_run)
+
+
+def _command(d: dict[str, Any]) -> str | None:
+    argv = d.get("argv")
+    if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
+        if d.get("kind") == "observe":
+            return None  # a query (systemctl show ...), not an act; config tests come on their own
+        return f"$ {shlex.join(argv)}"
+    sig = d.get("signal")
+    if isinstance(sig, str) and ("pid" in d or "pgid" in d):
+        name = sig.removeprefix("SIG")
+        who = f"{d['pid']}" if "pid" in d else f"-- -{d['pgid']}"
+        return f"$ kill -{name} {who}"
+    path = d.get("file") or d.get("path")
+    if isinstance(d.get("set"), dict):
+        edits = ", ".join(f"{k} = {v}" for k, v in d["set"].items())
+        return f"edit {path}: {edits}"
+    if isinstance(d.get("changes"), list) and path:
+        lines = [
+            f"line {c.get('line')}: {str(c.get('after', '')).strip()}"
+            for c in d["changes"]
+            if isinstance(c, dict)
+        ]
+        return f"edit {path}: {'; '.join(lines)}"
+    if d.get("kind") == "write" and path:
+        return f"write {path}" + (f" ({d['bytes']} bytes)" if "bytes" in d else "")
+    if d.get("kind") == "remove" and path:
+        return f"$ rm {shlex.quote(str(path))}"
+    if d.get("kind") == "copy" and d.get("src") and d.get("dst"):
+        return f"$ cp {shlex.quote(str(d['src']))} {shlex.quote(str(d['dst']))}"
+    return None
+
+
+def _how(d: dict[str, Any], dry_run: bool) -> str:
+    notes = []
+    rc = d.get("rc", d.get("returncode"))
+    if isinstance(rc, int):
+        notes.append(f"exit {rc}")
+    if d.get("timed_out"):
+        notes.append("timed out")
+    if d.get("error"):
+        notes.append(str(d["error"]))
+    if d.get("dry_run") or (dry_run and rc is None):
+        notes.append("not run: dry run")
+    return f"  ({', '.join(notes)})" if notes else ""
+
+
+def _emit(out: TextIO, text: str) -> None:
+    out.write(escape.text(text) + "\n")
+
+
+def render(
+    records: list[dict[str, Any]],
+    out: TextIO,
+    *,
+    tz: dt.tzinfo | None = None,
+    all_evidence: bool = False,
+) -> None:
+    """Group records by incident, oldest first; records of no incident come on their own.
+    Times are shown in ``tz`` (None: this machine's zone) with their offset."""
     order: list[str] = []
     groups: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
@@ -113,16 +290,27 @@ def render(records: list[dict[str, Any]], out: TextIO) -> None:
         if first.get("incident"):
             state = closing.get("outcome") if closing else "open"
             dry = "  (dry run)" if any(r.get("dry_run") for r in recs) else ""
-            day = str(first.get("ts", ""))[:10]
-            out.write(
-                f"incident {first['incident']}  {first.get('playbook')}  {state}  {day}{dry}\n"
+            t = ts_of(first)
+            when = stamp(t, tz) if t is not None else str(first.get("ts", ""))
+            _emit(
+                out, f"incident {first['incident']}  {first.get('playbook')}  {state}  {when}{dry}"
             )
         for rec in recs:
-            out.write(f"  {_clock(rec)}  {_line(rec)}\n")
+            _emit(out, f"  {_clock(rec, tz)}  {_line(rec)}")
+            for below in _below(rec, all_evidence):
+                _emit(out, f"{_INDENT}{below}")
         out.write("\n")
 
 
-def follow(path: Path, flt: Filter, out: TextIO, *, as_json: bool, poll: float = 0.5) -> None:
+def follow(
+    path: Path,
+    flt: Filter,
+    out: TextIO,
+    *,
+    as_json: bool,
+    poll: float = 0.5,
+    tz: dt.tzinfo | None = None,
+) -> None:
     """Print new records as they are appended (until interrupted)."""
     seen = sum(1 for _ in read(path))
     while True:
@@ -130,11 +318,10 @@ def follow(path: Path, flt: Filter, out: TextIO, *, as_json: bool, poll: float =
         if len(recs) < seen:  # rotated: start over with the new file
             seen = 0
         for rec in (r for r in recs[seen:] if flt.keeps(r)):
-            out.write(
-                json.dumps(rec) + "\n"
-                if as_json
-                else f"{_clock(rec)}  {rec.get('playbook') or ''}  {_line(rec)}\n"
-            )
+            if as_json:
+                out.write(json.dumps(rec) + "\n")
+            else:
+                _emit(out, f"{_clock(rec, tz)}  {rec.get('playbook') or ''}  {_line(rec)}")
             out.flush()
         seen = len(recs)
         time.sleep(poll)

@@ -7,13 +7,17 @@ the guards and pause that would apply.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from remediator import escape
 from remediator.state import write_atomic
+from remediator.timezone import stamp
 
 if TYPE_CHECKING:
     from remediator.daemon import Daemon
@@ -128,7 +132,8 @@ def stopped(state_dir: Path) -> None:
 
 
 def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
-    """Print the status; False when the daemon is not running."""
+    """Print the status; False when the daemon is not running. Text from outside (a probe's
+    answer, a reload error, a record's reason) is escaped; times carry their UTC offset."""
     path = state_dir / "status.json"
     try:
         data = json.loads(path.read_text())
@@ -142,23 +147,25 @@ def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
     if as_json:
         out.write(json.dumps({"running": running, **(data or {})}, default=str) + "\n")
         return running
+    for line in _text(data, running):
+        out.write(escape.text(line) + "\n")
+    return running
+
+
+def _text(data: dict[str, Any] | None, running: bool) -> Iterator[str]:
     if not running:
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(data["updated"])))
-            if data
-            else "never"
-        )
+        when = stamp(float(data["updated"])) if data else "never"
         how = "stopped" if data and data.get("stopped") else "last status"
-        out.write(f"remediator is not running ({how}: {when})\n")
-        return False
+        yield f"remediator is not running ({how}: {when})"
+        return
     assert data is not None  # noqa: S101 - running implies data
     mode = " (DRY RUN)" if data.get("dry_run") else ""
-    out.write(f"remediator running, pid {data['pid']}{mode}; config {data['config']}\n")
+    yield f"remediator running, pid {data['pid']}{mode}; config {data['config']}"
     if data.get("reload_error"):
-        out.write(f"  last reload FAILED, old config kept: {data['reload_error']}\n")
+        yield f"  last reload FAILED, old config kept: {data['reload_error']}"
     if data.get("paused"):
-        out.write(f"  PAUSED: {data['paused']}\n")
-    out.write("sources:\n")
+        yield f"  PAUSED: {data['paused']}"
+    yield "sources:"
     for name, s in data.get("sources", {}).items():
         state = s.get("state", "-")
         reason = f" ({s['reason']})" if s.get("reason") else ""
@@ -167,26 +174,29 @@ def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
             if "lines" in s
             else ""
         )
-        out.write(f"  {name:<16} {s['type']:<10} {state}{reason}{counts}\n")
+        yield f"  {name:<16} {s['type']:<10} {state}{reason}{counts}"
     inc = data.get("incident")
-    out.write(
-        "incident: "
-        + (
-            f"{inc['id']} {inc['playbook']} step {inc['step']} {inc['phase']} for {inc['age_s']}s\n"
-            if inc
-            else "none\n"
-        )
+    yield "incident: " + (
+        f"{inc['id']} {inc['playbook']} step {inc['step']} {inc['phase']} for {inc['age_s']}s"
+        if inc
+        else "none"
     )
-    out.write("playbooks:\n")
+    yield "playbooks:"
     for name, p in data.get("playbooks", {}).items():
         state = "ready" if p["ready"] else f"held: {p['reason']}"
-        out.write(f"  {name:<24} {state}\n")
+        yield f"  {name:<24} {state}"
     recent = data.get("recent_actions") or []
     if recent:
-        out.write("last records:\n")
+        yield "last records:"
         for r in recent[-5:]:
-            out.write(
-                f"  {r.get('ts')}  {r.get('event')} {r.get('playbook') or ''} "
-                f"{r.get('action') or ''} {r.get('outcome') or ''}\n"
-            )
-    return True
+            yield (
+                f"  {_when(r.get('ts'))}  {r.get('event')} {r.get('playbook') or ''} "
+                f"{r.get('action') or ''} {r.get('outcome') or ''}"
+            ).rstrip()
+
+
+def _when(ts: Any) -> str:
+    try:
+        return stamp(dt.datetime.fromisoformat(str(ts)).timestamp())
+    except ValueError:
+        return str(ts)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,8 +118,6 @@ def test_pause_for_a_while_holds_back_the_daemons_guards(incident: Path) -> None
     loaded = load(incident)
     assert loaded.config is not None
     guards = Guards(loaded.config.state_dir, loaded.config.guards, 0)
-    import time  # noqa: PLC0415
-
     v = guards.may_run(loaded.playbooks[0], time.monotonic())
     assert v.guard is Guard.PAUSED and "deploy" in v.reason
     assert run("-c", str(incident), "resume")[0] == 0
@@ -125,3 +130,228 @@ def test_reset_of_an_unknown_playbook_says_what_exists(incident: Path) -> None:
     assert "no playbook 'fpm-dwn' (did you mean 'fpm-down'?)" in err
     rc, out, _ = run("-c", str(incident), "reset", "fpm-down")
     assert rc == 0 and "reset requested" in out
+
+
+# ---- what a person reads at 3 a.m. -------------------------------------------------------------
+
+SHOUTING = (
+    'import sys; sys.stdout.write("config broken" + chr(27) + "]0;owned" + chr(7)); sys.exit(3)'
+)
+COMMAND_CONFIG = f"""
+state_dir: state
+action_log: log/actions.jsonl
+sources:
+  acc: {{type: access_log, path: /var/log/nginx/access.log}}
+  err: {{type: error_log, path: /var/log/nginx/error.log, format: nginx-error}}
+playbooks:
+  - name: flush
+    when:
+      all:
+        - status_rate: {{source: acc, status: 502, window: 20s, at_least: 10}}
+        - error_cause: {{source: err, cause: upstream_refused, window: 20s}}
+    steps:
+      - command: {{argv: [{sys.executable}, -c, '{SHOUTING}'], timeout: 10s}}
+"""
+FORGED = '127.0.0.1 - - [24/Nov/2026:10:26:03 +0100] "GET /{n}\x1b[2J HTTP/1.1" 502 0 "-" "-"'
+REFUSED = (
+    "2026/11/24 10:26:03 [error] 7#7: *{n} connect() to unix:/run/php/fpm.sock failed "
+    "(111: Connection refused) while connecting to upstream, client: 127.0.0.1"
+)
+
+
+@pytest.fixture
+def command_incident(tmp_path: Path) -> Path:
+    """An action log with one incident whose step ran a real command that failed loudly,
+    with evidence lines (one of them forged with escape sequences)."""
+    from remediator.actions.registry import all_actions  # noqa: PLC0415
+
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(textwrap.dedent(COMMAND_CONFIG))
+    (tmp_path / "playbooks.d").mkdir()
+    loaded = load(cfg)
+    assert loaded.config is not None, loaded.all_errors()
+    signals = Signals.for_conditions(c for p in loaded.playbooks for c in walk_conditions(p.when))
+    engine = Engine(
+        loaded.config,
+        loaded.playbooks,
+        signals,
+        Guards(loaded.config.state_dir, loaded.config.guards, 0),
+        ActionLog(loaded.config.action_log, journal=False),
+        System(),
+        all_actions(),
+    )
+    for n in range(6):
+        signals.sample("acc", FORGED.format(n=n))
+        signals.sample("err", REFUSED.format(n=n))
+    signals.statuses["acc"].add(100, 502, 30)
+    signals.causes["err"].add(100, Cause.UPSTREAM_REFUSED, 30)
+    engine.tick(100)
+    assert engine.closed and engine.closed[0]["outcome"] == "exhausted"
+    return cfg
+
+
+def test_log_shows_the_exact_command_and_its_exit_status(command_incident: Path) -> None:
+    rc, out, _ = run("-c", str(command_incident), "log")
+    assert rc == 0
+    assert f"$ {sys.executable} -c {shlex.quote(SHOUTING)}  (exit 3)" in out
+
+
+def test_log_escapes_what_a_command_printed(command_incident: Path) -> None:
+    _, out, _ = run("-c", str(command_incident), "log")
+    assert "exited with status 3: config broken\\x1b]0;owned\\x07" in out, out
+    assert "\x1b" not in out and "\x07" not in out
+
+
+def test_log_shows_a_few_evidence_lines_per_source_escaped(command_incident: Path) -> None:
+    _, out, _ = run("-c", str(command_incident), "log")
+    assert "acc: 6 line(s), last 3 (--evidence: all)" in out
+    assert '"GET /5\\x1b[2J HTTP/1.1" 502' in out
+    assert "GET /2" not in out
+    assert out.count("connect() to unix:/run/php/fpm.sock failed") == 3
+
+
+def test_log_evidence_shows_every_line(command_incident: Path) -> None:
+    _, out, _ = run("-c", str(command_incident), "log", "--evidence")
+    assert all(f'"GET /{n}\\x1b[2J HTTP/1.1"' in out for n in range(6))
+    assert out.count("connect() to unix:/run/php/fpm.sock failed") == 6
+
+
+def test_log_shows_the_closing_reason(command_incident: Path) -> None:
+    _, out, _ = run("-c", str(command_incident), "log")
+    assert "closed: exhausted (" in out and "ms): exhausted after 1 step(s)" in out
+
+
+@pytest.fixture
+def kolkata() -> Iterator[None]:
+    """This machine's zone, for the test: +05:30 all year."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Kolkata"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+@pytest.mark.usefixtures("kolkata")
+def test_log_times_carry_their_offset(incident: Path) -> None:
+    _, out, _ = run("-c", str(incident), "log")
+    lines = out.splitlines()
+    assert re.fullmatch(
+        r"incident \S+  fpm-down  resolved  \d{4}-\d\d-\d\d [\d:]{8} \+05:30", lines[0]
+    )
+    timed = [line for line in lines[1:] if line[2:3].isdigit()]
+    assert len(timed) == 5
+    assert all(re.match(r"  \d\d:\d\d:\d\d\.\d{3} \+05:30  ", line) for line in timed), out
+
+
+def test_records_of_old_versions_show_no_commands() -> None:
+    from remediator.review import commands  # noqa: PLC0415
+
+    assert commands({}) == []
+    assert commands({"pid_before": 10, "pid_after": 11}) == []
+
+
+def test_commands_name_signals_edits_and_what_a_dry_run_did_not_do() -> None:
+    from remediator.review import commands  # noqa: PLC0415
+
+    details = {
+        "steps": [
+            {"kind": "observe", "argv": ["systemctl", "show", "x"], "rc": 0},
+            {"kind": "signal", "pid": 4711, "signal": "SIGUSR2"},
+            {"kind": "signal_group", "pgid": 4711, "signal": "SIGKILL", "error": "no such process"},
+        ],
+        "config_test": {"argv": ["php-fpm8.2", "-t", "-y", "/etc/php fpm.conf"], "rc": 0},
+        "edit": {"file": "/etc/php/pool.conf", "set": {"pm.max_children": 12}},
+        "would": [{"kind": "command", "argv": ["systemctl", "restart", "php8.2-fpm"]}],
+    }
+    assert commands(details, dry_run=True) == [
+        "$ kill -USR2 4711  (not run: dry run)",
+        "$ kill -KILL -- -4711  (no such process, not run: dry run)",
+        "$ php-fpm8.2 -t -y '/etc/php fpm.conf'  (exit 0)",
+        "edit /etc/php/pool.conf: pm.max_children = 12  (not run: dry run)",
+        "$ systemctl restart php8.2-fpm  (not run: dry run)",
+    ]
+
+
+# ---- usage errors ------------------------------------------------------------------------------
+
+
+def test_an_unknown_outcome_is_a_usage_error_naming_the_valid_ones(incident: Path) -> None:
+    rc, out, err = run("-c", str(incident), "log", "--outcome", "bogus")
+    assert rc == 2 and out == ""
+    assert err.startswith("remediator log: --outcome bogus: not an outcome; incidents end ")
+    assert "resolved, exhausted, held, aborted, interrupted" in err and "would_run" in err
+
+
+def test_an_outcome_with_a_typo_gets_a_suggestion(incident: Path) -> None:
+    rc, _, err = run("-c", str(incident), "log", "--outcome", "resovled")
+    assert rc == 2 and "(did you mean 'resolved'?)" in err
+
+
+def test_an_unknown_playbook_is_a_usage_error_naming_the_configured_ones(incident: Path) -> None:
+    rc, out, err = run("-c", str(incident), "log", "--playbook", "fpm-dwn")
+    assert rc == 2 and out == ""
+    assert err == (
+        "remediator log: --playbook fpm-dwn: no such playbook (did you mean 'fpm-down'?); "
+        "configured: fpm-down\n"
+    )
+
+
+def test_an_unknown_incident_is_a_usage_error_naming_the_newest(incident: Path) -> None:
+    _, out, _ = run("-c", str(incident), "log", "--json")
+    newest = json.loads(out.splitlines()[0])["incident"]
+    rc, out, err = run("-c", str(incident), "log", "--incident", "1999")
+    assert rc == 2 and out == ""
+    assert f"no incident in {incident.parent / 'log' / 'actions.jsonl'} starts so" in err
+    assert err.rstrip().endswith(f"the newest: {newest}")
+
+
+@pytest.mark.parametrize("since", ["yesterday", "00:00", "1h", "2026-01-01", "1700000000"])
+def test_since_takes_a_time_of_day_a_day_a_duration_iso_and_epoch(
+    incident: Path, since: str
+) -> None:
+    rc, out, _ = run("-c", str(incident), "log", "--json", "--since", since)
+    assert rc == 0 and out.count("\n") == 5
+
+
+def test_until_a_while_ago_leaves_out_what_came_after(incident: Path) -> None:
+    rc, out, err = run("-c", str(incident), "log", "--until", "1h")
+    assert rc == 0 and out == "" and "no records" in err
+
+
+def test_a_since_that_is_no_time_is_a_usage_error_with_an_example(
+    incident: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, _ = run("-c", str(incident), "log", "--since", "last tuesday")
+    assert rc == 2
+    assert (
+        "'last tuesday' is not a time: use e.g. 14:41, yesterday 14:00" in capsys.readouterr().err
+    )
+
+
+# ---- a reader that goes away ---------------------------------------------------------------------
+
+
+def test_a_closed_pipe_ends_log_quietly_with_exit_0(incident: Path) -> None:
+    """``remediator log --json | head -1`` on a log far larger than a pipe's buffer."""
+    actions = incident.parent / "log" / "actions.jsonl"
+    one = actions.read_text().splitlines()[0]
+    with actions.open("a") as f:
+        f.write((one + "\n") * 5000)  # ~2 MB: the writer must block, then meet a closed pipe
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "remediator", "-c", str(incident), "log", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head -1 does after its line
+    err = proc.stderr.read()
+    assert proc.wait(60) == 0
+    assert json.loads(first)["event"] == "incident_opened"
+    assert err == b""

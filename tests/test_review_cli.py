@@ -285,7 +285,7 @@ def test_an_unknown_outcome_is_a_usage_error_naming_the_valid_ones(incident: Pat
     rc, out, err = run("-c", str(incident), "log", "--outcome", "bogus")
     assert rc == 2 and out == ""
     assert err.startswith("remediator log: --outcome bogus: not an outcome; incidents end ")
-    assert "resolved, exhausted, held, aborted, interrupted" in err and "would_run" in err
+    assert "resolved, completed, incomplete, exhausted, held, unverified, aborted, interrupted" in err and "would_run" in err
 
 
 def test_an_outcome_with_a_typo_gets_a_suggestion(incident: Path) -> None:

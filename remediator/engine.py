@@ -50,7 +50,7 @@ from remediator.playbook import (
     walk_conditions,
 )
 from remediator.state import HostLock
-from remediator.system import System
+from remediator.system import DryRunSystem, System
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +92,7 @@ class Incident:
     result: ActionResult | None = None
     started_step: float = 0.0
     outcomes: list[str] = field(default_factory=list)
+    dry_run: bool = False  # changes nothing, counts in no budget (`trigger --dry-run`)
 
 
 def new_incident_id(now_wall: float | None = None) -> str:
@@ -226,9 +227,18 @@ class Engine:
 
     # --- opening ---
 
-    def trigger(self, pb: Playbook, now: float, *, force: bool = False, who: str = "") -> Verdict:
+    def trigger(
+        self,
+        pb: Playbook,
+        now: float,
+        *,
+        force: bool = False,
+        who: str = "",
+        dry_run: bool = False,
+    ) -> Verdict:
         """Start ``pb`` by hand (``remediator trigger``), through the same guards unless
-        ``force`` (which is itself logged). Its trigger need not hold."""
+        ``force`` (which is itself logged). Its trigger need not hold. ``dry_run``: this
+        incident only says what it would do."""
         if self.incident is not None:
             return Verdict(False, None, f"incident {self.incident.id} is in progress")
         verdict = self.guards.may_run(pb, now)
@@ -239,14 +249,22 @@ class Engine:
         why = f"triggered by hand{f' by {who}' if who else ''}"
         if force and not verdict.allowed:
             why += f", forced past: {verdict.reason}"
-        self._open(pb, readings, now, manual=why)
+        self._open(pb, readings, now, manual=why, dry_run=dry_run)
         return Verdict.ok()
 
-    def _open(self, pb: Playbook, readings: list[Reading], now: float, *, manual: str = "") -> None:
+    def _open(
+        self,
+        pb: Playbook,
+        readings: list[Reading],
+        now: float,
+        *,
+        manual: str = "",
+        dry_run: bool = False,
+    ) -> None:
         if self.lock is not None and not self.lock.acquire():
             self._log_held(pb, Verdict(False, None, "another remediator process is acting"), [])
             return
-        inc = Incident(new_incident_id(self.wall()), pb, now)
+        inc = Incident(new_incident_id(self.wall()), pb, now, dry_run=dry_run or self.dry_run)
         evidence: dict[str, Any] = {
             "readings": [_reading(r) for r in readings],
             "causes": _causes(pb.when),
@@ -279,6 +297,7 @@ class Engine:
                 "playbook": pb.name,
                 "reason": summary or "trigger held",
                 "manual": bool(manual),
+                "dry_run": inc.dry_run,
                 "evidence": evidence,
             }
         )
@@ -286,8 +305,9 @@ class Engine:
             if self.lock is not None:
                 self.lock.release()
             return
-        self.guards.run_started(pb, now, inc.id)
-        self.guards.save(now)
+        if self._budgeted(inc):
+            self.guards.run_started(pb, now, inc.id)
+            self.guards.save(now)
         self.incident = inc
         self._held.pop(pb.name, None)
         log.warning("incident_opened", incident=inc.id, playbook=pb.name, reason=summary)
@@ -323,7 +343,7 @@ class Engine:
         if not self._record(intent):
             self._abort(inc, now, "the action log cannot be written: not acting")
             return
-        if svc_name is not None and ACTIONS[step.action].changes_host:
+        if svc_name is not None and ACTIONS[step.action].changes_host and self._budgeted(inc):
             svc = self.config.services[svc_name]
             self.guards.action_taken(svc_name, svc, now, restarted=step.action == "restart")
             self.guards.save(now)
@@ -337,9 +357,14 @@ class Engine:
             else (lambda: ActionResult(Outcome.FAILED, f"action '{step.action}' is not available"))
         )
 
+    def _budgeted(self, inc: Incident) -> bool:
+        """Whether ``inc`` counts in the guard book: a dry daemon keeps a book of its own, a
+        dry incident in a real daemon counts in none."""
+        return self.dry_run or not inc.dry_run
+
     def _context(self, inc: Incident) -> ActionContext:
         return ActionContext(
-            system=self.system,
+            system=DryRunSystem() if inc.dry_run and not self.dry_run else self.system,
             services=self.config.services,
             notifiers=self.config.notifiers,
             playbook=inc.playbook.name,
@@ -361,7 +386,7 @@ class Engine:
                     Outcome.FAILED, f"action crashed: {type(exc).__name__}: {exc}"
                 )
             inc.result = result
-            duration = (now - inc.started_step) if not self.dry_run else 0.0
+            duration = (now - inc.started_step) if not inc.dry_run else 0.0
             rec = self._step_record(inc, step, "action_result", result.outcome, result.reason)
             rec |= {
                 "target": result.target or rec["target"],
@@ -370,7 +395,7 @@ class Engine:
             }
             self._record(rec, must=False)
             inc.outcomes.append(result.outcome)
-            if result.restarted and result.target in self.config.services:
+            if result.restarted and result.target in self.config.services and self._budgeted(inc):
                 self.guards.service_started(result.target, now)  # the grace runs from here
                 self.guards.save(now)
             verifies = ACTIONS[step.action].changes_host and result.outcome in (
@@ -518,6 +543,7 @@ class Engine:
                 "action": "notify",
                 "target": name,
                 "reason": "steps exhausted",
+                "dry_run": inc.dry_run,
             }
             if fn is None:
                 self._record(rec | {"outcome": Outcome.FAILED}, must=False)
@@ -525,12 +551,14 @@ class Engine:
             res = fn(args, self._context(inc))
             self._record(rec | {"outcome": res.outcome, "details": res.details}, must=False)
         if ex.stop:
-            self.guards.open_breaker(inc.playbook.name, now, "steps exhausted without recovery")
+            if self._budgeted(inc):
+                self.guards.open_breaker(inc.playbook.name, now, "steps exhausted without recovery")
             self._record(
                 {
                     "event": "breaker_opened",
                     "incident": inc.id,
                     "playbook": inc.playbook.name,
+                    "dry_run": inc.dry_run,
                     "reason": f"steps exhausted; `remediator reset {inc.playbook.name}` closes it",
                 },
                 must=False,
@@ -543,14 +571,17 @@ class Engine:
 
     def _close(self, inc: Incident, now: float, outcome: str, *, success: bool | None) -> None:
         """``success`` None: nothing was tried; the run counts neither way."""
-        opened_breaker = self.guards.run_finished(inc.playbook, now, success=success)
-        if success is not None:
-            self._acted_until = now
-        self.guards.save(now)
+        opened_breaker = False
+        if self._budgeted(inc):
+            opened_breaker = self.guards.run_finished(inc.playbook, now, success=success)
+            if success is not None:
+                self._acted_until = now
+            self.guards.save(now)
         rec = {
             "event": "incident_closed",
             "incident": inc.id,
             "playbook": inc.playbook.name,
+            "dry_run": inc.dry_run,
             "outcome": outcome,
             "reason": f"{outcome} after {len(inc.outcomes)} step(s)",
             "duration_ms": round((now - inc.opened) * 1000, 1),
@@ -592,7 +623,7 @@ class Engine:
             "step": inc.step + 1,
             "action": step.action,
             "target": _target_of(step),
-            "dry_run": self.dry_run,
+            "dry_run": inc.dry_run,
             "outcome": outcome,
             "reason": reason,
         }

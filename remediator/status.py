@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from remediator.guards import stored_pause
 from remediator.state import write_atomic
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
         )
         how = "stopped" if data and data.get("stopped") else "last status"
         out.write(f"remediator is not running ({how}: {when})\n")
+        if not (pause := stored_pause(state_dir, time.monotonic())).allowed:
+            out.write(f"  PAUSED: {pause.reason} (applies when it starts)\n")
         return False
     assert data is not None  # noqa: S101 - running implies data
     mode = " (DRY RUN)" if data.get("dry_run") else ""

@@ -474,10 +474,10 @@ class Inbox:
         return True
 
     def _clear_leftovers(self) -> None:
-        """Requests, answers and half-written files a previous life left: their commands
-        have given up long ago."""
-        for path in self.dir.iterdir():
-            log.info("operator_request_discarded", file=str(path), reason="left from before")
+        """Requests a previous life claimed (applied or not, nobody knows: its command was
+        told so). Fresh requests stay for :meth:`take`: their commands may still wait."""
+        for path in self.dir.glob("*.taken"):
+            log.warning("operator_request_discarded", file=str(path), reason="claimed before")
             with contextlib.suppress(OSError):
                 path.unlink()
 
@@ -494,6 +494,7 @@ class Inbox:
         for name in names:
             stem, _, ext = name.partition(".")
             if name.startswith(".") or ext == "ack":  # being written; an answer for a command
+                self._drop_if_old(self.dir / name)
                 continue
             if ext == "json" and _ID.fullmatch(stem):
                 req = self._claim(stem, now)
@@ -519,6 +520,13 @@ class Inbox:
             return None
         taken.unlink(missing_ok=True)
         return req
+
+    def _drop_if_old(self, path: Path) -> None:
+        """Remove an answer nobody read, or a request never finished, once its command has
+        surely given up (by the wall clock: only tidying depends on it)."""
+        with contextlib.suppress(OSError):
+            if time.time() - path.lstat().st_mtime > STALE + CLAIMED_GRACE:
+                path.unlink()
 
     def _ignore(self, path: Path, reason: str, actual: Path | None = None) -> None:
         if path.name not in self._reported:

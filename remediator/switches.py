@@ -36,15 +36,19 @@ def apply(engine: Engine, req: Request, now: float, *, pid: int | None) -> Reply
     """Apply ``req`` to ``engine`` at ``now`` (monotonic); ``pid``: the daemon applying it
     (None: a command, with no daemon running)."""
     log.info("operator_request", **describe(req), by=pid)
-    match req.kind:
-        case Kind.PAUSE:
-            return _pause(engine, req, now, pid)
-        case Kind.RESUME:
-            return _resume(engine, req, now, pid)
-        case Kind.RESET:
-            return _reset(engine, req, now, pid)
-        case Kind.TRIGGER:
-            return _trigger(engine, req, now, pid)
+    try:
+        match req.kind:
+            case Kind.PAUSE:
+                return _pause(engine, req, now, pid)
+            case Kind.RESUME:
+                return _resume(engine, req, now, pid)
+            case Kind.RESET:
+                return _reset(engine, req, now, pid)
+            case Kind.TRIGGER:
+                return _trigger(engine, req, now, pid)
+    except Exception as exc:  # a switch must never bring the daemon down
+        log.exception("operator_request_failed", **describe(req))
+        return Reply(False, f"internal error: {type(exc).__name__}: {exc}", pid)
 
 
 def offline_engine(loaded: Loaded, now: float) -> Engine:
@@ -76,7 +80,7 @@ def _record(engine: Engine, req: Request, **fields: Any) -> bool:
         "event": req.kind.event,
         "user": req.user,
         "reason": req.reason,
-        "dry_run": engine.dry_run,
+        "dry_run": False,  # a pause is real for a daemon in dry run too
         "outcome": Outcome.OK,
         **fields,
     }
@@ -122,7 +126,8 @@ def _reset(engine: Engine, req: Request, now: float, pid: int | None) -> Reply:
     if not _known(engine, name) and name not in engine.guards.playbooks:
         return Reply(False, _unknown(name, pid), pid)
     was_open = engine.guards.breaker_open(name, now)
-    if not _record(engine, req, playbook=name, breaker_was_open=was_open):
+    # a daemon in dry run resets the breakers of its own guard book
+    if not _record(engine, req, playbook=name, breaker_was_open=was_open, dry_run=engine.dry_run):
         return Reply(False, NOT_WRITTEN, pid)
     engine.guards.reset(name)
     engine.guards.save(now)

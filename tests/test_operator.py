@@ -211,3 +211,21 @@ def test_a_request_directory_owned_by_someone_else_is_not_read(tmp_path: Path) -
     _put(box, Request(Kind.PAUSE, "mallory"))
     assert box.take(time.monotonic()) == []
     box.close()
+
+
+def test_a_new_daemon_drops_what_the_last_one_claimed_and_takes_what_still_waits(
+    tmp_path: Path,
+) -> None:
+    box = tmp_path / "requests"
+    box.mkdir(mode=0o700)
+    (box / "00000000000000aa.taken").write_bytes(b"{}")  # the last daemon died applying it
+    waiting = Request(Kind.RESUME, "alice")  # its command may still wait for an answer
+    (box / f"{waiting.id}.json").write_bytes(waiting.encode())
+    (box / f"{waiting.id}.json").chmod(0o600)
+    inbox = Inbox(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        assert inbox.open() is None
+    assert [e["event"] for e in logs] == ["operator_request_discarded"]
+    assert inbox.take(time.monotonic()) == [waiting]
+    assert list(box.iterdir()) == []
+    inbox.close()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
 
 from remediator.actionlog import ActionLog, ActionLogError
-from remediator.actions.base import Outcome
+from remediator.actions.base import ActionFn, Outcome
 from remediator.detect import Signals
 from remediator.engine import Engine
 from remediator.guards import Guards
@@ -51,16 +51,20 @@ def apply(engine: Engine, req: Request, now: float, *, pid: int | None) -> Reply
         return Reply(False, f"internal error: {type(exc).__name__}: {exc}", pid)
 
 
-def offline_engine(loaded: Loaded, now: float) -> Engine:
+def offline_engine(
+    loaded: Loaded, now: float, actions: Mapping[str, ActionFn] | None = None
+) -> Engine:
     """An engine on the state alone (no sources), for a command applying a switch while no
-    daemon runs. Runs a dead daemon left open get their closing records first."""
+    daemon runs (``actions`` for one that runs steps). Runs a dead daemon left open get their
+    closing records first."""
     cfg = loaded.config
     if cfg is None:
         raise ValueError("no usable configuration")
     book = "guards.dry-run.json" if cfg.dry_run else "guards.json"
     guards = Guards(cfg.state_dir, cfg.guards, now, book=book)
     system = DryRunSystem() if cfg.dry_run else System()
-    engine = Engine(cfg, loaded.playbooks, Signals(), guards, ActionLog(cfg.action_log), system, {})
+    alog = ActionLog(cfg.action_log)
+    engine = Engine(cfg, loaded.playbooks, Signals(), guards, alog, system, actions or {})
     if guards.interrupted:
         engine.close_interrupted()
         guards.save(now)

@@ -192,7 +192,7 @@ def _send(
     The reply, or None when it could not be handed over (reported)."""
     import time  # noqa: PLC0415
 
-    from remediator import operator, switches  # noqa: PLC0415
+    from remediator import inbox, operator, switches  # noqa: PLC0415
 
     cfg = loaded.config
     if cfg is None:
@@ -203,7 +203,7 @@ def _send(
         return switches.apply(switches.offline_engine(loaded, now), r, now, pid=None)
 
     try:
-        reply = operator.send(cfg.state_dir, req, here or apply_here)
+        reply = inbox.send(cfg.state_dir, req, here or apply_here)
     except operator.OperatorError as exc:
         print(f"remediator {req.kind}: {exc}", file=err)
         return None
@@ -286,6 +286,7 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     from remediator import operator, review, switches  # noqa: PLC0415
     from remediator.actions.registry import all_actions  # noqa: PLC0415
     from remediator.daemon import Daemon  # noqa: PLC0415
+    from remediator.daemonlock import daemon_pid  # noqa: PLC0415
     from remediator.follow import LogTail  # noqa: PLC0415
 
     loaded = _switch_config(args, err, args.playbook)
@@ -311,13 +312,13 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         recs, closed = tail.incident(
             reply.incident,
             limit=FOLLOW_LIMIT if daemon is not None else 0.0,
-            alive=lambda: operator.daemon_pid(cfg.state_dir) == daemon,
+            alive=lambda: daemon_pid(cfg.state_dir) == daemon,
         )
     finally:
         tail.close()
     review.render(recs, out)
     if not closed:
-        why = "the daemon stopped" if operator.daemon_pid(cfg.state_dir) != daemon else "still open"
+        why = "the daemon stopped" if daemon_pid(cfg.state_dir) != daemon else "still open"
         print(
             f"incident {reply.incident} did not close here ({why}): "
             f"`remediator log --incident {reply.incident}` shows the rest",

@@ -28,6 +28,7 @@ from remediator.config import Config, ProbeSource
 from remediator.detect import ProbeState, Signals
 from remediator.engine import Engine
 from remediator.guards import Guards
+from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
 from remediator.playbook import walk_conditions
 from remediator.sources import host as hostmod
@@ -85,7 +86,7 @@ class Daemon:
         self._reload_deferred = False
         self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")
-        self.inbox: operator.Inbox | None = None  # run(): the operator's requests
+        self.inbox: Inbox | None = None  # run(): the operator's requests
 
     # --- set-up ---
 
@@ -166,7 +167,7 @@ class Daemon:
         if problem:
             log.critical("action_log_unwritable", error=problem, consequence="not starting")
             return 1
-        self.inbox = operator.Inbox(loaded.config.state_dir)
+        self.inbox = Inbox(loaded.config.state_dir)
         other = self.inbox.open()  # the daemon lock, held for life
         if other is not None:
             log.critical("daemon_already_running", error=other, consequence="not starting")
@@ -213,7 +214,7 @@ class Daemon:
         busy = self.engine.incident is not None
         wait = TICK_WHILE_VERIFYING if busy else max(0.0, self._status_due - now)
         if self.inbox is not None:
-            wait = min(wait, operator.LOOK_EVERY)
+            wait = min(wait, LOOK_EVERY)
         self.watcher.run_once(now, wait)
         now = time.monotonic()
         self.engine.tick(now)

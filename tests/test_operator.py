@@ -13,18 +13,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from remediator.operator import (
-    STALE,
-    DaemonLock,
-    Holder,
-    Inbox,
-    Kind,
-    Reply,
-    Request,
-    RequestError,
-    Role,
-    login_name,
-)
+from remediator.daemonlock import DaemonLock, Holder, Role
+from remediator.inbox import Inbox
+from remediator.operator import STALE, Kind, Reply, Request, RequestError, login_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,7 +91,7 @@ def test_the_lock_names_its_holder_and_is_free_once_let_go(tmp_path: Path) -> No
 
 def test_the_lock_of_a_process_that_died_is_free(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from remediator.operator import DaemonLock, Role;"
+        "import sys; from pathlib import Path; from remediator.daemonlock import DaemonLock, Role;"
         "assert DaemonLock(Path(sys.argv[1])).try_acquire(Role.DAEMON)"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=REPO)

@@ -183,55 +183,77 @@ def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     return Exit.OK
 
 
-def _guards(loaded: Loaded) -> Any:
+def _switch_config(args: argparse.Namespace, err: TextIO, playbook: str | None) -> Loaded | None:
+    """The configuration for a switch (and ``playbook`` in it), or None (reported)."""
+    from remediator import logs  # noqa: PLC0415
+
+    logs.setup(level="error")  # a switch prints its answer; the engine's own events are noise
+    loaded = _config_or_report(args, err)
+    if loaded is None or loaded.config is None:
+        return None
+    names = {pb.name for pb in loaded.playbooks}
+    if playbook is not None and playbook not in names:
+        from remediator.schema import did_you_mean  # noqa: PLC0415
+
+        print(f"no playbook '{playbook}'{did_you_mean(playbook, names)}", file=err)
+        return None
+    return loaded
+
+
+def _send(
+    loaded: Loaded,
+    req: Any,
+    out: TextIO,
+    err: TextIO,
+    here: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Hand ``req`` to the running daemon (or apply it here); print the acknowledgement.
+    The reply, or None when it could not be handed over (reported)."""
     import time  # noqa: PLC0415
 
-    from remediator.guards import Guards  # noqa: PLC0415
+    from remediator import inbox, operator, switches  # noqa: PLC0415
 
     cfg = loaded.config
     if cfg is None:
         raise ValueError("no usable configuration")
-    return Guards(cfg.state_dir, cfg.guards, time.monotonic())
+
+    def apply_here(r: operator.Request) -> operator.Reply:
+        now = time.monotonic()
+        return switches.apply(switches.offline_engine(loaded, now), r, now, pid=None)
+
+    try:
+        reply = inbox.send(cfg.state_dir, req, here or apply_here)
+    except operator.OperatorError as exc:
+        print(f"remediator {req.kind}: {exc}", file=err)
+        return None
+    print(reply.line(req.kind), file=out)
+    return reply
+
+
+def _switch(args: argparse.Namespace, out: TextIO, err: TextIO, **fields: Any) -> Exit:
+    from remediator.operator import Kind, Request, login_name  # noqa: PLC0415
+
+    loaded = _switch_config(args, err, fields.get("playbook"))
+    if loaded is None:
+        return Exit.CONFIG
+    req = Request(Kind(args.command), login_name(), getattr(args, "reason", None) or "", **fields)
+    reply = _send(loaded, req, out, err)
+    return Exit.OK if reply is not None and reply.applied else Exit.FAILURE
 
 
 def cmd_pause(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     """Turn every action into a logged no-op, for a while or until ``resume``."""
-    import time  # noqa: PLC0415
-
-    loaded = _config_or_report(args, err)
-    if loaded is None:
-        return Exit.CONFIG
-    _guards(loaded).set_pause(time.monotonic(), args.duration, args.reason or "")
-    from remediator.schema import format_duration  # noqa: PLC0415
-
-    until = f" for {format_duration(args.duration)}" if args.duration else " until resumed"
-    print(f"paused{until}: triggers are still watched and logged, nothing is acted on", file=out)
-    return Exit.OK
+    return _switch(args, out, err, duration=args.duration)
 
 
 def cmd_resume(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
-    loaded = _config_or_report(args, err)
-    if loaded is None:
-        return Exit.CONFIG
-    _guards(loaded).resume()
-    print("resumed", file=out)
-    return Exit.OK
+    """End a pause."""
+    return _switch(args, out, err)
 
 
 def cmd_reset(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     """Close a playbook's breaker and forget its failures and back-off."""
-    loaded = _config_or_report(args, err)
-    if loaded is None:
-        return Exit.CONFIG
-    names = {pb.name for pb in loaded.playbooks}
-    if args.playbook not in names:
-        from remediator.schema import did_you_mean  # noqa: PLC0415
-
-        print(f"no playbook '{args.playbook}'{did_you_mean(args.playbook, names)}", file=err)
-        return Exit.CONFIG
-    _guards(loaded).request_reset(args.playbook)
-    print(f"reset requested for {args.playbook}: its breaker closes at the next decision", file=out)
-    return Exit.OK
+    return _switch(args, out, err, playbook=args.playbook)
 
 
 def _duration_arg(text: str) -> float:
@@ -241,6 +263,15 @@ def _duration_arg(text: str) -> float:
     if value is None or value <= 0:
         raise argparse.ArgumentTypeError(f"'{text}' is not a duration like 30m or 2h")
     return value
+
+
+def _reason_arg(text: str) -> str:
+    from remediator.operator import MAX_REASON, text_problem  # noqa: PLC0415
+
+    problem = text_problem(text, MAX_REASON)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"the reason is {problem}")
+    return text
 
 
 def _daemon(args: argparse.Namespace, loaded: Loaded) -> Any:
@@ -265,34 +296,55 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     return Exit(_daemon(args, loaded).run())
 
 
-def cmd_trigger(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
-    """Run one playbook now, through the same guards (``--force`` passes them, logged)."""
-    from remediator import review  # noqa: PLC0415
+FOLLOW_LIMIT = 900.0  # how long `trigger` follows an incident the daemon runs
 
-    loaded = _config_or_report(args, err)
+
+def cmd_trigger(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """Run one playbook now, through the same guards (``--force`` passes them, logged); print
+    its timeline. In a dry run, 0 when every step would have run; else 0 when it resolved."""
+    from remediator import operator, review, switches  # noqa: PLC0415
+    from remediator.actions.registry import all_actions  # noqa: PLC0415
+    from remediator.daemon import Daemon  # noqa: PLC0415
+    from remediator.daemonlock import daemon_pid  # noqa: PLC0415
+    from remediator.follow import LogTail  # noqa: PLC0415
+
+    loaded = _switch_config(args, err, args.playbook)
     if loaded is None or loaded.config is None:
         return Exit.CONFIG
-    names = {pb.name for pb in loaded.playbooks}
-    if args.playbook not in names:
-        from remediator.schema import did_you_mean  # noqa: PLC0415
-
-        print(f"no playbook '{args.playbook}'{did_you_mean(args.playbook, names)}", file=err)
-        return Exit.CONFIG
-    who = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
-    incident = _daemon(args, loaded).trigger(args.playbook, force=args.force, who=who)
-    if incident is None:
-        recs = [
-            r
-            for r in review.records(loaded.config.action_log)
-            if r.get("playbook") == args.playbook and r.get("event") == "trigger_held_back"
-        ]
-        reason = recs[-1]["reason"] if recs else "see the daemon log"
-        print(f"{args.playbook} not run: {reason} (--force overrides, and is logged)", file=err)
-        return Exit.FAILURE
-    recs = review.select(review.records(loaded.config.action_log), review.Filter(incident=incident))
+    cfg = loaded.config
+    req = operator.Request(
+        operator.Kind.TRIGGER,
+        operator.login_name(),
+        args.reason or "",
+        playbook=args.playbook,
+        force=args.force,
+        dry_run=args.dry_run,
+    )
+    tail = LogTail(cfg.action_log)  # the incident's records come after this
+    try:
+        reply = _send(
+            loaded, req, out, err, lambda r: Daemon(args.config, all_actions()).trigger(r)
+        )
+        if reply is None or not reply.applied or reply.incident is None:
+            return Exit.FAILURE
+        daemon = reply.pid
+        recs, closed = tail.incident(
+            reply.incident,
+            limit=FOLLOW_LIMIT if daemon is not None else 0.0,
+            alive=lambda: daemon_pid(cfg.state_dir) == daemon,
+        )
+    finally:
+        tail.close()
     review.render(recs, out)
-    closed = [r for r in recs if r.get("event") == "incident_closed"]
-    return Exit.OK if closed and closed[-1].get("outcome") == "resolved" else Exit.FAILURE
+    if not closed:
+        why = "the daemon stopped" if daemon_pid(cfg.state_dir) != daemon else "still open"
+        print(
+            f"incident {reply.incident} did not close here ({why}): "
+            f"`remediator log --incident {reply.incident}` shows the rest",
+            file=err,
+        )
+    ok = switches.trigger_succeeded(recs, dry_run=args.dry_run)
+    return Exit.OK if ok else Exit.FAILURE
 
 
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
@@ -307,6 +359,31 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         print(f"warning: {args.config} has errors (remediator check shows them)", file=err)
         state_dir = state_dir_hint(args.config)
     return Exit.OK if status.show(state_dir, out, as_json=args.json) else Exit.FAILURE
+
+
+def _switch_parsers(sub: Any) -> None:
+    """pause, resume, reset and trigger: the operator's switches, applied by the daemon."""
+    tr = sub.add_parser(
+        "trigger", help="run one playbook now, through the same guards (in the daemon)"
+    )
+    tr.add_argument("playbook")
+    tr.add_argument("--dry-run", action="store_true", help="log would_run, change nothing")
+    tr.add_argument("--force", action="store_true", help="pass the guards (logged as forced)")
+    tr.add_argument("--reason", type=_reason_arg, help="why, for the action log")
+    tr.set_defaults(func=cmd_trigger)
+    pa = sub.add_parser("pause", help="maintenance: watch and log, but take no action")
+    pa.add_argument(
+        "--for", dest="duration", type=_duration_arg, help="e.g. 30m (default: until resume)"
+    )
+    pa.add_argument("--reason", type=_reason_arg, help="shown in the log and status")
+    pa.set_defaults(func=cmd_pause)
+    re_ = sub.add_parser("resume", help="end a pause")
+    re_.add_argument("--reason", type=_reason_arg, help="why, for the action log")
+    re_.set_defaults(func=cmd_resume)
+    rs = sub.add_parser("reset", help="close a playbook's breaker")
+    rs.add_argument("playbook")
+    rs.add_argument("--reason", type=_reason_arg, help="why, for the action log")
+    rs.set_defaults(func=cmd_reset)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -334,26 +411,11 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--dry-run", action="store_true", help="log would_run, change nothing")
     rn.add_argument("--polling", action="store_true", help="poll log files instead of inotify")
     rn.set_defaults(func=cmd_run)
-    tr = sub.add_parser("trigger", help="run one playbook now, through the same guards")
-    tr.add_argument("playbook")
-    tr.add_argument("--dry-run", action="store_true", help="log would_run, change nothing")
-    tr.add_argument("--force", action="store_true", help="pass the guards (logged as forced)")
-    tr.set_defaults(func=cmd_trigger)
     st = sub.add_parser("status", help="sources, incident, guards and last actions of the daemon")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     _add_log(sub)
-    pa = sub.add_parser("pause", help="maintenance: watch and log, but take no action")
-    pa.add_argument(
-        "--for", dest="duration", type=_duration_arg, help="e.g. 30m (default: until resume)"
-    )
-    pa.add_argument("--reason", help="shown in the log and status")
-    pa.set_defaults(func=cmd_pause)
-    re_ = sub.add_parser("resume", help="end a pause")
-    re_.set_defaults(func=cmd_resume)
-    rs = sub.add_parser("reset", help="close a playbook's breaker")
-    rs.add_argument("playbook")
-    rs.set_defaults(func=cmd_reset)
+    _switch_parsers(sub)
     return p
 
 

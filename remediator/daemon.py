@@ -21,12 +21,13 @@ from typing import Any
 
 import structlog
 
-from remediator import status
+from remediator import operator, status, switches
 from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionFn, ActionResult
 from remediator.config import Config
 from remediator.engine import Engine
 from remediator.guards import Guards
+from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
 from remediator.sources import host as hostmod
 from remediator.sources.tail import Backend
@@ -84,6 +85,7 @@ class Daemon:
         self._reload_deferred = False
         self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")
+        self.inbox: Inbox | None = None  # run(): the operator's requests
 
     # --- set-up ---
 
@@ -164,6 +166,11 @@ class Daemon:
         if problem:
             log.critical("action_log_unwritable", error=problem, consequence="not starting")
             return 1
+        self.inbox = Inbox(loaded.config.state_dir)
+        other = self.inbox.open()  # the daemon lock, held for life
+        if other is not None:
+            log.critical("daemon_already_running", error=other, consequence="not starting")
+            return 1
         self.is_service = True
         self.install_signals()
         self.build(loaded, loaded.config)
@@ -179,26 +186,23 @@ class Daemon:
             self._shutdown()
         return 0
 
-    def trigger(self, name: str, *, force: bool, who: str, limit: float = 600) -> str | None:
-        """``remediator trigger``: run one playbook now, watch it through; its incident id
-        (None when a guard held it back, the reason is logged)."""
+    def trigger(self, request: operator.Request, *, limit: float = 600) -> operator.Reply:
+        """``remediator trigger`` while no daemon runs (the caller holds the daemon lock):
+        apply the request here and watch its incident through."""
         loaded = load(self.config_path)
         if loaded.config is None:
-            return None
+            return operator.Reply(False, "the configuration is not usable")
         self.build(loaded, loaded.config)
         try:
             if self.engine is None:
-                return None
-            pb = next(p for p in self.engine.playbooks if p.name == name)
-            verdict = self.engine.trigger(pb, time.monotonic(), force=force, who=who)
-            if not verdict.allowed or self.engine.incident is None:
-                log.warning("trigger_refused", playbook=name, reason=verdict.reason)
-                return None
-            incident = self.engine.incident.id
-            deadline = time.monotonic() + limit
+                return operator.Reply(False, "the daemon is not built")
+            now = time.monotonic()
+            self.engine.guards.save(now)  # the runs a dead daemon left are closed now
+            reply = switches.apply(self.engine, request, now, pid=None)
+            deadline = now + limit
             while self.engine.incident is not None and time.monotonic() < deadline:
                 self._turn()
-            return incident
+            return reply
         finally:
             self._shutdown()
 
@@ -208,16 +212,26 @@ class Daemon:
         now = time.monotonic()
         busy = self.engine.incident is not None
         wait = TICK_WHILE_VERIFYING if busy else max(0.0, self._status_due - now)
+        if self.inbox is not None:
+            wait = min(wait, LOOK_EVERY)
         self.watcher.run_once(now, wait)
         now = time.monotonic()
         self.engine.tick(now)
-        if now >= self._status_due:
+        inbox = self.inbox
+        served = [
+            (req, switches.apply(self.engine, req, now, pid=os.getpid()))
+            for req in (inbox.take(now) if inbox is not None else [])
+        ]
+        if served or now >= self._status_due:  # an answered switch shows in `status` at once
             self._status_due = now + status.EVERY
             try:
                 if self.is_service:
                     status.publish(self, self.state_dir, now)
             except OSError as exc:
                 log.warning("status_unwritable", error=str(exc))
+        if inbox is not None:
+            for req, reply in served:
+                inbox.answer(req, reply)
         notify("WATCHDOG=1")
 
     def _reload(self) -> None:
@@ -272,6 +286,8 @@ class Daemon:
                 status.stopped(self.state_dir)
         except OSError as exc:
             log.warning("status_unwritable", error=str(exc))
+        if self.inbox is not None:
+            self.inbox.close()  # a command from now on applies its switch itself
         log.info("daemon_stopped")
 
 

@@ -52,8 +52,29 @@ class Verdict:
         return cls(True)
 
 
+PAUSE_FILE = "pause.json"
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def pause_verdict(pause: dict[str, Any], now: float) -> Verdict:
+    """What a pause (as kept in ``pause.json``) says at ``now``: who paused, why, how long."""
+    if not pause:
+        return Verdict.ok()
+    until = pause.get("until_at")
+    if until is not None and now >= until:
+        return Verdict.ok()
+    why = pause.get("reason") or "maintenance"
+    by = f" by {pause['user']}" if pause.get("user") else ""
+    left = "" if until is None else f" for {_fmt(until - now)} more"
+    return Verdict(False, Guard.PAUSED, f"paused{by} ({why}){left}", until)
+
+
+def stored_pause(state_dir: Path, now: float) -> Verdict:
+    """The pause kept in ``state_dir``: what a daemon started now would apply."""
+    return pause_verdict(JsonState(state_dir / PAUSE_FILE).load(now), now)
 
 
 class Guards:
@@ -64,14 +85,13 @@ class Guards:
     ) -> None:
         self.config = config
         self._store = JsonState(state_dir / book)
-        # Operators' switches, written by the CLI while the daemon runs: read, never rewritten
-        self._pause_file = JsonState(state_dir / "pause.json")
-        self._pause_seen: tuple[float, int] | None = None
-        self._resets = state_dir / "reset.d"
+        # The operator's pause: changed only by whoever holds the daemon lock (the daemon, or a
+        # command when none runs; remediator.operator), so it is read once, here
+        self._pause_file = JsonState(state_dir / PAUSE_FILE)
         data = self._store.load(now)
         self.playbooks: dict[str, dict[str, Any]] = data.get("playbooks", {})
         self.services: dict[str, dict[str, Any]] = data.get("services", {})
-        self.pause: dict[str, Any] = {}
+        self.pause: dict[str, Any] = self._pause_file.load(now)
         # (playbook, incident id) of runs a daemon died in: the engine closes their records
         self.interrupted: list[tuple[str, str | None]] = []
         for name, st in self.playbooks.items():
@@ -94,51 +114,24 @@ class Guards:
 
     # --- maintenance pause ---
 
-    def _read_pause(self, now: float) -> None:
-        try:
-            st = self._pause_file.path.stat()
-            seen: tuple[float, int] | None = (st.st_mtime, st.st_ino)
-        except FileNotFoundError:
-            seen = None
-        if seen != self._pause_seen:
-            self._pause_seen = seen
-            self.pause = self._pause_file.load(now) if seen else {}
-
     def paused(self, now: float) -> Verdict:
-        self._read_pause(now)
-        if not self.pause:
-            return Verdict.ok()
-        until = self.pause.get("until_at")
-        if until is not None and now >= until:
-            return Verdict.ok()
-        why = self.pause.get("reason") or "maintenance"
-        left = "" if until is None else f" for {_fmt(until - now)} more"
-        return Verdict(False, Guard.PAUSED, f"paused ({why}){left}", until)
+        return pause_verdict(self.pause, now)
 
-    def set_pause(self, now: float, duration: float | None, reason: str = "") -> None:
+    def set_pause(
+        self, now: float, duration: float | None, reason: str = "", *, user: str = ""
+    ) -> None:
         """``remediator pause``: every action becomes a logged no-op until resumed/expired."""
         self.pause = {
             "since_at": now,
             "until_at": None if duration is None else now + duration,
             "reason": reason,
+            "user": user,
         }
         self._pause_file.save(self.pause, now)
 
     def resume(self) -> None:
         self.pause = {}
         self._pause_file.path.unlink(missing_ok=True)
-
-    def request_reset(self, name: str) -> None:
-        """``remediator reset``: picked up by the running daemon (or the next one)."""
-        self._resets.mkdir(parents=True, exist_ok=True)
-        (self._resets / name).touch()
-
-    def _take_reset(self, name: str) -> None:
-        req = self._resets / name
-        if req.exists():
-            req.unlink(missing_ok=True)
-            if self.reset(name):
-                log.info("breaker_reset", playbook=name)
 
     # --- playbooks ---
 
@@ -147,7 +140,6 @@ class Guards:
         paused = self.paused(now)
         if not paused.allowed:
             return paused
-        self._take_reset(pb.name)
         st = self._pb(pb.name)
         opened = st.get("breaker_opened_at")
         if opened is not None:
@@ -225,6 +217,12 @@ class Guards:
         st = self._pb(name)
         st["breaker_opened_at"] = now
         st["breaker_reason"] = reason
+
+    def breaker_open(self, name: str, now: float) -> bool:
+        """Whether ``name``'s breaker holds it back at ``now`` (opened, not yet timed out)."""
+        opened = self.playbooks.get(name, {}).get("breaker_opened_at")
+        open_for = self.config.breaker.open_for
+        return opened is not None and not (open_for and now >= opened + open_for)
 
     def reset(self, name: str) -> bool:
         """Close the breaker and forget failures and back-off; False if nothing was open."""

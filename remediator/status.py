@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from remediator import escape
+from remediator.guards import stored_pause
 from remediator.state import write_atomic
 from remediator.timezone import stamp
 
@@ -147,16 +148,18 @@ def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
     if as_json:
         out.write(json.dumps({"running": running, **(data or {})}, default=str) + "\n")
         return running
-    for line in _text(data, running):
+    for line in _text(data, running, state_dir):
         out.write(escape.text(line) + "\n")
     return running
 
 
-def _text(data: dict[str, Any] | None, running: bool) -> Iterator[str]:
+def _text(data: dict[str, Any] | None, running: bool, state_dir: Path) -> Iterator[str]:
     if not running:
         when = stamp(float(data["updated"])) if data else "never"
         how = "stopped" if data and data.get("stopped") else "last status"
         yield f"remediator is not running ({how}: {when})"
+        if not (pause := stored_pause(state_dir, time.monotonic())).allowed:
+            yield f"  PAUSED: {pause.reason} (applies when it starts)"
         return
     assert data is not None  # noqa: S101 - running implies data
     mode = " (DRY RUN)" if data.get("dry_run") else ""

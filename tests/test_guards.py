@@ -11,7 +11,7 @@ import pytest
 from remediator import state
 from remediator.config import Backoff, Breaker, Service
 from remediator.config import Guards as GuardsConfig
-from remediator.guards import Guard, Guards
+from remediator.guards import Guard, Guards, stored_pause
 from remediator.playbook import Limits, Playbook, ProbeFailing
 
 CFG = GuardsConfig(backoff=Backoff(10, 300, 600), breaker=Breaker(failures=3, open_for=3600))
@@ -160,17 +160,27 @@ def test_a_run_interrupted_by_a_daemon_restart_counts_as_failed_and_cools_down(
     assert again.playbooks["pb"]["failures"] == 1
 
 
-def test_pause_and_reset_written_by_another_process_reach_the_running_guards(
-    tmp_path: Path,
-) -> None:
-    daemon = Guards(tmp_path, CFG, 0)
+def test_a_pause_says_who_and_why_and_outlives_a_restart(tmp_path: Path) -> None:
+    g = Guards(tmp_path, CFG, 0)
     pb = playbook(cooldown=0, backoff=False)
-    daemon.open_breaker("pb", 10, "steps exhausted")
-    cli = Guards(tmp_path, CFG, 20)  # `remediator pause --for 30m` / `reset pb`
-    cli.set_pause(20, 1800, "deploy")
-    assert daemon.may_run(pb, 30).guard is Guard.PAUSED
-    cli.resume()
-    assert daemon.may_run(pb, 40).guard is Guard.BREAKER
-    cli.request_reset("pb")
-    assert daemon.may_run(pb, 50).allowed
-    assert not (tmp_path / "reset.d" / "pb").exists()
+    g.set_pause(100, 1800, "deploy", user="alice")
+    assert g.may_run(pb, 200).reason == "paused by alice (deploy) for 28m more"
+    again = Guards(tmp_path, CFG, 300)  # the daemon restarted
+    assert again.may_run(pb, 300).guard is Guard.PAUSED
+    assert stored_pause(tmp_path, 300).reason == "paused by alice (deploy) for 27m more"
+    again.resume()
+    assert stored_pause(tmp_path, 300).allowed
+
+
+def test_may_run_takes_nothing_from_the_state_dir(tmp_path: Path) -> None:
+    """The operator's switches reach the guards only through whoever holds the daemon lock:
+    a reset left behind by an older version is not picked up by any process deciding."""
+    g = Guards(tmp_path, CFG, 0)
+    pb = playbook(cooldown=0, backoff=False)
+    g.open_breaker("pb", 10, "steps exhausted")
+    (tmp_path / "reset.d").mkdir()
+    (tmp_path / "reset.d" / "pb").touch()
+    assert g.may_run(pb, 50).guard is Guard.BREAKER
+    assert (tmp_path / "reset.d" / "pb").exists()
+    assert g.breaker_open("pb", 50)
+    assert g.reset("pb") and not g.breaker_open("pb", 50)

@@ -46,9 +46,7 @@ def test_no_cgroup2_mount_is_none() -> None:
 
 
 def test_the_whole_hierarchy_wins_over_a_bound_sub_cgroup() -> None:
-    text = (
-        "50 24 0:30 /system.slice/x.service /srv/cg rw,relatime - cgroup2 cgroup2 rw\n" + PURE
-    )
+    text = "50 24 0:30 /system.slice/x.service /srv/cg rw,relatime - cgroup2 cgroup2 rw\n" + PURE
     assert cgroup2_mount(text) == Path("/sys/fs/cgroup")
 
 

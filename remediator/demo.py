@@ -1,11 +1,14 @@
 """``make demo``: remediator fixing a real outage, as it happens.
 
-1. the shipped example configuration, checked as an operator would (``remediator check``);
-2. a sandboxed nginx + PHP-FPM on loopback (private configs, logs and sockets in a temp dir,
-   high ports; the test bed's servers), the daemon started on them, load applied;
-3. PHP-FPM killed: the demo shows the 502s, the daemon's detection, its restart and the
-   verified recovery live, then the incident from ``remediator log``, and what
-   ``remediator replay`` makes of the same logs afterwards.
+1. a sandboxed nginx + PHP-FPM on loopback (private configs, logs and sockets in a temp dir,
+   high ports; the test bed's servers);
+2. the configuration the demo runs, shown whole and checked as an operator would
+   (``remediator check``): shaped like the shipped ``config/remediator.yaml`` (the same source
+   and service names), with the sandbox's paths, PHP-FPM controlled by its pid file (no systemd
+   needed), and the shipped PHP-FPM playbooks copied verbatim from ``config/playbooks.d/``;
+3. the daemon started on exactly that file, load applied, PHP-FPM killed: the demo shows the
+   502s, the daemon's detection, its restart and the verified recovery live, then the incident
+   from ``remediator log``, and what ``remediator replay`` makes of the same logs afterwards.
 
 Everything it started is stopped at the end, also on Ctrl-C. It runs from a checkout (it
 uses the test bed in ``tests/stack.py``).
@@ -23,54 +26,99 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from remediator.cli import main as cli
+
+if TYPE_CHECKING:
+    from tests.stack import Nginx, PhpFpm
 
 REPO = Path(__file__).resolve().parent.parent
 BOLD, DIM, RED, GREEN, OFF = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
 
+# The shipped playbooks the demo runs, verbatim: PHP-FPM down (502s + nginx's "connect()
+# failed"), and its master gone (the service's own state).
+PLAYBOOKS = ("10-php-fpm-down.yaml", "15-php-fpm-master-gone.yaml")
+
 CONFIG = """\
-# The demo's configuration: the sandboxed servers' logs, a probe, PHP-FPM controlled by its
-# pid file (no systemd needed), and the php-fpm-down playbook.
+# The demo's configuration: like the shipped config/remediator.yaml, for the sandbox. Same
+# source and service names, so the shipped playbooks in playbooks.d/ run unchanged.
+dry_run: false
 state_dir: {tmp}/state
 action_log: {tmp}/actions.jsonl
+playbooks_dir: playbooks.d
 log_format: console
 sources:
-  access: {{type: access_log, path: {access}, format: nginx-timed}}
-  errors: {{type: error_log, path: {error}, format: nginx-error}}
-  site: {{type: probe, url: "{url}", interval: 1s, timeout: 500ms, expect_body: ok}}
+  nginx_access:
+    type: access_log
+    path: {access}
+    format: nginx-timed  # the sandbox's nginx logs request and upstream times
+  nginx_error:
+    type: error_log
+    path: {error}
+    format: nginx-error
+  fpm_log:
+    type: error_log
+    path: {fpm_log}
+    format: php-fpm
+  site:
+    type: probe
+    url: "{url}"
+    interval: 1s
+    timeout: 500ms
+    expect_status: 200
+    expect_body: ok
 services:
   php-fpm:
     kind: php-fpm
+    # no systemd here: the pid file names the master, and this starts it
     pid_file: {pid}
     start: [php-fpm8.2, -y, {conf}]
     config_file: {conf}
+    config_test: [php-fpm8.2, -t, -y, {conf}]
+    pool_file: {pool}
     startup_grace: 2s
-playbooks:
-  - name: php-fpm-down
-    description: 502s while nginx cannot reach PHP-FPM
-    when:
-      all:
-        - status_rate: {{source: access, status: [502, 503], window: 10s, at_least: 5, ratio: 5%}}
-        - error_cause: {{source: errors, cause: [upstream_refused, upstream_missing], window: 10s}}
-    steps:
-      - restart: php-fpm
-        verify: {{probe: site, within: 5s}}
-    limits: {{cooldown: 1m, max_runs: 3, per: 1h}}
+notifiers:
+  # the playbooks alert "oncall" when their steps run out; here nothing listens on port 9
+  oncall: {{url: "http://127.0.0.1:9/remediator", timeout: 1s}}
 """
+
+
+def write_config(tmp: Path, nginx: Nginx, fpm: PhpFpm) -> Path:
+    """The demo's config for these servers, and the shipped playbooks beside it."""
+    cfg = tmp / "remediator.yaml"
+    cfg.write_text(
+        CONFIG.format(
+            tmp=tmp,
+            access=nginx.access_log,
+            error=nginx.error_log,
+            fpm_log=fpm.error_log,
+            url=nginx.url(),
+            pid=fpm.pid_file,
+            conf=fpm.conf,
+            pool=fpm.pool_file,
+        )
+    )
+    playbooks = tmp / "playbooks.d"
+    playbooks.mkdir(exist_ok=True)
+    for name in PLAYBOOKS:
+        shutil.copyfile(REPO / "config" / "playbooks.d" / name, playbooks / name)
+    for p in [tmp, cfg, playbooks, *playbooks.iterdir()]:  # as an install leaves them
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return cfg
 
 
 def say(text: str) -> None:
     print(f"\n{BOLD}== {text}{OFF}", flush=True)
 
 
-def _check_example(tmp: Path) -> int:
-    etc = tmp / "etc-remediator"
-    shutil.copytree(REPO / "config", etc)
-    for p in [etc, *etc.rglob("*")]:  # as an install leaves them: root-owned, not writable
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    say("remediator check   (the shipped example configuration)")
-    return cli(["-c", str(etc / "remediator.yaml"), "check"])
+def _show_and_check(cfg: Path) -> int:
+    say(f"the configuration this demo runs: {cfg}")
+    print(cfg.read_text(), end="")
+    names = ", ".join(p.name for p in sorted((cfg.parent / "playbooks.d").iterdir()))
+    print(f"{DIM}# playbooks.d/: {names} (copied from config/playbooks.d/){OFF}")
+    say("remediator check   (that file, as an operator checks it after an edit)")
+    return cli(["-c", str(cfg), "check"])
 
 
 class _Ticker(threading.Thread):
@@ -105,19 +153,10 @@ def _live(tmp: Path) -> int:
         fpm = stack.fpm(pm="static", max_children=4)
         nginx = stack.nginx(fpm)
         print(f"  nginx {nginx.url()}  ->  PHP-FPM {fpm.socket}  (master pid {fpm.master_pid()})")
-        cfg = tmp / "remediator.yaml"
-        cfg.write_text(
-            CONFIG.format(
-                tmp=tmp,
-                access=nginx.access_log,
-                error=nginx.error_log,
-                url=nginx.url(),
-                pid=fpm.pid_file,
-                conf=fpm.conf,
-            )
-        )
-        (tmp / "playbooks.d").mkdir()
-        say("starting the daemon:  remediator -c remediator.yaml run")
+        cfg = write_config(tmp, nginx, fpm)
+        if _show_and_check(cfg) != 0:
+            return 1
+        say(f"starting the daemon:  remediator -c {cfg} run")
         daemon = subprocess.Popen(
             [sys.executable, "-m", "remediator", "-c", str(cfg), "run"],
             stdout=sys.stdout,
@@ -177,8 +216,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="remediator-demo-") as d:
         tmp = Path(d)
         try:
-            if _check_example(tmp) != 0:
-                return 1
             return _live(tmp)
         except KeyboardInterrupt:
             print("\ninterrupted: everything the demo started has been stopped")

@@ -8,7 +8,9 @@
   fixture; ``nginx_fpm.fpm`` too). Options the same way.
 - ``apache_fpm``: a started :class:`Apache` (proxy_fcgi) in front of ``fpm``.
 - ``systemd_host``: a :class:`BootedSystemd`, booted once per module; skipped with the reason when
-  a namespaced systemd cannot run on this machine. Tests sharing it undo what they start.
+  a namespaced systemd cannot run on this machine, or failed with it when the run requires one
+  (``REMEDIATOR_REQUIRE=systemd``, as ``make test`` sets: tests/require.py). Tests sharing it
+  undo what they start.
 
 When a test fails, the tails of every log of the servers it used are added to its report.
 """
@@ -23,6 +25,7 @@ import pytest
 import structlog
 
 from tests import sysd
+from tests.require import lacking, required
 from tests.stack import Apache, Nginx, PhpFpm, Stack, tail
 
 _SERVERS = pytest.StashKey[list[PhpFpm | Nginx | Apache]]()
@@ -31,6 +34,13 @@ _SERVERS = pytest.StashKey[list[PhpFpm | Nginx | Apache]]()
 def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
     param = getattr(request, "param", None)
     return dict(param) if param else {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        required()  # a misspelt REMEDIATOR_REQUIRE must not quietly require nothing
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +80,7 @@ def apache_fpm(stack: Stack, fpm: PhpFpm, request: pytest.FixtureRequest) -> Apa
 def systemd_host() -> Iterator[sysd.BootedSystemd]:
     reason = sysd.available()
     if reason is not None:
-        pytest.skip(f"no namespaced systemd here: {reason}")
+        lacking("systemd", reason)
     host = sysd.BootedSystemd()
     try:
         host.start()

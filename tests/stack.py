@@ -1130,6 +1130,13 @@ class LoadGenerator:
         hi = float("inf") if until is None else until
         return Counter(s.status for s in self.samples if lo <= s.t < hi)
 
+    def wait_ok(self, count: int = 20, since: float | None = None, timeout: float = 10.0) -> None:
+        """Wait until ``count`` requests sent at or after ``since`` got a 200: the load is
+        flowing (before a fault), or has gone on for a while (after one)."""
+        wait_for(
+            lambda: self.statuses(since)[200] >= count, timeout, f"{count} x 200 under load", 0.01
+        )
+
     def first_ok_after(
         self, t: float, ok: Callable[[int], bool] = lambda c: c == 200
     ) -> float | None:

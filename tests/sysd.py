@@ -1,10 +1,17 @@
 """A real systemd 252 booted as PID 1 of fresh namespaces, for tests that need real units.
 
 The recipe is TESTBED.md's: a boot script run as ``unshare --pid --fork --mount --uts --ipc --net
---cgroup --kill-child`` from a fresh cgroup ``/sys/fs/cgroup/unified/<unique>``, with a private
-``/dev``, ``/run``, ``/tmp`` and ``/var/log``, a read-only ``/proc/sys``, the host-touching units
-masked, a volatile journal, a minimal target and ``lo`` up. **A systemd booted on the host's /tmp
-wipes it** (Debian's tmpfiles has ``D /tmp``): every one of those steps matters.
+--kill-child`` with a private ``/dev``, ``/run``, ``/tmp`` and ``/var/log``, a read-only
+``/proc/sys``, the host-touching units masked, a volatile journal, a minimal target and ``lo`` up.
+**A systemd booted on the host's /tmp wipes it** (Debian's tmpfiles has ``D /tmp``): every one of
+those steps matters.
+
+cgroup2 is found wherever it is mounted (:func:`cgroup2_mount`): ``/sys/fs/cgroup`` on a pure
+cgroup2 host (Debian 12's default), ``/sys/fs/cgroup/unified`` on a hybrid one. A fresh cgroup
+``<root>/remediator-sysd-<pid>-<id>`` gets two children, because cgroup2 allows processes only in
+leaves once controllers are enabled ("no internal processes"): ``supervisor`` holds ``unshare``
+(outside the namespace, invisible to systemd) and ``payload`` is the root of the namespace's
+cgroup namespace, with systemd alone in it, and every controller the host offers delegated to it.
 
 Beyond the recipe, ``/etc`` and ``/var`` are overlays whose writes land in a tmpfs, so Debian's
 units (``update-alternatives`` in php8.2-fpm's ``ExecStartPost``, state under ``/var/lib``) cannot
@@ -37,7 +44,6 @@ from typing import Self
 import psutil
 
 SYSTEMD = Path("/lib/systemd/systemd")
-CGROUP_ROOT = Path("/sys/fs/cgroup/unified")
 TARGET = "remediator-test.target"
 REPO = Path(__file__).resolve().parent.parent
 ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -117,6 +123,57 @@ class SystemdError(RuntimeError):
     """The namespaced systemd did not boot, answer or stop as expected."""
 
 
+def _unescape_mountinfo(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal (``\\040``)."""
+    out, i = [], 0
+    while i < len(field):
+        octal = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(octal) == 3 and all(c in "01234567" for c in octal):
+            out.append(chr(int(octal, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def cgroup2_mount(mountinfo: str) -> Path | None:
+    """Where the cgroup2 hierarchy is mounted, from the text of ``/proc/self/mountinfo``.
+
+    A line is ``ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER``;
+    the first cgroup2 mount of the hierarchy's root (ROOT ``/``) wins, else the first cgroup2
+    mount at all (a bind of a sub-cgroup). None when there is no cgroup2 mount.
+    """
+    found: list[tuple[bool, Path]] = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if "-" not in fields[6:]:
+            continue
+        sep = fields.index("-", 6)
+        if len(fields) > sep + 1 and fields[sep + 1] == "cgroup2":
+            found.append((fields[3] == "/", Path(_unescape_mountinfo(fields[4]))))
+    for whole, path in found:
+        if whole:
+            return path
+    return found[0][1] if found else None
+
+
+@functools.cache
+def cgroup_root() -> Path | None:
+    """This host's cgroup2 mount point (see :func:`cgroup2_mount`)."""
+    try:
+        return cgroup2_mount(Path("/proc/self/mountinfo").read_text())
+    except OSError:
+        return None
+
+
+def _cgroup_root() -> Path:
+    root = cgroup_root()
+    if root is None:
+        raise SystemdError("no cgroup2 hierarchy is mounted")
+    return root
+
+
 @functools.cache
 def available() -> str | None:
     """Why a namespaced systemd cannot run here, or None when it can."""
@@ -129,14 +186,17 @@ def available() -> str | None:
         return f"{SYSTEMD} is not installed"
     if "\toverlay\n" not in Path("/proc/filesystems").read_text():
         return "the kernel has no overlay filesystem (it keeps /etc and /var private)"
-    if not (CGROUP_ROOT / "cgroup.procs").exists():
-        return f"no cgroup2 hierarchy at {CGROUP_ROOT}"
-    probe = CGROUP_ROOT / f"remediator-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    root = cgroup_root()
+    if root is None:
+        return "no cgroup2 hierarchy is mounted (none in /proc/self/mountinfo)"
+    if not (root / "cgroup.procs").exists():
+        return f"cgroup2 is mounted at {root}, but {root}/cgroup.procs is missing"
+    probe = root / f"remediator-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         probe.mkdir()
         probe.rmdir()
     except OSError as exc:
-        return f"cgroup2 at {CGROUP_ROOT} is not writable: {exc.strerror}"
+        return f"cgroup2 at {root} is not writable: {exc.strerror}"
     check = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount", "--net", "--cgroup", "true"],
         capture_output=True,
@@ -173,7 +233,10 @@ def sweep_stale_cgroups() -> list[Path]:
     process are removed. Returns those removed.
     """
     removed: list[Path] = []
-    for cg in CGROUP_ROOT.glob("remediator-sysd-*-*"):
+    root = cgroup_root()
+    if root is None:
+        return removed
+    for cg in root.glob("remediator-sysd-*-*"):
         creator = cg.name.split("-")[2]
         if not creator.isdigit() or psutil.pid_exists(int(creator)):
             continue
@@ -233,7 +296,7 @@ class BootedSystemd:
         self.state = workdir / ".boot"
         self.binds = self._bind_list([workdir, *binds, REPO, Path(sys.prefix)])
         self.name = f"remediator-sysd-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.cgroup = CGROUP_ROOT / self.name
+        self._cgroup: Path | None = None
         self.boot_log = self.state / "boot.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
@@ -257,6 +320,13 @@ class BootedSystemd:
         if self._pid is None:
             raise SystemdError("systemd is not running")
         return self._pid
+
+    @property
+    def cgroup(self) -> Path:
+        """The host's cgroup of this boot (``supervisor`` and ``payload`` are its children)."""
+        if self._cgroup is None:
+            self._cgroup = _cgroup_root() / self.name
+        return self._cgroup
 
     @property
     def running(self) -> bool:
@@ -288,14 +358,20 @@ class BootedSystemd:
         (self.state / "console").touch()
         boot = self.state / "boot.sh"
         boot.write_text(self._boot_script(units_dir))
-        self.cgroup.mkdir()
-        procs = self.cgroup / "cgroup.procs"
-        # The shell moves itself into the fresh cgroup, then becomes unshare: the cgroup
-        # namespace is rooted there. setpriv makes the namespace die with this process.
+        supervisor, payload = self._make_cgroups()
+        # The shell moves itself into `supervisor`, then becomes unshare (setpriv makes the
+        # namespace die with this process). The namespace's PID 1 moves itself into `payload`
+        # ("0" is the writer) and unshares its cgroup namespace there, before it mounts its
+        # own /sys: systemd's root cgroup then holds nothing it cannot see.
+        q = shlex.quote
+        first = (
+            f"echo 0 > {q(str(payload / 'cgroup.procs'))} && "
+            f"exec unshare --cgroup /bin/sh {q(str(boot))}"
+        )
         wrapper = (
-            f"echo $$ > {shlex.quote(str(procs))} && exec setpriv --pdeathsig KILL "
-            "unshare --pid --fork --mount --uts --ipc --net --cgroup --kill-child "
-            f"/bin/sh {shlex.quote(str(boot))}"
+            f"echo $$ > {q(str(supervisor / 'cgroup.procs'))} && exec setpriv --pdeathsig KILL "
+            "unshare --pid --fork --mount --uts --ipc --net --kill-child "
+            f"/bin/sh -c {q(first)}"
         )
         try:
             with self.boot_log.open("wb") as log:
@@ -310,6 +386,19 @@ class BootedSystemd:
         except BaseException:
             self.stop()
             raise
+
+    def _make_cgroups(self) -> tuple[Path, Path]:
+        """The boot's cgroup with every controller it has enabled for its two leaves."""
+        self.cgroup.mkdir()
+        offered = (self.cgroup / "cgroup.controllers").read_text().split()
+        for controller in offered:
+            # One at a time: a controller the kernel refuses to delegate is left out, not fatal.
+            with contextlib.suppress(OSError):
+                (self.cgroup / "cgroup.subtree_control").write_text(f"+{controller}")
+        supervisor, payload = self.cgroup / "supervisor", self.cgroup / "payload"
+        supervisor.mkdir()
+        payload.mkdir()
+        return supervisor, payload
 
     def _wait_booted(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -547,7 +636,7 @@ class BootedSystemd:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _remove_cgroup(self, timeout: float) -> None:
-        if not self.cgroup.exists():
+        if self._cgroup is None or not self.cgroup.exists():
             return
         deadline = time.monotonic() + timeout
         while True:

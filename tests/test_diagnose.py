@@ -90,7 +90,6 @@ def test_a_connect_that_hangs_gives_up_at_its_timeout(listener: socket.socket) -
         r = run(DiagnoseArgs(connect=(f"127.0.0.1:{port}",), snapshot=False))
     [c] = r.details["connect"]
     assert (c["ok"], c["error"]) == (False, "timed out after 0.3s")
-    assert r.details["duration_ms"] < 1500
 
 
 def test_a_real_php_fpm_socket_connects(fpm: PhpFpm) -> None:

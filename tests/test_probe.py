@@ -78,20 +78,20 @@ def test_refused_connection_fails_at_once() -> None:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    r = probe(f"http://127.0.0.1:{port}/").run()
+    r = probe(f"http://127.0.0.1:{port}/", timeout=30.0).run()
     assert not r.ok and r.detail == "connection refused"
-    assert r.elapsed < 0.5
+    assert r.elapsed < 10  # a generous deadline: it did not wait out its 30 s timeout
 
 
 def test_hanging_endpoint_fails_at_the_timeout(server: str) -> None:
     r = probe(server + "/hang", timeout=0.3, interval=1.0).run()
     assert not r.ok
-    assert r.detail == "timed out after 0.3s"
-    assert 0.25 < r.elapsed < 1.0
+    assert r.detail == "timed out after 0.3s"  # /hang answers 200 after 5 s: it gave up first
+    assert r.elapsed > 0.25  # and not before its timeout
 
 
 def test_dripping_body_is_cut_off_at_the_overall_deadline(server: str) -> None:
     r = probe(server + "/drip", timeout=0.5, interval=1.0, expect_body="never").run()
     assert not r.ok
+    # every byte comes within 50 ms, the whole body in 5 s: only an overall deadline cuts it
     assert r.detail == "timed out after 0.5s"
-    assert r.elapsed < 1.0

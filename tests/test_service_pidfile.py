@@ -1,13 +1,12 @@
 """reload / restart / config_test without systemd, against real PHP-FPM, nginx and Apache.
 
-Latencies are printed (``pytest -s`` or ``-rP`` shows them): the restart action's own duration
-and, end to end, from the kill to the first 200 through nginx.
+How fast these actions are is measured by ``make bench`` (tests/bench/bench_actions.py), not
+asserted here. Some durations are still printed (``pytest -s`` or ``-rP`` shows them).
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -136,38 +135,13 @@ def test_restart_after_kill_all_serves_again(fpm: PhpFpm, nginx_fpm: Nginx) -> N
 
 
 @servers
-def test_restart_after_kill_all_is_fast(fpm: PhpFpm, nginx_fpm: Nginx) -> None:
-    ctx = _ctx(php=_fpm_service(fpm))
-    action_ms: list[float] = []
-    to_200_ms: list[float] = []
-    for _ in range(9):
-        fpm.kill_all()
-        start = time.monotonic()
-        result = restart(_args("php"), ctx)
-        assert result.outcome is Outcome.OK, result.reason
-        action_ms.append(result.details["duration_ms"])
-        wait_for(lambda: _serves(nginx_fpm.url()), 2.0, "200 after restart", interval=0.001)
-        to_200_ms.append((time.monotonic() - start) * 1000)
-    print(
-        f"\nphp-fpm killed -> restart action: median {statistics.median(action_ms):.1f} ms "
-        f"(max {max(action_ms):.1f}); restart start -> first 200: median "
-        f"{statistics.median(to_200_ms):.1f} ms (max {max(to_200_ms):.1f})"
-    )
-    assert statistics.median(to_200_ms) < 150
-
-
-@servers
 def test_restart_after_master_killed_clears_orphans(fpm: PhpFpm, nginx_fpm: Nginx) -> None:
     old_master = fpm.master_pid()
     orphans = fpm.kill_master_only()
     assert orphans and _serves(nginx_fpm.url())  # the orphans still serve, and hold the socket
-    start = time.monotonic()
     result = restart(_args("php"), _ctx(php=_fpm_service(fpm)))
     assert result.outcome is Outcome.OK, result.reason
-    wait_for(lambda: _serves(nginx_fpm.url()), 1.0, "200 after restart", interval=0.001)
-    elapsed = time.monotonic() - start
-    print(f"\norphaned workers -> restarted and serving in {elapsed * 1000:.1f} ms")
-    assert elapsed < 1.0
+    wait_for(lambda: _serves(nginx_fpm.url()), 5.0, "200 after restart", interval=0.001)
     assert result.details["orphans"] == sorted(orphans)
     assert not any(is_alive(pid) for pid in orphans)
     master = fpm.master()
@@ -219,7 +193,6 @@ def test_restart_of_hung_php_fpm_workers_needs_no_sigkill(fpm: PhpFpm, nginx_fpm
     result = restart(_args("php"), _ctx(php=_fpm_service(fpm)))
     assert result.outcome is Outcome.OK, result.reason
     assert "SIGKILL" not in {s.get("signal") for s in result.details["steps"]}
-    assert result.details["duration_ms"] < 500
     assert not any(is_alive(pid) for pid in hung)
     assert http_get(nginx_fpm.url()) == (200, "ok\n")
 
@@ -374,7 +347,7 @@ def test_dry_run_reload_records_the_signal_it_did_not_send(fpm: PhpFpm) -> None:
     assert (result.details["signal"], result.details["pid"]) == ("SIGUSR2", master)
     assert result.reason == f"would reload php: SIGUSR2 to master {master}"
     assert result.details["config_test"]["rc"] == 0  # the test itself ran: it changes nothing
-    time.sleep(0.05)
+    time.sleep(0.05)  # as above: a claim of absence
     assert fpm.master_pid() == master and is_alive(master)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.require import lacking
 from tests.stack import write_docroot
 from tests.sysd import BootedSystemd, available
 
@@ -59,6 +60,22 @@ def test_boots_to_running_with_no_failed_unit(systemd_host: BootedSystemd) -> No
     assert systemd_host.run(["cat", "/proc/1/comm"]).stdout == "systemd\n"
 
 
+def test_systemd_is_alone_in_its_cgroup_with_the_hosts_controllers(
+    systemd_host: BootedSystemd,
+) -> None:
+    """cgroup2 lets processes live only in leaves once controllers are enabled: unshare, outside
+    the namespace, sits in a sibling cgroup, so systemd can delegate what the host offers."""
+    host = systemd_host
+    assert host.run(["cat", "/sys/fs/cgroup/cgroup.procs"]).stdout == ""  # PID 1 is in init.scope
+    assert "0::/init.scope" in host.run(["cat", "/proc/1/cgroup"]).stdout.splitlines()
+    payload, supervisor = host.cgroup / "payload", host.cgroup / "supervisor"
+    offered = set((host.cgroup / "cgroup.controllers").read_text().split())
+    assert set((payload / "cgroup.controllers").read_text().split()) == offered
+    inside = set(host.run(["cat", "/sys/fs/cgroup/cgroup.controllers"]).stdout.split())
+    assert inside == offered
+    assert (supervisor / "cgroup.procs").read_text().split() != []  # unshare, host-side
+
+
 def test_php_fpm_unit_serves_and_kill9_leaves_it_failed(web_units: BootedSystemd) -> None:
     host = web_units
     assert host.http_get("http://127.0.0.1:8080/index.php") == (200, "ok\n")
@@ -104,7 +121,7 @@ def test_writes_inside_stay_inside(systemd_host: BootedSystemd) -> None:
 def test_host_tmp_survives_boot_and_teardown() -> None:
     reason = available()
     if reason is not None:
-        pytest.skip(f"no namespaced systemd here: {reason}")
+        lacking("systemd", reason)
     canary = Path("/tmp") / f"remediator-canary-{uuid.uuid4().hex}"
     canary.write_text("still here\n")
     try:

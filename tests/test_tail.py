@@ -26,10 +26,11 @@ from structlog.testing import capture_logs
 
 from remediator.sources.offsets import STATE_FILE
 from remediator.sources.tail import MAX_LINE, Backend, Follower, FollowState, FollowStatus, Tailer
+from tests.require import lacking
+from tests.unprivileged import NOBODY, NobodyPython
 
 BACKENDS = [Backend.INOTIFY, Backend.POLLING]
 LINGER = 5.0
-NOBODY = 65534
 
 
 class Follow:
@@ -440,6 +441,13 @@ print(json.dumps({"euid": os.geteuid(), "seen": seen, "events": events}))
 """
 
 
+@pytest.fixture(scope="module")
+def nobody_python() -> Iterator[NobodyPython]:
+    """The tailer and structlog where nobody can read them (the checkout may be under /root)."""
+    with NobodyPython(["remediator.sources.tail", "structlog.testing"]) as py:
+        yield py
+
+
 @pytest.fixture
 def nobody_dir() -> Iterator[Path]:
     """A directory an unprivileged user owns (pytest's tmp_path is closed to other users)."""
@@ -450,12 +458,10 @@ def nobody_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _run_unprivileged(root: Path, backend: Backend, scenario: str) -> dict[str, Any]:
-    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    prefix = drop if os.geteuid() == 0 else []
-    cmd = [*prefix, sys.executable, "-c", _AS_NOBODY, str(root), backend.value, scenario]
-    repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=repo, check=False)
+def _run_unprivileged(
+    py: NobodyPython, root: Path, backend: Backend, scenario: str
+) -> dict[str, Any]:
+    proc = py.run(["-c", _AS_NOBODY, str(root), backend.value, scenario])
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
     assert result["euid"] != 0, "permission checks do not apply to root"
@@ -463,9 +469,9 @@ def _run_unprivileged(root: Path, backend: Backend, scenario: str) -> dict[str, 
 
 
 def test_unreadable_file_is_blind_then_read_from_where_it_ended(
-    nobody_dir: Path, backend: Backend
+    nobody_python: NobodyPython, nobody_dir: Path, backend: Backend
 ) -> None:
-    result = _run_unprivileged(nobody_dir, backend, "unreadable_at_start")
+    result = _run_unprivileged(nobody_python, nobody_dir, backend, "unreadable_at_start")
     assert result["seen"] == [
         ["blind", "permission denied", []],
         ["blind", "permission denied", []],
@@ -476,9 +482,9 @@ def test_unreadable_file_is_blind_then_read_from_where_it_ended(
 
 
 def test_unreadable_new_file_after_rotation_is_blind_then_read_from_its_start(
-    nobody_dir: Path, backend: Backend
+    nobody_python: NobodyPython, nobody_dir: Path, backend: Backend
 ) -> None:
-    result = _run_unprivileged(nobody_dir, backend, "unreadable_after_rotation")
+    result = _run_unprivileged(nobody_python, nobody_dir, backend, "unreadable_after_rotation")
     assert result["seen"] == [
         ["ok", "", []],
         ["blind", "permission denied", ["last of old"]],
@@ -713,7 +719,7 @@ def test_auto_backend_polls_where_inotify_is_refused(log_path: Path) -> None:
         check=False,
     )
     if proc.returncode != 0 and "unshare" in proc.stderr:
-        pytest.skip(f"no user namespace here: {proc.stderr.strip()}")
+        lacking("userns", proc.stderr.strip())
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == ["refused", "polling", ["inotify_unavailable"]]
 

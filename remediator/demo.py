@@ -145,6 +145,12 @@ class _Ticker(threading.Thread):
             )
 
 
+def _closed(action_log: Path) -> bool:
+    from remediator.actionlog import read  # noqa: PLC0415
+
+    return any(r.get("event") == "incident_closed" for r in read(action_log))
+
+
 def _live(tmp: Path) -> int:
     from tests.stack import LoadGenerator, Stack, wait_for  # noqa: PLC0415
 
@@ -182,7 +188,8 @@ def _live(tmp: Path) -> int:
                     20,
                     "recovery",
                 )
-                time.sleep(0.5)
+                # the daemon verifies the step: users healthy again, and still so a settle later
+                wait_for(lambda: _closed(tmp / "actions.jsonl"), 30, "the incident to close")
                 ticker.stop_event.set()
                 ticker.join()
             back = load.first_ok_after(killed)

@@ -29,6 +29,16 @@ class Event(enum.StrEnum):
     OPERATOR_TRIGGER = "operator_trigger"
 
 
+class Outcome(enum.StrEnum):
+    """The ``outcome`` of a step's records (action, verification, notification)."""
+
+    OK = "ok"  # done (not yet verified: verification is the engine's)
+    FAILED = "failed"  # tried, did not work
+    REFUSED = "refused"  # would make things worse (config test failed, unit stopped on purpose)
+    WOULD_RUN = "would_run"  # dry run: what it would have done is in details (see control.py)
+    HELD = "held"  # a guard held it back
+
+
 class IncidentOutcome(enum.StrEnum):
     """The ``outcome`` of an ``incident_closed`` record."""
 

@@ -30,6 +30,7 @@ from remediator.config import (
 )
 from remediator.detect import Signals
 from remediator.feed import Feeder
+from remediator.services.base import control_for, is_down
 from remediator.sources import host as hostmod
 from remediator.sources.probe import Prober, ProbeResult
 from remediator.sources.tail import Backend, Tailer
@@ -108,8 +109,6 @@ class ServicePollers:
             t.start()
 
     def _run(self, name: str, svc: Service) -> None:
-        from remediator.actions.service import control_for  # noqa: PLC0415
-
         control = control_for(name, svc, System())
         every = self.SYSTEMD_EVERY if svc.unit else self.PIDFILE_EVERY
         last: bool | None = None
@@ -128,20 +127,6 @@ class ServicePollers:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
-
-
-def is_down(state: Any, svc: Service) -> tuple[bool, str]:
-    """Whether a backend's state means the master is gone while it should run."""
-    from remediator.actions.service import ServiceStatus  # noqa: PLC0415
-
-    if state.leftover_pids:
-        return True, state.summary  # orphaned workers: the master died under them
-    if state.status is ServiceStatus.FAILED:
-        return True, state.summary
-    if state.status is ServiceStatus.DOWN:
-        # a pid file naming a dead master is a crash; no pid file is a deliberate stop
-        return svc.pid_file is not None and svc.pid_file.exists(), state.summary
-    return False, state.summary
 
 
 class Watcher:

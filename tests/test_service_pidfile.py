@@ -15,8 +15,8 @@ import pytest
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.actions.control import CONTROL_ACTIONS, config_test, reload, restart
 from remediator.actions.declare import ServiceArgs
-from remediator.actions.service import config_test_argv
 from remediator.config import Service
+from remediator.services.base import config_test_argv
 from remediator.system import DryRunSystem, System
 from tests.stack import PHP_FPM, Apache, Nginx, PhpFpm, Stack, http_get, is_alive, wait_for
 

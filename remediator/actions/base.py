@@ -8,21 +8,13 @@ run is the same code with a :class:`~remediator.system.DryRunSystem` underneath.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from remediator.config import Notifier, Service
+from remediator.events import Outcome
 from remediator.system import System
-
-
-class Outcome(enum.StrEnum):
-    OK = "ok"  # done (not yet verified: verification is the engine's)
-    FAILED = "failed"  # tried, did not work
-    REFUSED = "refused"  # would make things worse (config test failed, unit stopped on purpose)
-    WOULD_RUN = "would_run"  # dry run: what it would have done is in details (see control.py)
-    HELD = "held"  # a guard held it back
 
 
 @dataclass(frozen=True)
@@ -51,3 +43,5 @@ class ActionResult:
 
 
 ActionFn = Callable[[Any, ActionContext], ActionResult]
+
+__all__ = ["ActionContext", "ActionFn", "ActionResult", "Outcome"]

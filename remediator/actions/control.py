@@ -1,6 +1,6 @@
 """The service-control actions: ``reload``, ``restart``, ``config_test``.
 
-Each picks the service's backend (:func:`remediator.actions.service.control_for`), does its one
+Each picks the service's backend (:func:`remediator.services.base.control_for`), does its one
 thing, and returns an :class:`ActionResult` whose details carry the evidence: every command run
 (argv, exit status, output excerpt, milliseconds) and signal sent, the master PID before and
 after, the duration.
@@ -26,7 +26,7 @@ from typing import Any
 
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ServiceArgs
-from remediator.actions.service import Attempt, ServiceControl, control_for, excerpt, first_error
+from remediator.services.base import Attempt, ServiceControl, control_for, excerpt, first_error
 
 
 def reload(args: ServiceArgs, ctx: ActionContext) -> ActionResult:

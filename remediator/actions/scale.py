@@ -32,7 +32,7 @@ the pool cannot be measured: a dry run still says what it would set, without the
 
 Config test and reload belong to the service-control actions; they are passed in
 (:func:`actions`) so that this module depends on their behaviour, not their code. The master is
-found through the service's backend (:func:`~remediator.actions.service.control_for`), as the
+found through the service's backend (:func:`~remediator.services.base.control_for`), as the
 service-control actions see it.
 """
 
@@ -51,8 +51,8 @@ import structlog
 
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ScaleArgs
-from remediator.actions.service import ServiceStatus, control_for
 from remediator.config import Service
+from remediator.services.base import ServiceStatus, control_for
 from remediator.sources import host
 from remediator.system import System
 

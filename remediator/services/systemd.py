@@ -33,8 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from remediator.actions.base import Outcome
-from remediator.actions.service import (
+from remediator.config import Service
+from remediator.events import Outcome
+from remediator.services.base import (
     Attempt,
     Backend,
     ServiceState,
@@ -42,7 +43,6 @@ from remediator.actions.service import (
     excerpt,
     wait_until,
 )
-from remediator.config import Service
 from remediator.system import CommandResult, System
 
 SYSTEMCTL_TIMEOUT = 120.0  # a job waits for the unit's own start/stop timeouts (90 s default)

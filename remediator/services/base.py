@@ -1,9 +1,9 @@
-"""Service control: one interface, two backends.
+"""Service state and control: one interface, two backends.
 
 :class:`ServiceControl` is what the reload / restart / config_test actions (``control.py``) and
 ``scale_workers`` use. :func:`control_for` picks the backend from the service's configuration:
-``unit`` means systemd (``systemd_backend.py``, ``systemctl``), ``pid_file`` + ``start`` means a
-host without systemd (``pidfile_backend.py``, signals and the start command).
+``unit`` means systemd (``systemd.py``, ``systemctl``), ``pid_file`` + ``start`` means a
+host without systemd (``pidfile.py``, signals and the start command).
 
 Every change goes through the :class:`~remediator.system.System` seam, recorded step by step
 in :class:`Steps` (argv, exit status, an output excerpt, milliseconds), so a dry run is the same
@@ -25,8 +25,8 @@ from pathlib import Path
 from signal import Signals
 from typing import Any, Protocol
 
-from remediator.actions.base import Outcome
 from remediator.config import Service
+from remediator.events import Outcome
 from remediator.system import CommandResult, System
 
 CONFIG_TEST_TIMEOUT = 30.0
@@ -295,11 +295,23 @@ class Backend:
 def control_for(name: str, service: Service, system: System) -> ServiceControl:
     """The backend for ``service``: systemd when it names a unit, else its pid file."""
     # Imported here: the backends build on this module.
-    from remediator.actions.pidfile_backend import PidFileControl  # noqa: PLC0415
-    from remediator.actions.systemd_backend import SystemdControl  # noqa: PLC0415
+    from remediator.services.pidfile import PidFileControl  # noqa: PLC0415
+    from remediator.services.systemd import SystemdControl  # noqa: PLC0415
 
     if service.unit is not None:
         return SystemdControl(name, service, system)
     if service.pid_file is not None and service.start is not None:
         return PidFileControl(name, service, system)
     raise ValueError(f"service {name!r} has neither a unit nor a pid_file and start")
+
+
+def is_down(state: ServiceState, svc: Service) -> tuple[bool, str]:
+    """Whether a backend's state means the master is gone while it should run."""
+    if state.leftover_pids:
+        return True, state.summary  # orphaned workers: the master died under them
+    if state.status is ServiceStatus.FAILED:
+        return True, state.summary
+    if state.status is ServiceStatus.DOWN:
+        # a pid file naming a dead master is a crash; no pid file is a deliberate stop
+        return svc.pid_file is not None and svc.pid_file.exists(), state.summary
+    return False, state.summary

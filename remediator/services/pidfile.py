@@ -28,8 +28,9 @@ from typing import Any
 
 import psutil
 
-from remediator.actions.base import Outcome
-from remediator.actions.service import (
+from remediator.config import Service
+from remediator.events import Outcome
+from remediator.services.base import (
     Attempt,
     Backend,
     ServiceState,
@@ -38,7 +39,6 @@ from remediator.actions.service import (
     first_error,
     wait_until,
 )
-from remediator.config import Service
 from remediator.system import System
 
 START_TIMEOUT = 30.0  # the start command itself

@@ -4,7 +4,9 @@ Signal handlers only note the signal; the loop acts on it (SIGHUP: load and chec
 configuration whole, swap it in, keep the old one if it fails; SIGTERM/SIGINT: finish or
 abandon the step in progress, log it, save offsets and state, stop). Under systemd
 (``Type=notify``) it says READY=1 once the sources are open, RELOADING=1/READY=1 around a
-reload, STOPPING=1, a short STATUS=, and pings the watchdog only while the loop turns.
+reload, STOPPING=1, a short STATUS=, and pings the watchdog only while the loop turns; the
+loop turns at least every half of WatchdogSec (``WATCHDOG_USEC``), as sd_watchdog_enabled(3)
+advises, even when nothing happens.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ def notify(message: str) -> None:
         log.warning("sd_notify_failed", error=str(exc))
 
 
+def watchdog_every(environ: Mapping[str, str]) -> float | None:
+    """Half of systemd's WatchdogSec for this process (``WATCHDOG_USEC``, when
+    ``WATCHDOG_PID`` is unset or ours): the longest the loop may wait between pings. None
+    without a watchdog."""
+    usec, owner = environ.get("WATCHDOG_USEC", ""), environ.get("WATCHDOG_PID", "")
+    if owner and owner != str(os.getpid()):
+        return None
+    try:
+        every = int(usec) / 2_000_000
+    except ValueError:
+        return None
+    return every if every > 0 else None
+
+
 @dataclass
 class _Flags:
     hup: bool = False
@@ -81,6 +97,7 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.engine: Engine | None = None
         self._status_due = 0.0
+        self._ping_every: float | None = None  # run(): half of WatchdogSec, under systemd
         self.published: tuple[str | None, float] = (None, 0.0)  # status.json's last body, when
         self._reload_deferred = False
         self.is_service = False  # run(): the daemon itself, which owns status.json
@@ -172,6 +189,7 @@ class Daemon:
             log.critical("daemon_already_running", error=other, consequence="not starting")
             return 1
         self.is_service = True
+        self._ping_every = watchdog_every(os.environ)
         self.install_signals()
         self.build(loaded, loaded.config)
         notify("READY=1\nSTATUS=watching")
@@ -214,6 +232,8 @@ class Daemon:
         wait = TICK_WHILE_VERIFYING if busy else max(0.0, self._status_due - now)
         if self.inbox is not None:
             wait = min(wait, LOOK_EVERY)
+        if self._ping_every is not None:
+            wait = min(wait, self._ping_every)
         self.watcher.run_once(now, wait)
         now = time.monotonic()
         self.engine.tick(now)

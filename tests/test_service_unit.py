@@ -135,7 +135,7 @@ def hidden_paths() -> list[Path]:
     return [p for p in hidden if not any(q in p.parents for q in hidden)]
 
 
-def dropin() -> str:
+def dropin(watchdog_s: int = WATCHDOG_S) -> str:
     lines = [
         "# tests/test_service_unit.py: only what must differ from the shipped unit here",
         "[Service]",
@@ -143,7 +143,7 @@ def dropin() -> str:
         f"ExecStartPre={REMEDIATOR} -c {CONFIG} check",
         "ExecStart=",
         f"ExecStart={REMEDIATOR} -c {CONFIG} run",
-        f"WatchdogSec={WATCHDOG_S}s",
+        f"WatchdogSec={watchdog_s}s",
     ]
     hidden = hidden_paths()
     if any(_below(p, _HOMES) for p in hidden):

@@ -71,8 +71,7 @@ class Calls:
         return {"restart": restart, "notify": notify}
 
 
-@pytest.fixture
-def bed(tmp_path: Path) -> tuple[Engine, Calls, Path]:
+def _wire(tmp_path: Path, *, probes: bool = True) -> tuple[Engine, Calls, Path]:
     cfg_file = tmp_path / "r.yaml"
     cfg_file.write_text(textwrap.dedent(CONFIG))
     (tmp_path / "playbooks.d").mkdir()
@@ -86,8 +85,14 @@ def bed(tmp_path: Path) -> tuple[Engine, Calls, Path]:
         guards=Guards(tmp_path / "state", loaded.config.guards, 0),
         actionlog=ActionLog(tmp_path / "actions.jsonl", journal=False),
         actions=calls.actions(),
+        probes=probes,
     )
     return w.engine, calls, tmp_path / "actions.jsonl"
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> tuple[Engine, Calls, Path]:
+    return _wire(tmp_path)
 
 
 def outage(engine: Engine, now: float) -> None:
@@ -238,26 +243,11 @@ def test_a_dry_run_trigger_in_a_live_daemon_leaves_the_budget_alone(
 def test_replay_judges_a_probe_verified_step_on_the_logs_and_never_fails_it_for_lack_of_probes(
     tmp_path: Path,
 ) -> None:
-    cfg_file = tmp_path / "r.yaml"
-    cfg_file.write_text(textwrap.dedent(CONFIG))
-    (tmp_path / "playbooks.d").mkdir()
-    loaded = load(cfg_file)
-    assert loaded.config is not None
-    calls = Calls()
-    w = wire(
-        loaded.config,
-        loaded.playbooks,
-        system=System(),
-        guards=Guards(tmp_path / "state", loaded.config.guards, 0),
-        actionlog=ActionLog(tmp_path / "actions.jsonl", journal=False),
-        actions=calls.actions(),
-        probes=False,
-    )
-    outage(w.engine, 100)
-    w.engine.tick(100)
+    engine, _, alog = _wire(tmp_path, probes=False)
+    outage(engine, 100)
+    engine.tick(100)
     for t in range(101, 110):  # the log goes quiet: no requests, no probes
-        w.engine.tick(t)
-    alog = tmp_path / "actions.jsonl"
+        engine.tick(t)
     assert not records(alog, "verify_failed")
     unknown = records(alog, "verify_unknown")
     assert len(unknown) == 1 and unknown[0]["judged_on"] == "logs"

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from remediator.state import try_lock
+
 LOCK_FILE = "daemon.lock"
 
 
@@ -61,18 +63,8 @@ class DaemonLock:
     def _take(self, role: Role, how: int) -> bool:
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            fcntl.flock(fd, how)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        data = f"{os.getpid()} {role}\n".encode()
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
-        self._fd = fd
-        return True
+        self._fd = try_lock(self.path, f"{os.getpid()} {role}\n".encode(), 0o644, how)
+        return self._fd is not None
 
     def release(self) -> None:
         if self._fd is not None:

@@ -147,7 +147,7 @@ def error_times(
     run_t: float | None = None
     for raw in lines:
         line = raw.rstrip(b"\r\n")
-        t = efmt.time(line, tz) if tz is not None else efmt.time(line)
+        t = efmt.time(line, tz)
         t = t if t is not None else run_t
         if t is None:
             stats.untimed += 1

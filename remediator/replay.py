@@ -232,7 +232,7 @@ def replay(
         by_source.setdefault(inp.source or f"{inp.format}:{inp.path}", []).append(inp)
     memlog = _MemoryLog()
     with tempfile.TemporaryDirectory(prefix="remediator-replay-") as tmp:
-        cfg = config if config is not None else _bare_config()
+        cfg = config if config is not None else Config()  # --format only: no config file
         w = wire(
             cfg,
             playbooks if config is not None else [],
@@ -351,11 +351,6 @@ def _horizon(w: Wiring) -> float:
         for c in walk_conditions(pb.when)
     ]
     return max(spans, default=0.0) + 1.0
-
-
-def _bare_config() -> Config:
-    """The configuration of a replay with no config file (``--format`` only)."""
-    return Config()
 
 
 def _chain(

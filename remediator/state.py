@@ -111,6 +111,24 @@ def _shift_number(value: Any, shift: float) -> Any:
     return value
 
 
+def try_lock(
+    path: Path, holder: bytes, mode: int, how: int = fcntl.LOCK_EX | fcntl.LOCK_NB
+) -> int | None:
+    """Take a flock on ``path`` (``how``: without waiting by default; created ``mode``, never
+    through a symlink) and write ``holder`` into it; the open descriptor holds the lock, None
+    when another process does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        fcntl.flock(fd, how)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.pwrite(fd, holder, 0)
+    os.ftruncate(fd, len(holder))
+    return fd
+
+
 class HostLock:
     """An exclusive lock (flock) on a file in the state dir: one remediation at a time on the
     host, even between the daemon and a ``remediator trigger`` run by hand."""
@@ -122,17 +140,8 @@ class HostLock:
     def acquire(self) -> bool:
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return True
+        self._fd = try_lock(self.path, f"{os.getpid()}\n".encode(), 0o600)
+        return self._fd is not None
 
     def release(self) -> None:
         if self._fd is not None:

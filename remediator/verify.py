@@ -110,8 +110,6 @@ class Verifier:
             parts.append(self._probe(v.probe, since))
         if v.trigger_clear or (v.probe is not None and not self.probes):
             parts += self._symptoms(when, since, now)
-        if not self.probes and v.probe is not None:
-            parts = [(h, JudgedOn.LOGS if on is JudgedOn.REQUESTS else on, d) for h, on, d in parts]
         failing = [p for p in parts if p[0] is Health.FAILING]
         healthy = [p for p in parts if p[0] is Health.HEALTHY]
         if failing:

@@ -12,18 +12,21 @@ Everything takes ``now`` (monotonic seconds) from the caller.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from remediator.config import Guards as GuardsConfig
 from remediator.config import Service
 from remediator.playbook import Playbook
-from remediator.state import JsonState
+from remediator.state import JsonState, Saved, count, text
 
 log = structlog.get_logger(__name__)
+
+_B = TypeVar("_B")
 
 
 class Guard(enum.StrEnum):
@@ -55,26 +58,117 @@ class Verdict:
 PAUSE_FILE = "pause.json"
 
 
+@dataclass
+class Pause:
+    """The operator's maintenance pause (``pause.json``)."""
+
+    since: float
+    until: float | None = None  # None: until ``remediator resume``
+    reason: str = ""
+    user: str = ""
+
+    @classmethod
+    def read(cls, saved: Saved) -> Pause | None:
+        since = saved.time(saved.data, "since_at")
+        if since is None:
+            return None
+        raw = saved.data
+        return cls(since, saved.time(raw, "until_at"), text(raw, "reason"), text(raw, "user"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since_at": self.since,
+            "until_at": self.until,
+            "reason": self.reason,
+            "user": self.user,
+        }
+
+
+@dataclass
+class PlaybookBook:
+    """What the guards keep about one playbook. Times are this boot's monotonic seconds."""
+
+    runs: list[float] = field(default_factory=list)  # starts within the max_runs window
+    incidents: int = 0  # in a row without a long healthy time: the back-off's exponent
+    failures: int = 0  # failed runs in a row: the breaker's count
+    last_end: float | None = None
+    started: float | None = None  # a run in progress (left behind by a daemon that died)
+    incident: str | None = None  # that run's incident id
+    breaker_opened: float | None = None
+    breaker_reason: str = ""
+
+    @classmethod
+    def read(cls, raw: Any, saved: Saved) -> PlaybookBook:
+        if not isinstance(raw, dict):
+            return cls()
+        incident = raw.get("incident")
+        return cls(
+            runs=saved.times(raw, "runs_at"),
+            incidents=count(raw, "incidents"),
+            failures=count(raw, "failures"),
+            last_end=saved.time(raw, "last_end_at"),
+            started=saved.time(raw, "started_at"),
+            incident=incident if isinstance(incident, str) else None,
+            breaker_opened=saved.time(raw, "breaker_opened_at"),
+            breaker_reason=text(raw, "breaker_reason"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "runs_at": self.runs,
+            "incidents": self.incidents,
+            "failures": self.failures,
+            "last_end_at": self.last_end,
+        }
+        if self.started is not None:
+            out["started_at"] = self.started
+            out["incident"] = self.incident
+        if self.breaker_opened is not None:
+            out["breaker_opened_at"] = self.breaker_opened
+            out["breaker_reason"] = self.breaker_reason
+        return out
+
+
+@dataclass
+class ServiceBook:
+    """What the guards keep about one service."""
+
+    actions: list[float] = field(default_factory=list)  # within its actions window
+    started: float | None = None  # last (re)start by us: the start-up grace runs from here
+
+    @classmethod
+    def read(cls, raw: Any, saved: Saved) -> ServiceBook:
+        if not isinstance(raw, dict):
+            return cls()
+        return cls(saved.times(raw, "actions_at"), saved.time(raw, "started_at"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"actions_at": self.actions, "started_at": self.started}
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
 
 
-def pause_verdict(pause: dict[str, Any], now: float) -> Verdict:
-    """What a pause (as kept in ``pause.json``) says at ``now``: who paused, why, how long."""
-    if not pause:
+def pause_verdict(pause: Pause | None, now: float) -> Verdict:
+    """What a pause says at ``now``: who paused, why, how long."""
+    if pause is None or (pause.until is not None and now >= pause.until):
         return Verdict.ok()
-    until = pause.get("until_at")
-    if until is not None and now >= until:
-        return Verdict.ok()
-    why = pause.get("reason") or "maintenance"
-    by = f" by {pause['user']}" if pause.get("user") else ""
-    left = "" if until is None else f" for {_fmt(until - now)} more"
-    return Verdict(False, Guard.PAUSED, f"paused{by} ({why}){left}", until)
+    why = pause.reason or "maintenance"
+    by = f" by {pause.user}" if pause.user else ""
+    left = "" if pause.until is None else f" for {_fmt(pause.until - now)} more"
+    return Verdict(False, Guard.PAUSED, f"paused{by} ({why}){left}", pause.until)
 
 
 def stored_pause(state_dir: Path, now: float) -> Verdict:
     """The pause kept in ``state_dir``: what a daemon started now would apply."""
-    return pause_verdict(JsonState(state_dir / PAUSE_FILE).load(now), now)
+    return pause_verdict(Pause.read(JsonState(state_dir / PAUSE_FILE).load(now)), now)
+
+
+def _books(raw: Any, saved: Saved, read: Callable[[Any, Saved], _B]) -> dict[str, _B]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(name): read(entry, saved) for name, entry in raw.items()}
 
 
 class Guards:
@@ -88,29 +182,32 @@ class Guards:
         # The operator's pause: changed only by whoever holds the daemon lock (the daemon, or a
         # command when none runs; remediator.operator), so it is read once, here
         self._pause_file = JsonState(state_dir / PAUSE_FILE)
-        data = self._store.load(now)
-        self.playbooks: dict[str, dict[str, Any]] = data.get("playbooks", {})
-        self.services: dict[str, dict[str, Any]] = data.get("services", {})
-        self.pause: dict[str, Any] = self._pause_file.load(now)
+        saved = self._store.load(now)
+        self.playbooks = _books(saved.data.get("playbooks"), saved, PlaybookBook.read)
+        self.services = _books(saved.data.get("services"), saved, ServiceBook.read)
+        self.pause = Pause.read(self._pause_file.load(now))
         # (playbook, incident id) of runs a daemon died in: the engine closes their records
         self.interrupted: list[tuple[str, str | None]] = []
         for name, st in self.playbooks.items():
-            started = st.pop("started_at", None)
-            incident = st.pop("incident", None)
-            if started is not None:  # the daemon died mid-run: count it as a run that failed
-                log.warning("run_interrupted", playbook=name, incident=incident)
-                st["last_end_at"] = max(started, st.get("last_end_at") or started)
-                st["failures"] = st.get("failures", 0) + 1
-                self.interrupted.append((name, incident))
+            if st.started is not None:  # the daemon died mid-run: count it as a run that failed
+                log.warning("run_interrupted", playbook=name, incident=st.incident)
+                st.last_end = max(st.started, st.last_end or st.started)
+                st.failures += 1
+                self.interrupted.append((name, st.incident))
+                st.started = st.incident = None
 
     def save(self, now: float) -> None:
-        self._store.save({"playbooks": self.playbooks, "services": self.services}, now)
+        data = {
+            "playbooks": {n: b.to_json() for n, b in self.playbooks.items()},
+            "services": {n: b.to_json() for n, b in self.services.items()},
+        }
+        self._store.save(data, now)
 
-    def _pb(self, name: str) -> dict[str, Any]:
-        return self.playbooks.setdefault(name, {"runs_at": [], "incidents": 0, "failures": 0})
+    def _pb(self, name: str) -> PlaybookBook:
+        return self.playbooks.setdefault(name, PlaybookBook())
 
-    def _svc(self, name: str) -> dict[str, Any]:
-        return self.services.setdefault(name, {"actions_at": []})
+    def _svc(self, name: str) -> ServiceBook:
+        return self.services.setdefault(name, ServiceBook())
 
     # --- maintenance pause ---
 
@@ -121,16 +218,11 @@ class Guards:
         self, now: float, duration: float | None, reason: str = "", *, user: str = ""
     ) -> None:
         """``remediator pause``: every action becomes a logged no-op until resumed/expired."""
-        self.pause = {
-            "since_at": now,
-            "until_at": None if duration is None else now + duration,
-            "reason": reason,
-            "user": user,
-        }
-        self._pause_file.save(self.pause, now)
+        self.pause = Pause(now, None if duration is None else now + duration, reason, user)
+        self._pause_file.save(self.pause.to_json(), now)
 
     def resume(self) -> None:
-        self.pause = {}
+        self.pause = None
         self._pause_file.path.unlink(missing_ok=True)
 
     # --- playbooks ---
@@ -141,26 +233,23 @@ class Guards:
         if not paused.allowed:
             return paused
         st = self._pb(pb.name)
-        opened = st.get("breaker_opened_at")
-        if opened is not None:
+        if st.breaker_opened is not None:
             open_for = self.config.breaker.open_for
-            if open_for and now >= opened + open_for:
+            if open_for and now >= st.breaker_opened + open_for:
                 self.reset(pb.name)
-                st = self._pb(pb.name)
             else:
-                until = opened + open_for if open_for else None
-                why = st.get("breaker_reason", "remediation kept failing")
+                until = st.breaker_opened + open_for if open_for else None
+                why = st.breaker_reason or "remediation kept failing"
                 return Verdict(
                     False,
                     Guard.BREAKER,
                     f"breaker open ({why}); `remediator reset {pb.name}` closes it",
                     until,
                 )
-        last_end = st.get("last_end_at")
-        if last_end is not None and now < last_end + pb.limits.cooldown:
-            until = last_end + pb.limits.cooldown
+        if st.last_end is not None and now < st.last_end + pb.limits.cooldown:
+            until = st.last_end + pb.limits.cooldown
             return Verdict(False, Guard.COOLDOWN, f"cooldown: {_fmt(until - now)} left", until)
-        recent = [t for t in st["runs_at"] if t > now - pb.limits.per]
+        recent = [t for t in st.runs if t > now - pb.limits.per]
         if len(recent) >= pb.limits.max_runs:
             until = recent[0] + pb.limits.per
             return Verdict(
@@ -169,77 +258,73 @@ class Guards:
                 f"{len(recent)} runs in the last {_fmt(pb.limits.per)} (max {pb.limits.max_runs})",
                 until,
             )
-        if pb.limits.backoff and last_end is not None:
+        if pb.limits.backoff and st.last_end is not None:
             wait = self._backoff_wait(st, now)
-            if now < last_end + wait:
-                until = last_end + wait
+            if now < st.last_end + wait:
+                until = st.last_end + wait
                 return Verdict(False, Guard.BACKOFF, f"back-off: {_fmt(until - now)} left", until)
         return Verdict.ok()
 
-    def _backoff_wait(self, st: dict[str, Any], now: float) -> float:
+    def _backoff_wait(self, st: PlaybookBook, now: float) -> float:
         cfg = self.config.backoff
-        last_end = st.get("last_end_at")
-        if last_end is not None and now - last_end >= cfg.reset_after:
-            st["incidents"] = 0
-        n = st.get("incidents", 0)
-        if n <= 0:
+        if st.last_end is not None and now - st.last_end >= cfg.reset_after:
+            st.incidents = 0
+        if st.incidents <= 0:
             return 0.0
-        return float(min(cfg.initial * 2 ** (n - 1), cfg.max))
+        return float(min(cfg.initial * 2 ** (st.incidents - 1), cfg.max))
 
     def run_started(self, pb: Playbook, now: float, incident: str | None = None) -> None:
         st = self._pb(pb.name)
-        if incident is not None:
-            st["incident"] = incident
+        st.incident = incident
         self._backoff_wait(st, now)  # forget old incidents after a long healthy time
-        st["runs_at"] = [t for t in st["runs_at"] if t > now - pb.limits.per] + [now]
-        st["incidents"] = st.get("incidents", 0) + 1
-        st["started_at"] = now
+        st.runs = [t for t in st.runs if t > now - pb.limits.per] + [now]
+        st.incidents += 1
+        st.started = now
 
     def run_finished(self, pb: Playbook, now: float, *, success: bool | None) -> bool:
         """Record a run's end (``success`` None: nothing was tried, the failure streak stays
         as it was); returns True when this opened the breaker."""
         st = self._pb(pb.name)
-        st.pop("incident", None)
-        st["last_end_at"] = now
-        st.pop("started_at", None)
+        st.incident = st.started = None
+        st.last_end = now
         if success is None:
             return False
         if success:
-            st["failures"] = 0
+            st.failures = 0
             return False
-        st["failures"] = st.get("failures", 0) + 1
-        if st["failures"] >= self.config.breaker.failures and "breaker_opened_at" not in st:
-            self.open_breaker(pb.name, now, f"{st['failures']} failed runs in a row")
+        st.failures += 1
+        if st.failures >= self.config.breaker.failures and st.breaker_opened is None:
+            self.open_breaker(pb.name, now, f"{st.failures} failed runs in a row")
             return True
         return False
 
     def open_breaker(self, name: str, now: float, reason: str) -> None:
         st = self._pb(name)
-        st["breaker_opened_at"] = now
-        st["breaker_reason"] = reason
+        st.breaker_opened = now
+        st.breaker_reason = reason
 
     def breaker_open(self, name: str, now: float) -> bool:
         """Whether ``name``'s breaker holds it back at ``now`` (opened, not yet timed out)."""
-        opened = self.playbooks.get(name, {}).get("breaker_opened_at")
+        st = self.playbooks.get(name)
+        opened = st.breaker_opened if st else None
         open_for = self.config.breaker.open_for
         return opened is not None and not (open_for and now >= opened + open_for)
 
     def reset(self, name: str) -> bool:
         """Close the breaker and forget failures and back-off; False if nothing was open."""
         st = self._pb(name)
-        was_open = "breaker_opened_at" in st
-        for key in ("breaker_opened_at", "breaker_reason"):
-            st.pop(key, None)
-        st["failures"] = 0
-        st["incidents"] = 0
+        was_open = st.breaker_opened is not None
+        st.breaker_opened = None
+        st.breaker_reason = ""
+        st.failures = 0
+        st.incidents = 0
         return was_open
 
     # --- services ---
 
     def may_act(self, name: str, svc: Service, now: float) -> Verdict:
         """Whether one more action on service ``name`` fits its budget."""
-        st = self._svc(name)
-        recent = [t for t in st["actions_at"] if t > now - svc.actions_window]
+        recent = [t for t in self._svc(name).actions if t > now - svc.actions_window]
         if len(recent) >= svc.max_actions:
             until = recent[0] + svc.actions_window
             return Verdict(
@@ -253,7 +338,7 @@ class Guards:
 
     def in_grace(self, name: str, svc: Service, now: float) -> Verdict:
         """Whether the service was (re)started so recently that it must not be judged yet."""
-        started = self._svc(name).get("started_at")
+        started = self._svc(name).started
         if started is not None and now < started + svc.startup_grace:
             until = started + svc.startup_grace
             return Verdict(
@@ -263,10 +348,10 @@ class Guards:
 
     def service_started(self, name: str, now: float) -> None:
         """The service was (re)started at ``now``: its start-up grace runs from here."""
-        self._svc(name)["started_at"] = now
+        self._svc(name).started = now
 
     def action_taken(self, name: str, svc: Service, now: float, *, restarted: bool) -> None:
         st = self._svc(name)
-        st["actions_at"] = [t for t in st["actions_at"] if t > now - svc.actions_window] + [now]
+        st.actions = [t for t in st.actions if t > now - svc.actions_window] + [now]
         if restarted:
-            st["started_at"] = now
+            st.started = now

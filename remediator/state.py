@@ -3,7 +3,8 @@
 Times inside are monotonic seconds (``time.monotonic()``) tagged with the boot they belong to.
 After a reboot the monotonic clock starts again, so stored times are carried over by their
 age on the wall clock instead (clamped: a wall clock that jumped back makes them recent,
-which only ever makes guards stricter).
+which only ever makes guards stricter). Each record declares its own time fields and reads
+them through :class:`Saved` (remediator.guards).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +55,53 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
         os.close(dir_fd)
 
 
+@dataclass(frozen=True)
+class Saved:
+    """A state document as read back: its data, and the shift that puts the monotonic times
+    stored in it on this boot's clock. Records say which of their fields are times and read
+    them through :meth:`time` and :meth:`times` (nothing is shifted by the shape of a key)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    shift: float = 0.0
+
+    def time(self, raw: dict[str, Any], key: str) -> float | None:
+        """``raw[key]`` as a time on this boot's clock; None when absent or not a number."""
+        value = raw.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) + self.shift
+        return None
+
+    def times(self, raw: dict[str, Any], key: str) -> list[float]:
+        """``raw[key]``, a list of times, on this boot's clock (what is not a number is dropped)."""
+        values = raw.get(key)
+        if not isinstance(values, list):
+            return []
+        return [
+            float(v) + self.shift
+            for v in values
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+
+
+def count(raw: dict[str, Any], key: str) -> int:
+    """``raw[key]`` as a count (0 when absent or not a whole number)."""
+    value = raw.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def text(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    return value if isinstance(value, str) else ""
+
+
 class JsonState:
     """One JSON document of state, with monotonic timestamps that survive restarts."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self, now: float) -> dict[str, Any]:
-        """The saved document with its times translated to this boot's monotonic clock.
+    def load(self, now: float) -> Saved:
+        """The saved document, with the shift from the boot it was saved in to ``now``'s.
 
         Missing: empty. Corrupt: reported and empty (never a crash; guards start strict
         again from their defaults).
@@ -68,47 +109,30 @@ class JsonState:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return Saved()
         except OSError as exc:
             log.error("state_unreadable", path=str(self.path), error=exc.strerror)
-            return {}
+            return Saved()
         try:
             doc = json.loads(raw)
         except ValueError as exc:
             doc = str(exc)
         if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
             log.error("state_corrupt", path=str(self.path), error=str(doc)[:200])
-            return {}
+            return Saved()
         shift = 0.0
         if doc.get("boot") != boot_id():
-            age = max(0.0, time.time() - float(doc.get("wall", 0)))
-            shift = (now - age) - float(doc.get("mono", 0))
-        data: dict[str, Any] = doc["data"]
-        return _shift_times(data, shift) if shift else data
+            try:
+                age = max(0.0, time.time() - float(doc.get("wall", 0)))
+                shift = (now - age) - float(doc.get("mono", 0))
+            except (TypeError, ValueError):
+                log.error("state_corrupt", path=str(self.path), error="no valid save time")
+                return Saved()
+        return Saved(doc["data"], shift)
 
     def save(self, data: dict[str, Any], now: float) -> None:
         doc = {"boot": boot_id(), "mono": now, "wall": time.time(), "data": data}
         write_atomic(self.path, json.dumps(doc, sort_keys=True).encode() + b"\n")
-
-
-def _shift_times(value: Any, shift: float) -> Any:
-    """Add ``shift`` to every number under a key ending in ``_at`` (or in a list of them)."""
-    if isinstance(value, dict):
-        return {
-            k: (_shift_number(v, shift) if k.endswith("_at") else _shift_times(v, shift))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_shift_times(v, shift) for v in value]
-    return value
-
-
-def _shift_number(value: Any, shift: float) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value + shift
-    if isinstance(value, list):
-        return [_shift_number(v, shift) for v in value]
-    return value
 
 
 def try_lock(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from remediator import escape
-from remediator.guards import stored_pause
+from remediator.guards import PlaybookBook, stored_pause
 from remediator.state import write_atomic
 from remediator.timezone import stamp
 
@@ -92,19 +92,19 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
         paused = guards.paused(now)
         out["paused"] = None if paused.allowed else paused.reason
         out["playbooks"] = {
-            pb.name: _playbook(guards.may_run(pb, now), guards.playbooks.get(pb.name, {}))
+            pb.name: _playbook(guards.may_run(pb, now), guards.playbooks.get(pb.name))
             for pb in engine.playbooks
         }
         out["recent_actions"] = list(engine.recent)
     return out
 
 
-def _playbook(verdict: Any, st: dict[str, Any]) -> dict[str, Any]:
+def _playbook(verdict: Any, st: PlaybookBook | None) -> dict[str, Any]:
     return {
         "ready": verdict.allowed,
         "held_by": str(verdict.guard) if verdict.guard else None,
         "reason": verdict.reason,
-        "failures_in_a_row": st.get("failures", 0),
+        "failures_in_a_row": st.failures if st else 0,
     }
 
 

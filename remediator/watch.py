@@ -160,11 +160,13 @@ class Watcher:
         self._unsaved = False
         # state_dir None: a passing run (``trigger``) that must not move the daemon's offsets
         self._cursors = JsonState(state_dir / "journal.json") if state_dir else None
-        saved = self._cursors.load(time.monotonic()) if self._cursors else {}
+        saved = self._cursors.load(time.monotonic()).data if self._cursors else {}
         self.journals: dict[str, Any] = {}
         for name, src in config.sources.items():
             if isinstance(src, JournalSource):
-                self.journals[name] = _open_journal(name, src, saved.get(name))
+                cursor = saved.get(name)
+                cursor = cursor if isinstance(cursor, str) else None
+                self.journals[name] = _open_journal(name, src, cursor)
 
     def start(self) -> None:
         self.probes.start()

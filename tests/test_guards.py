@@ -99,7 +99,7 @@ def test_budget_survives_a_daemon_restart(tmp_path: Path) -> None:
     again = Guards(tmp_path, CFG, 1002)
     assert again.may_run(pb, 1002).guard is Guard.COOLDOWN
     assert again.in_grace("php-fpm", FPM, 1002).guard is Guard.STARTUP_GRACE
-    assert again.playbooks["pb"]["failures"] == 1
+    assert again.playbooks["pb"].failures == 1
 
 
 def test_after_a_reboot_times_carry_over_by_their_wall_clock_age(
@@ -157,7 +157,7 @@ def test_a_run_interrupted_by_a_daemon_restart_counts_as_failed_and_cools_down(
     g.save(1000)  # the daemon dies before the run ends
     again = Guards(tmp_path, CFG, 1001)
     assert again.may_run(pb, 1001).guard is Guard.COOLDOWN
-    assert again.playbooks["pb"]["failures"] == 1
+    assert again.playbooks["pb"].failures == 1
 
 
 def test_a_pause_says_who_and_why_and_outlives_a_restart(tmp_path: Path) -> None:
@@ -184,3 +184,52 @@ def test_may_run_takes_nothing_from_the_state_dir(tmp_path: Path) -> None:
     assert (tmp_path / "reset.d" / "pb").exists()
     assert g.breaker_open("pb", 50)
     assert g.reset("pb") and not g.breaker_open("pb", 50)
+
+
+def test_after_a_reboot_every_kind_of_stored_time_moves_and_nothing_else_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each record names its own time fields: runs, ends, breakers, service actions and
+    starts, and the pause all carry over by their wall-clock age; counts and reasons stay."""
+    g = Guards(tmp_path, CFG, 0)
+    pb = playbook(cooldown=0, max_runs=2, per=3600, backoff=False)
+    for t in (50_000, 50_010):
+        g.run_started(pb, t, incident="inc-1")
+        g.run_finished(pb, t + 1, success=False)
+    g.open_breaker("pb", 50_011, "2 failed runs")
+    g.action_taken("php-fpm", FPM, 50_005, restarted=True)
+    g.set_pause(50_011, 600, "deploy", user="alice")
+    g.save(50_011)
+    for name in ("guards.json", "pause.json"):
+        doc = json.loads((tmp_path / name).read_text())
+        doc["wall"] = time.time() - 11  # saved 11 s ago, before a reboot
+        (tmp_path / name).write_text(json.dumps(doc))
+    monkeypatch.setattr(state, "boot_id", lambda: "another-boot")
+    after = Guards(tmp_path, CFG, 100.0)  # 100 s after this boot
+    book = after.playbooks["pb"]
+    shift = 100.0 - 11 - 50_011
+    assert book.runs == pytest.approx([50_000 + shift, 50_010 + shift], abs=2)
+    assert book.breaker_opened == pytest.approx(50_011 + shift, abs=2)
+    assert (book.failures, book.breaker_reason) == (2, "2 failed runs")
+    assert after.services["php-fpm"].actions == pytest.approx([50_005 + shift], abs=2)
+    assert after.in_grace("php-fpm", FPM, 100.0).allowed  # 17 s after the restart: no grace
+    assert after.may_run(pb, 100.0).reason == "paused by alice (deploy) for 10m more"
+
+
+def test_a_state_file_with_fields_of_the_wrong_type_loads_what_is_sound(tmp_path: Path) -> None:
+    g = Guards(tmp_path, CFG, 0)
+    g.save(0)
+    doc = json.loads((tmp_path / "guards.json").read_text())
+    doc["data"] = {
+        "playbooks": {
+            "pb": {"runs_at": "x", "failures": "3", "last_end_at": True, "breaker_opened_at": 5},
+            "other": ["not", "a", "record"],
+        },
+        "services": "nope",
+    }
+    (tmp_path / "guards.json").write_text(json.dumps(doc))
+    again = Guards(tmp_path, CFG, 10)
+    book = again.playbooks["pb"]
+    assert (book.runs, book.failures, book.last_end, book.breaker_opened) == ([], 0, None, 5)
+    assert again.may_run(playbook(cooldown=0, backoff=False), 10).guard is Guard.BREAKER
+    assert again.services == {}

@@ -134,6 +134,10 @@ class Windows:
     def __len__(self) -> int:
         return sum(len(w) for w in self._by_span)
 
+    @property
+    def horizons(self) -> list[float]:
+        return [w.horizon for w in self._by_span]
+
 
 @dataclass
 class ProbeState:
@@ -192,6 +196,15 @@ class Signals:
     services: dict[str, ServiceWatch] = field(default_factory=dict)
     host: HostReading | None = None
     samples: dict[str, collections.deque[str]] = field(default_factory=dict)
+    # While a step is verified: when it acted, and per access-log source the requests logged
+    # since that had started before it (by their logged duration), to leave out of the count
+    acted_at: float | None = None
+    early: dict[str, Window] = field(default_factory=dict)
+
+    def verifying(self, acted_at: float | None) -> None:
+        """Start (or with None, end) counting requests that straddle the action."""
+        self.acted_at = acted_at
+        self.early.clear()
 
     def sample(self, source: str, line: str) -> None:
         """Keep ``line`` as evidence (bounded: the newest SAMPLE_LINES per source)."""

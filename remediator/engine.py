@@ -546,6 +546,7 @@ class Engine:
     ) -> None:
         """``success`` None: the run counts neither way (nothing was tried, or nothing that
         can fail to fix); ``acted``: log evidence up to now was dealt with all the same."""
+        self.verifier.end()
         counts = inc.accounted
         opened_breaker = False
         if counts:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from remediator.config import AccessLogSource, Config, ErrorLogSource, JournalSource
-from remediator.detect import SAMPLE_LINES, Signals
+from remediator.detect import SAMPLE_LINES, Signals, Window
 from remediator.sources.formats import access_format, error_format
 
 
@@ -88,10 +88,42 @@ class Feeder:
         if win is not None:
             win.add_many(now, counts)
         errors = sum(n for s, n in counts.items() if s >= 500)
+        aligned = malformed == 0 and len(lines) == len(statuses)
         if errors:
             st.matched += errors
-            aligned = malformed == 0 and len(lines) == len(statuses)
             self._sample_access(name, lines, statuses if aligned else None, errors)
+        acted_at = self.signals.acted_at
+        if acted_at is not None and win is not None and now >= acted_at:
+            self._early(name, lines, statuses if aligned else None, now, acted_at, win)
+
+    def _early(
+        self,
+        name: str,
+        lines: Sequence[bytes],
+        statuses: list[int] | None,
+        now: float,
+        acted_at: float,
+        win: Any,
+    ) -> None:
+        """While a step is verified: count the lines just logged whose request had started
+        before the action (logged at ``now`` after taking their duration), so verification
+        judges only requests made after it. Costs a full parse per line, only then."""
+        fmt = self.formats[name]
+        if not fmt.has_duration:
+            return
+        early: collections.Counter[int] = collections.Counter()
+        for i, line in enumerate(lines):
+            took = fmt.duration(line)
+            if took is None or now - took >= acted_at:
+                continue
+            status = statuses[i] if statuses is not None else fmt.status(line)
+            if status is not None:
+                early[status] += 1
+        if early:
+            w = self.signals.early.get(name)
+            if w is None:
+                w = self.signals.early[name] = Window(max(win.horizons))
+            w.add_many(now, early)
 
     def causes(self, name: str, lines: Iterable[bytes], now: float) -> list[Any]:
         """Classify an error-log (or journal) source's lines, all at ``now``; the causes."""

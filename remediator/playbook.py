@@ -279,7 +279,9 @@ class Verify:
     """How a step is judged to have worked: on what users got after the action (requests made
     after it, the probe when one is named, the service's state), healthy within ``within`` and
     still healthy ``settle`` later. A quiet site (no requests) is judged by the probe and the
-    service's state alone."""
+    service's state alone. Where the access log's format logs a request's duration
+    (``$request_time``, Apache's ``%D``), a request logged after the action that had started
+    before it is left out."""
 
     within: float = opt(
         Duration(min=0.1, max=600), "Deadline for the site to be healthy again.", 10.0

@@ -5,7 +5,9 @@ failing since):
 
 - the probe the step names (live only: replay has no probes, and judges on the log's future);
 - requests users made: the 5xx share of the trigger's status conditions (at least
-  ``MIN_SAMPLE`` requests, or it says nothing: a quiet site is judged by the rest);
+  ``MIN_SAMPLE`` requests, or it says nothing: a quiet site is judged by the rest). Where the
+  format logs a request's duration, a request logged after the action that had started
+  before it (a slow request the old workers timed out) is left out;
 - the service's own state, where the trigger watches it (``service_down``);
 - error-log causes of the trigger, which can only say "still failing".
 
@@ -78,7 +80,12 @@ class Verifier:
         self.probes = probes
 
     def start(self, v: Verify, now: float) -> Verification:
+        self.signals.verifying(now)
         return Verification(v, now, now + v.within, now)
+
+    def end(self) -> None:
+        """The verification is over (judged, or its incident ended): stop the extra count."""
+        self.signals.verifying(None)
 
     def step(self, ver: Verification, when: Condition, now: float) -> Verdict:
         """Judge once more at ``now``."""
@@ -95,9 +102,11 @@ class Verifier:
             if ver.healthy_since is None and now <= ver.deadline:
                 ver.healthy_since = now
             if ver.healthy_since is not None and now - ver.healthy_since >= ver.verify.settle:
+                self.end()
                 return Verdict.PASSED
         if ver.healthy_since is not None or now < ver.deadline:
             return Verdict.PENDING
+        self.end()
         if ver.failing is None and not self.probes:
             return Verdict.UNKNOWN
         return Verdict.FAILED
@@ -139,7 +148,12 @@ class Verifier:
             if isinstance(c, StatusRate | StatusSpike):
                 win = self.signals.statuses.get(c.source)
                 matched, total = win.count(now, span, c.status) if win else (0, 0)
+                early = self.signals.early.get(c.source)
+                before = early.count(now, span, c.status) if early else (0, 0)
+                matched, total = matched - before[0], total - before[1]
                 what = f"{matched} of {total} requests on {c.source} were {_statuses(c)}"
+                if before[1]:
+                    what += f" ({before[1]} that started before the action left out)"
                 if total < MIN_SAMPLE:
                     out.append((Health.UNKNOWN, JudgedOn.REQUESTS, what))
                     continue

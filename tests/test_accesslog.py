@@ -462,3 +462,18 @@ def test_apache_escaped_values_read_back_and_keep_the_status(
     fields = f.fields(line)
     assert fields is not None
     assert fields["http_user_agent"] == esc(agent).decode()
+
+
+def test_a_requests_duration_is_read_in_seconds_whatever_unit_the_format_logs() -> None:
+    timed = ACCESS_FORMATS["nginx-timed"]
+    line = (
+        b'1.2.3.4 - - [05/Dec/2026:16:00:00 +0000] "GET / HTTP/1.1" 502 1 "-" "ua" '
+        b"rt=60.002 us=502 urt=60.001"
+    )
+    assert timed.has_duration and timed.duration(line) == pytest.approx(60.002)
+    apache = ACCESS_FORMATS["apache-combined-time"]
+    aline = b'1.2.3.4 - - [05/Dec/2026:16:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "ua" 1500000'
+    assert apache.duration(aline) == pytest.approx(1.5)
+    plain = ACCESS_FORMATS["nginx-combined"]
+    assert not plain.has_duration and plain.duration(line) is None
+    assert timed.duration(b"not a line") is None

@@ -253,3 +253,48 @@ def test_replay_judges_a_probe_verified_step_on_the_logs_and_never_fails_it_for_
     assert len(unknown) == 1 and unknown[0]["judged_on"] == "logs"
     assert [c["outcome"] for c in records(alog, "incident_closed")] == ["unverified"]
     assert not records(alog, "breaker_opened")
+
+
+def _timed_line(status: int, took: float) -> bytes:
+    return (
+        f'127.0.0.1 - - [05/Dec/2026:16:00:00 +0000] "GET / HTTP/1.1" {status} 12 "-" "curl" '
+        f"rt={took:.3f} us={status} urt={took:.3f}"
+    ).encode()
+
+
+@pytest.mark.parametrize(("took", "healthy_after"), [(0.8, "1.00s"), (0.1, "2.00s")])
+def test_requests_that_started_before_the_action_are_left_out_by_their_logged_duration(
+    tmp_path: Path, took: float, healthy_after: str
+) -> None:
+    """A 502 logged 0.3 s after the restart for a request that took 0.8 s was the old pool's
+    failure, not the new one's: the site is healthy from the first look. Had it taken 0.1 s,
+    the new pool failed it, and health counts only from the next second."""
+    cfg_file = tmp_path / "r.yaml"
+    timed = textwrap.dedent(CONFIG).replace(
+        "path: /var/log/nginx/access.log}", "path: /var/log/nginx/access.log, format: nginx-timed}"
+    )
+    cfg_file.write_text(timed)
+    (tmp_path / "playbooks.d").mkdir()
+    loaded = load(cfg_file)
+    assert loaded.ok and loaded.config is not None, loaded.all_errors()
+    w = wire(
+        loaded.config,
+        loaded.playbooks,
+        system=System(),
+        guards=Guards(tmp_path / "state", loaded.config.guards, 0),
+        actionlog=ActionLog(tmp_path / "actions.jsonl", journal=False),
+        actions=Calls().actions(),
+        probes=False,
+    )
+    acc = Path("/var/log/nginx/access.log")
+    outage(w.engine, 100)
+    w.engine.tick(100)  # restarts at 100
+    w.feeder.feed(acc, [_timed_line(502, took)] * 20, 100.3)
+    for t in range(101, 108):
+        w.feeder.feed(acc, [_timed_line(200, 0.004)] * 5, t)
+        w.engine.tick(t)
+    alog = tmp_path / "actions.jsonl"
+    reason = records(alog, "verify_passed")[0]["reason"]
+    assert reason.startswith(f"recovered {healthy_after} after the action")
+    assert ("20 that started before the action left out" in reason) is (took > 0.3)
+    assert not w.engine.signals.early and w.engine.signals.acted_at is None  # the count ended

@@ -180,6 +180,11 @@ class AccessFormat:
         self._upstream = next(
             (i + 1 for i, f in enumerate(fields) if f.name == "upstream_status"), 0
         )
+        # (group, seconds per unit) of the request's duration, if the format logs it
+        self._duration = next(
+            ((i + 1, _DURATION[f.name]) for i, f in enumerate(fields) if f.name in _DURATION),
+            None,
+        )
         self._exact = re.compile(b"".join(_exact_piece(tokens, i, esc) for i in range(len(tokens))))
         line, same = _fast_line(tokens, esc, status, tfield)
         self._line = re.compile(line)
@@ -200,6 +205,24 @@ class AccessFormat:
     @property
     def has_upstream_status(self) -> bool:
         return bool(self._upstream)
+
+    @property
+    def has_duration(self) -> bool:
+        """Whether lines say how long their request took (``$request_time``, ``%D``, ``%T``)."""
+        return self._duration is not None
+
+    def duration(self, line: bytes) -> float | None:
+        """How long the line's request took, in seconds; None when not logged or malformed."""
+        if self._duration is None:
+            return None
+        m = self._exact.fullmatch(line.removesuffix(b"\n"))
+        if m is None:
+            return None
+        group, scale = self._duration
+        try:
+            return float(m.group(group)) * scale
+        except ValueError:  # "-"
+            return None
 
     @functools.cached_property
     def _block(self) -> Callable[[bytes | memoryview], list[bytes]] | None:
@@ -599,6 +622,14 @@ def _strf_regex(fmt: str) -> bytes:
     parts = re.split("(%.)", fmt)
     return b"".join(_STRF[p[1]] if i % 2 else re.escape(p.encode()) for i, p in enumerate(parts))
 
+
+# Fields that hold a request's duration, and their unit in seconds.
+_DURATION: Final = {
+    "request_time": 1.0,
+    "request_time_s": 1.0,
+    "request_time_ms": 1e-3,
+    "request_time_us": 1e-6,
+}
 
 # ---- nginx ---------------------------------------------------------------------------------
 _NGINX_KINDS: Final = {

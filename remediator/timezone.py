@@ -75,11 +75,21 @@ def stamp(t: float, tz: dt.tzinfo | None = None, *, millis: bool = False, date: 
     return f"{day}{clock} {offset_text(when.utcoffset())}"
 
 
-# --- two sources apart by whole hours -----------------------------------------------------------
+# --- two sources apart by a zone's difference ----------------------------------------------------
 
 HOUR: Final = 3600.0
-TOLERANCE: Final = 300.0  # how far from a whole hour two starts (and two ends) may be
+QUARTER: Final = 900.0
+TOLERANCE: Final = 300.0  # how far from a zone difference two starts (and two ends) may be
 MAX_HOURS: Final = 26  # UTC-12 to UTC+14: no two zones are further apart
+# Zones differ by whole hours, or by a half or three quarters of an hour more (India +05:30,
+# Nepal +05:45, central Australia +09:30, Newfoundland -03:30): in quarter hours, every
+# difference of at least an hour whose remainder is 0, 2 or 3 quarters.
+SKEWS: Final = tuple(
+    sorted(
+        (sign * q for q in range(4, 4 * MAX_HOURS + 1) if q % 4 in (0, 2, 3) for sign in (1, -1)),
+        key=abs,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,8 @@ class Span:
 
 def hour_skews(spans: Iterable[Span], tz: dt.tzinfo | None = None) -> list[str]:
     """Warnings for pairs of sources (at least one without its own offset) whose times are
-    apart by a whole number of hours: their starts and their ends both are (within
-    :data:`TOLERANCE`), or they do not overlap at all and a shift by whole hours would make
+    apart by what two zones differ by (:data:`SKEWS`): their starts and their ends both are
+    (within :data:`TOLERANCE`), or they do not overlap at all and such a shift would make
     them. ``tz`` is the zone the unzoned ones were read in (None: this machine's)."""
     spans = sorted(spans, key=lambda s: (not s.zoned, s.name))
     out = []
@@ -104,34 +114,43 @@ def hour_skews(spans: Iterable[Span], tz: dt.tzinfo | None = None) -> list[str]:
         for b in spans[i + 1 :]:
             if a.zoned and b.zoned:
                 continue  # both carry their offset: a zone cannot be what is wrong
-            hours = _apart(a, b)
-            if hours is not None:
-                out.append(_warning(a, b, hours, tz))
+            quarters = _apart(a, b)
+            if quarters is not None:
+                out.append(_warning(a, b, quarters, tz))
     return out
 
 
-def _whole_hours(d: float) -> int | None:
-    n = round(d / HOUR)
-    return n if n != 0 and abs(n) <= MAX_HOURS and abs(d - n * HOUR) <= TOLERANCE else None
+def _skew(d: float) -> int | None:
+    """``d`` seconds as a zone difference in quarter hours, or None if it is none."""
+    n = round(d / QUARTER)
+    return n if n in _SKEW_SET and abs(d - n * QUARTER) <= TOLERANCE else None
+
+
+_SKEW_SET: Final = frozenset(SKEWS)
 
 
 def _apart(a: Span, b: Span) -> int | None:
-    """How many hours ``b`` is after ``a`` (negative: before), or None if they agree."""
-    starts, ends = _whole_hours(b.first - a.first), _whole_hours(b.last - a.last)
+    """How many quarter hours ``b`` is after ``a`` (negative: before), or None if they agree."""
+    starts, ends = _skew(b.first - a.first), _skew(b.last - a.last)
     if starts is not None and starts == ends:
         return starts
     if b.first > a.last or b.last < a.first:  # no overlap at all: would a shift make one?
-        for n in sorted(range(-MAX_HOURS, MAX_HOURS + 1), key=abs):
-            if n and b.first - n * HOUR <= a.last and b.last - n * HOUR >= a.first:
+        for n in SKEWS:
+            if b.first - n * QUARTER <= a.last and b.last - n * QUARTER >= a.first:
                 return n
     return None
 
 
-def _warning(a: Span, b: Span, hours: int, tz: dt.tzinfo | None) -> str:
+def _duration(quarters: int) -> str:
+    hours, rest = divmod(abs(quarters), 4)
+    return f"{hours} h" + (f" {rest * 15} min" if rest else "")
+
+
+def _warning(a: Span, b: Span, quarters: int, tz: dt.tzinfo | None) -> str:
     """``a`` is zoned or both are not (the order :func:`hour_skews` gives)."""
-    after = "after" if hours > 0 else "before"
+    after = "after" if quarters > 0 else "before"
     said = (
-        f"{b.name} ({stamp(b.first, tz)} to {stamp(b.last, tz)}) is {abs(hours)} h {after} "
+        f"{b.name} ({stamp(b.first, tz)} to {stamp(b.last, tz)}) is {_duration(quarters)} {after} "
         f"{a.name} ({stamp(a.first, tz)} to {stamp(a.last, tz)}): "
     )
     if not a.zoned:
@@ -142,7 +161,7 @@ def _warning(a: Span, b: Span, hours: int, tz: dt.tzinfo | None) -> str:
     # b's local clock read in zone o lands (o_true - o) after the truth: its zone is o + hours
     here = dt.datetime.fromtimestamp(b.first, tz) if tz else dt.datetime.fromtimestamp(b.first)
     zone = (here if tz else here.astimezone()).utcoffset() or dt.timedelta()
-    guess = offset_text(zone + dt.timedelta(hours=hours))
+    guess = offset_text(zone + dt.timedelta(minutes=15 * quarters))
     return said + (
         f"{b.name}'s times have no UTC offset and were read as {describe(tz)}; if its host's "
         f"zone is another, say which with --tz (here perhaps --tz {guess})"

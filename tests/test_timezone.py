@@ -43,7 +43,7 @@ def test_a_time_is_printed_with_its_offset() -> None:
     assert stamp(T + 0.25, UTC, millis=True, date=False) == "09:26:03.250 +00:00"
 
 
-# ---- two sources apart by whole hours ------------------------------------------------------------
+# ---- two sources apart by a zone difference ------------------------------------------------------------
 def test_an_error_log_an_hour_after_its_access_log_is_reported_with_the_zone_to_use() -> None:
     access = Span("web", T, T + 600, zoned=True)
     errors = Span("web_errors", T + 3600 + 2, T + 3600 + 590, zoned=False)
@@ -65,6 +65,31 @@ def test_a_sparse_error_log_outside_the_access_log_is_reported() -> None:
     errors = Span("errors", T + 3600 + 900, T + 3600 + 960, zoned=False)  # 15 min in, +1 h
     (warning,) = hour_skews([access, errors], UTC)
     assert "is 1 h after web" in warning
+
+
+@pytest.mark.parametrize(
+    ("minutes", "said", "zone"),
+    [
+        (330, "5 h 30 min after", "+05:30"),
+        (345, "5 h 45 min after", "+05:45"),
+        (-210, "3 h 30 min before", "-03:30"),
+    ],
+)
+def test_zones_a_half_or_three_quarter_hour_off_are_reported_too(
+    minutes: int, said: str, zone: str
+) -> None:
+    """An error log from a host in India (+05:30), Nepal (+05:45) or Newfoundland (-03:30)."""
+    access = Span("web", T, T + 600, zoned=True)
+    errors = Span("errors", T + minutes * 60 + 1, T + minutes * 60 + 598, zoned=False)
+    (warning,) = hour_skews([access, errors], UTC)
+    assert f"is {said} web" in warning and f"--tz {zone}" in warning
+
+
+def test_a_quarter_or_half_hour_between_two_logs_is_no_zone() -> None:
+    access = Span("web", T, T + 600, zoned=True)
+    for minutes in (15, 30, 45, 75):
+        errors = Span("errors", T + minutes * 60, T + minutes * 60 + 600, zoned=False)
+        assert hour_skews([access, errors], UTC) == [], minutes
 
 
 def test_sources_that_agree_say_nothing() -> None:

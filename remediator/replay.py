@@ -16,10 +16,10 @@ import json
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, overload
 
 from remediator import escape
 from remediator.actionlog import ActionLog
@@ -145,7 +145,7 @@ def _open(path: Path) -> io.BufferedIOBase:
 
 
 # (time, stream order, kind, source, lines, statuses): one run of lines sharing a time
-Run = tuple[float, int, str, str, list[bytes], list[int]]
+Run = tuple[float, int, str, str, Sequence[bytes], list[int]]
 BLOCK = 1 << 19  # bytes read and scanned at once
 
 
@@ -185,20 +185,62 @@ def _events(
             yield (t, order, "cause", key, lines, [])
 
 
+class _Lines(Sequence[bytes]):
+    """Lines ``start`` to ``start + n`` of a block, split from it only when one is asked for
+    (evidence: 5xx lines); most blocks of a healthy log never are."""
+
+    __slots__ = ("_block", "_n", "_start")
+
+    def __init__(self, block: _Block, start: int, n: int) -> None:
+        self._block, self._start, self._n = block, start, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            return self._block.lines[self._start : self._start + self._n][i]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._block.lines[self._start + i % self._n]
+
+
+class _Block:
+    __slots__ = ("_lines", "buf")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self._lines: list[bytes] | None = None
+
+    @property
+    def lines(self) -> list[bytes]:
+        if self._lines is None:
+            self._lines = self.buf.split(b"\n")
+        return self._lines
+
+
 def _access_runs(fmt: Any, buf: bytes, key: str, order: int, feeder: Feeder) -> Iterator[Run]:
     """A block of whole lines in runs sharing a time, each with its statuses (scanned once,
     in C-speed passes over the block). Malformed lines are counted and left out."""
     batch = fmt.scan(buf)
-    lines = buf.split(b"\n")
-    if batch.malformed:  # rare: find which lines, one at a time
-        good: list[bytes] = []
-        for line in lines:
-            if fmt.scan_lines([line]).malformed:
-                feeder.statuses(key, [], [], 1, feeder.stats[key].last_line_at or 0.0)
-            else:
-                good.append(line)
-        lines = good
-        batch = fmt.scan_lines(lines)
+    if not batch.malformed:
+        block, i = _Block(buf), 0
+        for t, n in batch.runs or ():
+            yield (t, order, "status", key, _Lines(block, i, n), batch.statuses[i : i + n])
+            i += n
+        return
+    good: list[bytes] = []  # rare: find which lines are malformed, one at a time
+    for line in buf.split(b"\n"):
+        if fmt.scan_lines([line]).malformed:
+            feeder.statuses(key, [], [], 1, feeder.stats[key].last_line_at or 0.0)
+        else:
+            good.append(line)
+    lines = good
+    batch = fmt.scan_lines(lines)
     i = 0
     for t, n in batch.runs or ():
         yield (t, order, "status", key, lines[i : i + n], batch.statuses[i : i + n])

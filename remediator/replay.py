@@ -8,6 +8,7 @@ playbook would have run, which steps, and which guards would have held it back.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import heapq
@@ -68,11 +69,32 @@ class _MemoryLog(ActionLog):
 
 
 def _would(name: str) -> Any:
+    """A stand-in for action ``name``: a replay cannot ask this host's services how they are
+    (they may not be the ones that wrote the logs), so it records what the step asked for;
+    ``remediator trigger --dry-run`` on the host shows the exact commands."""
+
     def run(args: Any, ctx: ActionContext) -> ActionResult:
         target = getattr(args, "service", None) or getattr(args, "notifier", None)
-        return ActionResult(Outcome.WOULD_RUN, f"would {name} {target or ''}".strip(), target)
+        asked = _plain(args)
+        details = {"replay": True, "action": name, "args": asked} if asked else {"replay": True}
+        return ActionResult(
+            Outcome.WOULD_RUN, f"would {name} {target or ''}".strip(), target, details
+        )
 
     return run
+
+
+def _plain(args: Any) -> Any:
+    """A step's declared arguments as JSON-ready values."""
+    if dataclasses.is_dataclass(args) and not isinstance(args, type):
+        return {f.name: _plain(getattr(args, f.name)) for f in dataclasses.fields(args)}
+    if isinstance(args, list | tuple):
+        return [_plain(a) for a in args]
+    if isinstance(args, dict):
+        return {str(k): _plain(v) for k, v in args.items()}
+    if isinstance(args, str | int | float | bool) or args is None:
+        return args
+    return str(args)
 
 
 def _iso(t: float) -> str:

@@ -81,6 +81,9 @@ def test_replay_json_summary_counts_every_status_and_the_incident(
     assert events[:3] == ["incident_opened", "action_intent", "action_result"]
     assert records[1]["action"] == "restart" and records[1]["target"] == "fpm"
     assert records[2]["outcome"] == "would_run"
+    details = records[2]["details"]  # what the step asked for, as declared
+    assert details["replay"] is True and details["action"] == "restart"
+    assert details["args"]["service"] == "fpm"
 
 
 def test_replay_timeline_for_a_person(outage_logs: tuple[Path, Path], tmp_path: Path) -> None:

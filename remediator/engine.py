@@ -146,15 +146,23 @@ class Engine:
 
     def tick(self, now: float) -> None:
         """Advance: start an incident if a trigger holds, or move the open one along."""
-        if self.incident is None:
+        inc = self.incident
+        if inc is None:
             self._consider(now)
+        elif self._gives_way(inc):
+            self._consider(now, supersede=inc)
         # Several phases may complete within one tick (inline executor, refused steps).
         for _ in range(64):
             inc = self.incident
             if inc is None or not self._advance(inc, now):
                 break
 
-    def _consider(self, now: float) -> None:
+    def _gives_way(self, inc: Incident) -> bool:
+        """Whether ``inc`` is an operator's dry run inside a daemon that acts for real, waiting
+        on its verification: it must not keep a real remediation waiting."""
+        return not inc.accounted and not self.dry_run and inc.phase is Phase.VERIFYING
+
+    def _consider(self, now: float, *, supersede: Incident | None = None) -> None:
         since = self._acted_until
         for pb in self.playbooks:
             if not holds(pb.when, self.signals, now, since=since):
@@ -167,6 +175,8 @@ class Engine:
             if not verdict.allowed:
                 self._log_held(pb, verdict, readings)
                 continue
+            if supersede is not None:
+                self._close(supersede, now, IncidentOutcome.SUPERSEDED, success=None)
             self._open(pb, readings, now)
             return
 
@@ -619,6 +629,7 @@ _CLOSING = {
     IncidentOutcome.HELD: "every step was held back by a guard: nothing was tried",
     IncidentOutcome.UNVERIFIED: "no evidence either way of whether the step helped",
     IncidentOutcome.ABORTED: "the action log cannot be written: not acting",
+    IncidentOutcome.SUPERSEDED: "this dry run gave way to a real incident",
 }
 
 

@@ -50,6 +50,7 @@ class IncidentOutcome(enum.StrEnum):
     UNVERIFIED = "unverified"  # replay: no evidence either way after the last step
     ABORTED = "aborted"  # the action log could not be written: not acting
     INTERRUPTED = "interrupted"  # the daemon died during the incident
+    SUPERSEDED = "superseded"  # a dry-run trigger in a live daemon gave way to a real incident
 
 
 class JudgedOn(enum.StrEnum):

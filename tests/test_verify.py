@@ -240,6 +240,24 @@ def test_a_dry_run_trigger_in_a_live_daemon_leaves_the_budget_alone(
     assert calls.made[-1] == "restart dry_run=False"  # the real remediation is not held back
 
 
+def test_a_dry_run_trigger_gives_way_to_a_real_outage_at_once(
+    bed: tuple[Engine, Calls, Path],
+) -> None:
+    """An operator trying a playbook in dry run must not keep the daemon from acting."""
+    engine, calls, alog = bed
+    pb = next(p for p in engine.playbooks if p.name == "fpm-down")
+    assert engine.trigger(pb, 100, who="alice", dry_run=True).allowed
+    engine.tick(100.5)  # verifying the dry run: nothing is wrong yet
+    assert engine.incident is not None and engine.incident.dry_run
+    outage(engine, 101)
+    engine.tick(101)
+    assert calls.made == ["restart dry_run=True", "restart dry_run=False"]
+    closed = records(alog, "incident_closed")
+    assert [(c["outcome"], c["dry_run"]) for c in closed] == [("superseded", True)]
+    assert closed[0]["reason"].endswith("this dry run gave way to a real incident")
+    assert engine.incident is not None and not engine.incident.dry_run
+
+
 def test_replay_judges_a_probe_verified_step_on_the_logs_and_never_fails_it_for_lack_of_probes(
     tmp_path: Path,
 ) -> None:

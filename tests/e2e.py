@@ -22,12 +22,12 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
 
 from remediator.actionlog import read
+from tests.closing import Closing
 from tests.stack import APACHE, NGINX, PHP_FPM, Apache, LoadGenerator, Nginx, PhpFpm, wait_for
 
 READY_TIMEOUT = 10.0
@@ -140,7 +140,7 @@ def config(
 # --- the process ------------------------------------------------------------------------------
 
 
-class DaemonProcess:
+class DaemonProcess(Closing):
     """``remediator run`` on a config written to ``workdir/remediator.yaml``."""
 
     def __init__(self, workdir: Path, cfg: Mapping[str, Any], *, dry_run: bool = False) -> None:
@@ -217,12 +217,7 @@ class DaemonProcess:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.kill()
 
     # -- what it wrote

@@ -35,11 +35,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 from urllib.parse import urlsplit
 
 import psutil
+
+from tests.closing import Closing
 
 PHP_FPM = "php-fpm8.2"
 NGINX = "nginx"
@@ -306,7 +307,7 @@ def _fpm_seconds(value: float) -> str:
 # servers
 
 
-class _Server:
+class _Server(Closing):
     """What the three servers share: a work directory, the docroot, and their processes.
 
     Processes are found through the process groups of *our* masters: live session leaders of
@@ -398,15 +399,7 @@ class _Server:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.cleanup()
 
 
@@ -986,7 +979,7 @@ class Apache(_TcpServer):
 _S = TypeVar("_S", "PhpFpm", "Nginx", "Apache")
 
 
-class Stack:
+class Stack(Closing):
     """Servers started together and all killed by :meth:`cleanup` (front ends first).
 
     ``with Stack() as s: site = s.nginx(s.fpm())`` — each method takes the class's options and
@@ -1017,15 +1010,7 @@ class Stack:
             for server in self.servers:  # ExitStack unwinds last-in first-out
                 stack.callback(server.cleanup)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.cleanup()
 
 
@@ -1063,7 +1048,7 @@ class Sample:
     error: str = ""
 
 
-class LoadGenerator:
+class LoadGenerator(Closing):
     """Paced keep-alive GETs from a few threads at a target total rate.
 
     Each thread sends on its own schedule (rate / threads per second, threads offset evenly);
@@ -1182,12 +1167,7 @@ class LoadGenerator:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
 
 

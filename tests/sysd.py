@@ -38,10 +38,10 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import psutil
+
+from tests.closing import Closing
 
 SYSTEMD = Path("/lib/systemd/systemd")
 TARGET = "remediator-test.target"
@@ -268,7 +268,7 @@ def _covered(path: Path) -> bool:
     return any(path == p or p in path.parents for p in (Path("/tmp"), Path("/var"), Path("/etc")))
 
 
-class BootedSystemd:
+class BootedSystemd(Closing):
     """One systemd in its own namespaces. Use as a context manager, or start() / stop().
 
     ``workdir`` (a fresh temp dir by default) is visible inside at the same path, as are
@@ -667,13 +667,5 @@ class BootedSystemd:
                     with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(line), signal.SIGKILL)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()

@@ -19,8 +19,8 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from tests.closing import Closing
 
 NOBODY = 65534
 DROP = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
@@ -85,7 +85,7 @@ def _open_to_all(root: Path) -> None:
         path.chmod(stat.S_IMODE(mode) | extra)
 
 
-class NobodyPython:
+class NobodyPython(Closing):
     """A directory with copies of ``modules`` and their imports, and an interpreter to run
     scripts there as ``nobody`` (as the current user when it is not root). Removed on exit."""
 
@@ -140,13 +140,5 @@ class NobodyPython:
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.remove()

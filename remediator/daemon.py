@@ -31,6 +31,7 @@ from remediator.engine import Engine
 from remediator.guards import Guards
 from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
+from remediator.schema import ConfigError
 from remediator.sources import host as hostmod
 from remediator.sources.tail import Backend
 from remediator.state import HostLock
@@ -263,7 +264,13 @@ class Daemon:
             return
         self._reload_deferred = False
         notify("RELOADING=1")
-        loaded = load(self.config_path)
+        try:
+            loaded = load(self.config_path)
+        except Exception as exc:  # load reports errors; this is a bug, and must not stop us
+            log.exception("config_reload_crashed", error=type(exc).__name__)
+            loaded = Loaded(self.config_path, None, [])
+            why = f"internal error while loading it ({type(exc).__name__}): see the daemon's log"
+            loaded.errors.append(ConfigError(str(self.config_path), 1, 1, "", why))
         if loaded.config is None:
             self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
             log.error("config_reload_failed", error=self.reload_error, kept="old configuration")

@@ -19,7 +19,7 @@ from remediator.secret import redact, url_secret
 from remediator.system import System
 from tests.webhook import HOOK_PATH, receiving
 
-TOKEN = "xoxb-s3cr3t-T0KEN"
+TOKEN = "xoxb-s3cr3t-T0KEN"  # noqa: S105 - a fake token, to be found in outputs
 BASE = """\
 sources:
   access: {type: access_log, path: access.log}

@@ -23,7 +23,10 @@ from remediator.yamlsrc import MAX_DEPTH, MAX_NODES, parse_yaml
 BOMB = "\n".join(
     [
         'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
-        *(f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefghi", "bcdefghij")),
+        *(
+            f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]"
+            for p, c in zip("abcdefghi", "bcdefghij", strict=True)
+        ),
     ]
 )
 CONFIG_TEXT = """\

@@ -12,6 +12,7 @@ advises, even when nothing happens.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import time
@@ -24,10 +25,11 @@ from typing import Any
 import structlog
 
 from remediator import operator, status, switches
-from remediator.actionlog import ActionLog
+from remediator.actionlog import ActionLog, ActionLogError
 from remediator.actions.base import ActionFn, ActionResult
 from remediator.config import Config
 from remediator.engine import Engine
+from remediator.events import Outcome
 from remediator.guards import Guards
 from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
@@ -274,6 +276,7 @@ class Daemon:
         if loaded.config is None:
             self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
             log.error("config_reload_failed", error=self.reload_error, kept="old configuration")
+            self._record_refused("config_reload_failed", self.reload_error)
             notify("READY=1\nSTATUS=reload failed: old configuration kept")
             return
         broken = [e for f in loaded.files for e in f.errors]
@@ -283,11 +286,20 @@ class Daemon:
         if broken:
             self.reload_error = "; ".join(str(e) for e in broken[:5])
             log.error("config_reload_partial", error=self.reload_error, kept_playbooks=kept)
+            self._record_refused("config_reload_partial", self.reload_error)
             notify("READY=1\nSTATUS=reloaded; a playbook file has errors, its old playbooks kept")
             return
         self.reload_error = None
         log.info("config_reloaded")
         notify("READY=1\nSTATUS=watching (reloaded)")
+
+    def _record_refused(self, event: str, reason: str) -> None:
+        """A refused (part of a) reload is in the action log too: what the daemon runs on."""
+        if self.engine is not None:
+            with contextlib.suppress(ActionLogError):  # already logged critical by write()
+                self.engine.actionlog.write(
+                    {"event": event, "outcome": Outcome.REFUSED, "reason": reason}
+                )
 
     def _shutdown(self) -> None:
         if self.engine is not None and self.engine.incident is not None:

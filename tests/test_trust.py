@@ -211,7 +211,7 @@ def test_a_command_program_is_resolved_at_load_time(tmp_path: Path) -> None:
     )
     loaded = load(cfg, uids=ROOT)
     assert loaded.ok
-    argv = loaded.playbooks[0].steps[0].args.argv  # type: ignore[attr-defined]
+    argv = loaded.playbooks[0].steps[0].args.argv
     assert Path(argv[0]).is_absolute()
     assert argv[0].endswith("/echo")
     assert argv[1:] == ("x",)

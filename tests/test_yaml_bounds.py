@@ -11,14 +11,16 @@ from __future__ import annotations
 import tracemalloc
 from pathlib import Path
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from remediator.config import CONFIG
 from remediator.load import load
 from remediator.playbook import PLAYBOOK_FILE
 from remediator.schema import Context
-from remediator.yamlsrc import MAX_DEPTH, MAX_NODES, parse_yaml
+from remediator.yamlsrc import MAX_DEPTH, MAX_NODES, _compose_all, parse_yaml
 
 BOMB = "\n".join(
     [
@@ -149,3 +151,38 @@ def test_random_nested_yaml_gives_a_value_or_located_errors_within_bounds(text: 
     finally:
         tracemalloc.stop()
     assert peak < MEMORY_BOUND
+
+
+def _shape(node: Node) -> object:
+    """A node tree as plain data with every tag and position, to compare two composers."""
+    where = (node.tag, node.start_mark.line, node.start_mark.column)
+    if isinstance(node, MappingNode):
+        return (where, [(_shape(k), _shape(v)) for k, v in node.value])
+    if isinstance(node, SequenceNode):
+        return (where, [_shape(v) for v in node.value])
+    return (where, node.value)
+
+
+_PLAIN = st.recursive(
+    st.sampled_from(
+        ["lol", "1", "1.5", "true", "null", "~", "2s", '"q"', "'s'", "2026-01-01", "!!str 5"]
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=5).map(lambda xs: "[" + ", ".join(xs) + "]"),
+        st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), children), max_size=4).map(
+            lambda kv: "{" + ", ".join(f"{k}: {v}" for k, v in kv) + "}"
+        ),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "when", "steps"]), _PLAIN), max_size=5))
+def test_the_bounded_composer_composes_as_pyyaml_does(items: list[tuple[str, str]]) -> None:
+    text = "\n".join(f"{k}: {v}" for k, v in items) + "\n"
+    try:
+        expected = [_shape(n) for n in yaml.compose_all(text, Loader=yaml.SafeLoader)]
+    except yaml.YAMLError:
+        return
+    assert [_shape(n) for n in _compose_all(text)] == expected

@@ -276,7 +276,7 @@ class Daemon:
         if loaded.config is None:
             self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
             log.error("config_reload_failed", error=self.reload_error, kept="old configuration")
-            self._record_refused("config_reload_failed", self.reload_error)
+            self._record_refused(self.reload_error, "the old configuration")
             notify("READY=1\nSTATUS=reload failed: old configuration kept")
             return
         broken = [e for f in loaded.files for e in f.errors]
@@ -286,19 +286,24 @@ class Daemon:
         if broken:
             self.reload_error = "; ".join(str(e) for e in broken[:5])
             log.error("config_reload_partial", error=self.reload_error, kept_playbooks=kept)
-            self._record_refused("config_reload_partial", self.reload_error)
+            self._record_refused(self.reload_error, "the old playbooks of the files with errors")
             notify("READY=1\nSTATUS=reloaded; a playbook file has errors, its old playbooks kept")
             return
         self.reload_error = None
         log.info("config_reloaded")
         notify("READY=1\nSTATUS=watching (reloaded)")
 
-    def _record_refused(self, event: str, reason: str) -> None:
+    def _record_refused(self, reason: str, kept: str) -> None:
         """A refused (part of a) reload is in the action log too: what the daemon runs on."""
         if self.engine is not None:
             with contextlib.suppress(ActionLogError):  # already logged critical by write()
                 self.engine.actionlog.write(
-                    {"event": event, "outcome": Outcome.REFUSED, "reason": reason}
+                    {
+                        "event": "config_refused",
+                        "outcome": Outcome.REFUSED,
+                        "reason": reason,
+                        "kept": kept,
+                    }
                 )
 
     def _shutdown(self) -> None:

@@ -250,7 +250,7 @@ def trusted_dir(path: Path, uids: frozenset[int]) -> Resolved:
         )
         raise Untrusted(
             f"{what}: whoever can write it can add or replace files{how.via()}; "
-            f"fix: chown root: {q} && chmod go-w {q}"
+            f"fix with: chown root: {q} && chmod go-w {q}"
         )
     return how
 

@@ -243,15 +243,17 @@ def test_the_daemon_under_sighup_keeps_its_old_config_through_bombs(tmp_path: Pa
         # the main file becomes an alias bomb
         daemon.config_path.write_text(BOMB)
         os.kill(daemon.pid, signal.SIGHUP)
-        [failed] = daemon.wait_record("config_reload_failed", 15)
+        [failed] = daemon.wait_record("config_refused", 15)
         assert failed["outcome"] == "refused"
+        assert failed["kept"] == "the old configuration"
         assert f"{daemon.config_path}:1:4: YAML anchor '&a' is not allowed" in failed["reason"]
         # a playbook file becomes 300 nested any: the rest reloads, its old playbook is kept
         daemon.config_path.write_text(good)
         (tmp_path / "playbooks.d" / "a.yaml").write_text(nested_any(300))
         os.kill(daemon.pid, signal.SIGHUP)
-        [partial] = daemon.wait_record("config_reload_partial", 15)
+        [_, partial] = daemon.wait_record("config_refused", 15, count=2)
         assert "nested more than 64 levels deep" in partial["reason"]
+        assert partial["kept"] == "the old playbooks of the files with errors"
         assert daemon.is_running()
 
         def shows_kept() -> bool:
@@ -260,7 +262,7 @@ def test_the_daemon_under_sighup_keeps_its_old_config_through_bombs(tmp_path: Pa
 
         wait_for(shows_kept, 15, "status to show the kept playbook and the failed reload")
         # nothing acted, nothing consumed: the only records are the two refusals
-        assert daemon.events() == ["config_reload_failed", "config_reload_partial"]
+        assert daemon.events() == ["config_refused", "config_refused"]
         assert daemon.stop() == 0
     crashed = [r for r in daemon.log_events() if r.get("event") == "config_reload_crashed"]
     assert crashed == []

@@ -204,14 +204,37 @@ class Service:
 
 @dataclass(frozen=True)
 class Notifier:
-    """A webhook that receives alerts as JSON (or a Slack-compatible payload)."""
+    """A webhook that receives alerts as JSON (or a Slack-compatible payload).
 
-    url: str = opt(Url(), "Where to POST.")
+    A URL that carries a token (Slack's do) and an `Authorization` header are secrets: keep
+    them in `url_file` and `headers_file`, files only root can read (`0600 root:root`), rather
+    than in the config file (`0640 root:adm`). `check` warns about secrets in a file that others
+    can read; remediator never prints them.
+    """
+
+    url: str | None = opt(Url(), "Where to POST (or `url_file`).", None)
+    url_file: Path | None = opt(
+        PathSpec(),
+        "A file holding the URL on one line, instead of `url`. Owned by root, readable by root "
+        "alone (mode 0600, or 0640 with group root), in directories only root can write.",
+        None,
+    )
     format: str = opt(Choice(("json", "slack")), "Payload shape.", "json")
     timeout: float = opt(Duration(min=0.1, max=60), "Give up after this long.", 5.0)
     headers: dict[str, str] = opt(
         MapOf(Str(what="header value"), what="header name"), "Extra HTTP headers.", {}
     )
+    headers_file: Path | None = opt(
+        PathSpec(),
+        "A file of `Name: value` lines (`#` starts a comment), added to `headers`: for "
+        "`Authorization` and API keys. Root's alone, like `url_file`.",
+        None,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if (self.url is None) == (self.url_file is None):
+            return [("url", "give the webhook's 'url' or a 'url_file' that holds it (one of them)")]
+        return []
 
 
 @dataclass(frozen=True)

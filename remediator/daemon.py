@@ -12,6 +12,7 @@ advises, even when nothing happens.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import time
@@ -24,13 +25,15 @@ from typing import Any
 import structlog
 
 from remediator import operator, status, switches
-from remediator.actionlog import ActionLog
+from remediator.actionlog import ActionLog, ActionLogError
 from remediator.actions.base import ActionFn, ActionResult
 from remediator.config import Config
 from remediator.engine import Engine
+from remediator.events import Outcome
 from remediator.guards import Guards
 from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
+from remediator.schema import ConfigError
 from remediator.sources import host as hostmod
 from remediator.sources.tail import Backend
 from remediator.state import HostLock
@@ -263,10 +266,17 @@ class Daemon:
             return
         self._reload_deferred = False
         notify("RELOADING=1")
-        loaded = load(self.config_path)
+        try:
+            loaded = load(self.config_path)
+        except Exception as exc:  # load reports errors; this is a bug, and must not stop us
+            log.exception("config_reload_crashed", error=type(exc).__name__)
+            loaded = Loaded(self.config_path, None, [])
+            why = f"internal error while loading it ({type(exc).__name__}): see the daemon's log"
+            loaded.errors.append(ConfigError(str(self.config_path), 1, 1, "", why))
         if loaded.config is None:
             self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
             log.error("config_reload_failed", error=self.reload_error, kept="old configuration")
+            self._record_refused(self.reload_error, "the old configuration")
             notify("READY=1\nSTATUS=reload failed: old configuration kept")
             return
         broken = [e for f in loaded.files for e in f.errors]
@@ -276,11 +286,25 @@ class Daemon:
         if broken:
             self.reload_error = "; ".join(str(e) for e in broken[:5])
             log.error("config_reload_partial", error=self.reload_error, kept_playbooks=kept)
+            self._record_refused(self.reload_error, "the old playbooks of the files with errors")
             notify("READY=1\nSTATUS=reloaded; a playbook file has errors, its old playbooks kept")
             return
         self.reload_error = None
         log.info("config_reloaded")
         notify("READY=1\nSTATUS=watching (reloaded)")
+
+    def _record_refused(self, reason: str, kept: str) -> None:
+        """A refused (part of a) reload is in the action log too: what the daemon runs on."""
+        if self.engine is not None:
+            with contextlib.suppress(ActionLogError):  # already logged critical by write()
+                self.engine.actionlog.write(
+                    {
+                        "event": "config_refused",
+                        "outcome": Outcome.REFUSED,
+                        "reason": reason,
+                        "kept": kept,
+                    }
+                )
 
     def _shutdown(self) -> None:
         if self.engine is not None and self.engine.incident is not None:

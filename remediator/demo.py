@@ -103,8 +103,9 @@ def write_config(tmp: Path, nginx: Nginx, fpm: PhpFpm) -> Path:
     playbooks.mkdir(exist_ok=True)
     for name in PLAYBOOKS:
         shutil.copyfile(REPO / "config" / "playbooks.d" / name, playbooks / name)
-    for p in [tmp, cfg, playbooks, *playbooks.iterdir()]:  # as an install leaves them
+    for p in [tmp, playbooks, *playbooks.iterdir()]:  # as an install leaves them
         p.chmod(0o755 if p.is_dir() else 0o644)
+    cfg.chmod(0o640)  # docs/install.md: 0640 root:adm
     return cfg
 
 
@@ -220,7 +221,10 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
-    with tempfile.TemporaryDirectory(prefix="remediator-demo-") as d:
+    # Not under /tmp: remediator refuses config in a directory others can write (as sshd does).
+    base = Path.home() / ".cache" / "remediator-demo"
+    base.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=base) as d:
         tmp = Path(d)
         try:
             return _live(tmp)

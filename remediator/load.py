@@ -7,17 +7,29 @@ running daemon keeps the rest, loudly), while ``check`` reports it and fails.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from remediator import secret, trust
 from remediator.config import CONFIG, Config
 from remediator.playbook import PLAYBOOK_FILE, Playbook
-from remediator.schema import ConfigError, Context, PendingRef, _Invalid, did_you_mean, options_of
-from remediator.yamlsrc import check_ownership, read_yaml, trusted_uids
+from remediator.schema import (
+    ConfigError,
+    Context,
+    PendingRef,
+    ProgramFinder,
+    _Invalid,
+    did_you_mean,
+    options_of,
+)
+from remediator.trust import Untrusted, trusted_uids
+from remediator.yamlsrc import read_yaml
 
 PLAYBOOK_SUFFIXES = (".yaml", ".yml")
 
@@ -104,21 +116,24 @@ def load(path: Path, *, uids: frozenset[int] | None = None) -> Loaded:
     uids = trusted_uids() if uids is None else uids
     path = Path(os.path.abspath(path))  # noqa: PTH100 - keep symlinks: the operator's spelling
     display = _display(path)
-    node, errors = read_yaml(path, display, uids=uids)
+    main = read_yaml(path, display, uids=uids)
+    node = main.node
     if node is None:
-        return Loaded(path, None, errors)
-    ctx = Context(display, path.parent)
+        return Loaded(path, None, main.errors)
+    ctx = Context(display, path.parent, _programs(uids))
     value = CONFIG.load(node, ctx, "")
     if isinstance(value, _Invalid):
         # Still read the playbooks, so one run reports every error it can (not the references:
         # those need a valid main file).
         files, dir_errors, _ = _load_dir(_guess_playbooks_dir(node, path.parent), uids)
         return Loaded(path, None, [*ctx.errors, *dir_errors], files)
-    config: Config = value
+    config, secret_errors, warnings = _secrets(value, node, display, main.mode, uids)
+    ctx.errors.extend(secret_errors)
     playbooks_dir = config.playbooks_dir
     if not playbooks_dir.is_absolute():
         playbooks_dir = path.parent / playbooks_dir
-    files, dir_errors, warnings = _load_dir(playbooks_dir, uids)
+    files, dir_errors, dir_warnings = _load_dir(playbooks_dir, uids)
+    warnings += dir_warnings
     tables = _tables(config)
     main_errors = [*ctx.errors, *_check_refs(ctx.refs, tables), *dir_errors]
     seen: dict[str, str] = {pb.name: display for pb in config.playbooks}
@@ -141,6 +156,59 @@ def load(path: Path, *, uids: frozenset[int] | None = None) -> Loaded:
     return Loaded(path, config, main_errors, files, warnings)
 
 
+def _programs(uids: frozenset[int]) -> ProgramFinder:
+    """How ``command`` programs are found and judged at load time (see ``trust.program``)."""
+
+    def find(name: str, base_dir: Path) -> tuple[str | None, str | None]:
+        try:
+            return str(trust.program(name, base_dir, uids)), None
+        except Untrusted as exc:
+            return None, f"refusing to run it: {exc}"
+        except OSError as exc:
+            return None, f"program '{name}': {exc.strerror or exc}"
+
+    return find
+
+
+def _secrets(
+    config: Config, node: Node, display: str, mode: int | None, uids: frozenset[int]
+) -> tuple[Config, list[ConfigError], list[str]]:
+    """Notifiers with their ``url_file``/``headers_file`` read in; errors for files that could
+    not be used, and warnings for secrets written in a main file that others can read."""
+    errors: list[ConfigError] = []
+    warnings: list[str] = []
+    notifiers = {}
+    readable = mode is not None and mode & stat.S_IROTH
+    for name, notifier in config.notifiers.items():
+        loaded, problems = secret.load(notifier, uids)
+        notifiers[name] = loaded
+        for key, problem in problems:
+            where = _where(node, "notifiers", name, key)
+            errors.append(ConfigError(display, *where, f"notifiers.{name}.{key}", problem))
+        if readable:
+            for key, what in secret.exposures(notifier):
+                line, col = _where(node, "notifiers", name, *key.split(".", 1))
+                warnings.append(
+                    f"{display}:{line}:{col}: notifiers.{name}.{key}: {what}, and this file is "
+                    f"readable by everyone (mode {stat.S_IMODE(mode or 0):04o}): move it to "
+                    f"{'url_file' if key == 'url' else 'headers_file'} (root's alone, 0600), "
+                    f"or chmod o-r {trust.quote(display)}"
+                )
+    return dataclasses.replace(config, notifiers=notifiers), errors, warnings
+
+
+def _where(node: Node, *keys: str) -> tuple[int, int]:
+    """Line and column of the value at ``keys`` (or of the deepest key found)."""
+    for key in keys:
+        if not isinstance(node, MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if k.value == key), None)
+        if found is None:
+            break
+        node = found[1]
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
 def _guess_playbooks_dir(node: Node, base: Path) -> Path:
     """``playbooks_dir`` from a main file that did not validate, else the default."""
     return base / _guess(node, "playbooks_dir")
@@ -160,8 +228,7 @@ def state_dir_hint(path: Path) -> Path:
     """Where the state dir most likely is, even when the main file has errors (``status``
     must still show the daemon that runs on the previous, valid config)."""
     path = Path(os.path.abspath(path))  # noqa: PTH100
-    node, _ = read_yaml(path, str(path))
-    return path.parent / _guess(node, "state_dir")
+    return path.parent / _guess(read_yaml(path, str(path)).node, "state_dir")
 
 
 def _load_dir(
@@ -170,9 +237,12 @@ def _load_dir(
     display = _display(directory)
     if not directory.is_dir():
         return [], [ConfigError(display, 1, 1, "", "playbooks directory does not exist")], []
-    dir_errors = check_ownership(directory, display, uids)
-    if dir_errors:
-        return [], dir_errors, []
+    try:
+        trust.trusted_dir(directory, uids)
+    except Untrusted as exc:
+        return [], [ConfigError(display, 1, 1, "", f"refusing to use it: {exc}")], []
+    except OSError as exc:
+        return [], [ConfigError(display, 1, 1, "", f"cannot read: {exc.strerror or exc}")], []
     files: list[PlaybookFile] = []
     warnings: list[str] = []
     for entry in sorted(directory.iterdir()):
@@ -188,11 +258,12 @@ def _load_dir(
 def _load_file(path: Path, uids: frozenset[int]) -> PlaybookFile:
     display = _display(path)
     pf = PlaybookFile(path)
-    node, errors = read_yaml(path, display, uids=uids)
+    read = read_yaml(path, display, uids=uids)
+    node = read.node
     if node is None:
-        pf.errors = errors
+        pf.errors = read.errors
         return pf
-    ctx = Context(display, path.parent)
+    ctx = Context(display, path.parent, _programs(uids))
     value = PLAYBOOK_FILE.load(node, ctx, "")
     pf.errors = ctx.errors
     if not isinstance(value, _Invalid):

@@ -96,14 +96,21 @@ class PendingRef:
     ctx: Context
 
 
+ProgramFinder = Callable[[str, Path], "tuple[str | None, str | None]"]
+"""``(name, base_dir)`` -> ``(absolute path, None)`` or ``(None, why not)``."""
+
+
 class Context:
     """Where errors of one file are collected while its nodes are loaded."""
 
-    def __init__(self, file: str, base_dir: Path) -> None:
+    def __init__(self, file: str, base_dir: Path, programs: ProgramFinder | None = None) -> None:
         self.file = file
         self.base_dir = base_dir
         self.errors: list[ConfigError] = []
         self.refs: list[PendingRef] = []
+        # Resolves the program of an argv (see Argv) when loading for real; None leaves it as
+        # written (docs, tests of the language).
+        self.programs = programs
 
     def error(self, node: Node | None, key: str, message: str) -> _Invalid:
         line, col = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (1, 1)
@@ -509,20 +516,22 @@ class PathSpec(Str):
         return str(value)
 
 
-def _check_url(value: str) -> str | None:
+def check_url(value: str) -> str | None:
+    """Why ``value`` is not a URL to POST to, or None. The URL is not quoted: it may hold a
+    token (the error is located, the operator sees which one)."""
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"'{value}' is not an http:// or https:// URL with a host"
+        return "not an http:// or https:// URL with a host"
     try:
         _ = parts.port
     except ValueError:
-        return f"'{value}' has an invalid port"
+        return "the URL has an invalid port"
     return None
 
 
 class Url(Str):
     def __init__(self) -> None:
-        super().__init__(check=_check_url, what="URL")
+        super().__init__(check=check_url, what="URL")
 
 
 class Ref(Str):
@@ -586,6 +595,29 @@ class ListOf(Spec[tuple[T, ...]]):
 
     def render(self, value: Any) -> str:
         return "[" + ", ".join(self.item.render(v) for v in value) + "]"
+
+
+class Argv(ListOf[str]):
+    """A command line: the program, then its arguments (a list, never a shell).
+
+    Loaded for real (``ctx.programs`` set), the program is found and judged at load time and
+    the absolute path found replaces it: what runs is what ``check`` judged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(Str(what="argument"), min_len=1)
+
+    def load(self, node: Node, ctx: Context, key: str) -> tuple[str, ...] | _Invalid:
+        value = super().load(node, ctx, key)
+        if isinstance(value, _Invalid) or ctx.programs is None:
+            return value
+        first = node.value[0] if isinstance(node, SequenceNode) else node
+        if "{" in value[0]:
+            return ctx.error(first, _join(key, 0), "the program cannot use a {placeholder}")
+        path, problem = ctx.programs(value[0], ctx.base_dir)
+        if path is None:
+            return ctx.error(first, _join(key, 0), problem or "program not usable")
+        return (path, *value[1:])
 
 
 NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.-]*"

@@ -13,20 +13,30 @@
   undo what they start.
 
 When a test fails, the tails of every log of the servers it used are added to its report.
+
+Temporary directories (``tmp_path``) live under ``~/.cache/remediator-tests/``, not /tmp:
+remediator refuses config in a directory others can write, and /tmp (1777) is one. The home
+directory is the tester's own (root's, for the suite), which the config loader trusts as an
+operator's /etc/remediator; :func:`_trusted_tmp` says so when it is not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from remediator import trust
 from tests import sysd
 from tests.require import lacking, required
 from tests.stack import Apache, Nginx, PhpFpm, Stack, tail
+
+TRUSTED_TMP = Path.home() / ".cache" / "remediator-tests"
 
 _SERVERS = pytest.StashKey[list[PhpFpm | Nginx | Apache]]()
 
@@ -41,6 +51,21 @@ def pytest_configure(config: pytest.Config) -> None:
         required()  # a misspelt REMEDIATOR_REQUIRE must not quietly require nothing
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    _trusted_tmp()
+
+
+def _trusted_tmp() -> None:
+    """Point pytest's temp root (``PYTEST_DEBUG_TEMPROOT``, read when the first ``tmp_path``
+    is made) at :data:`TRUSTED_TMP`, a directory the config loader trusts."""
+    TRUSTED_TMP.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:
+        trust.trusted_dir(TRUSTED_TMP, trust.trusted_uids())
+    except (trust.Untrusted, OSError) as exc:
+        raise pytest.UsageError(
+            f"{TRUSTED_TMP}: the tests keep their config files here, and it is not trusted "
+            f"as config: {exc}"
+        ) from None
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(TRUSTED_TMP)
 
 
 @pytest.fixture(autouse=True)

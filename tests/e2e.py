@@ -137,6 +137,18 @@ def config(
     }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """The same value twice is written out twice: remediator refuses anchors and aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(cfg: Mapping[str, Any]) -> str:
+    """``cfg`` as YAML remediator accepts (no ``&id001`` anchors for shared values)."""
+    return yaml.dump(dict(cfg), Dumper=_NoAliases, sort_keys=False)
+
+
 # --- the process ------------------------------------------------------------------------------
 
 
@@ -153,7 +165,7 @@ class DaemonProcess(Closing):
         self.proc: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "playbooks.d").mkdir(exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+        self.config_path.write_text(dump(cfg))
 
     # -- life
 

@@ -50,9 +50,7 @@ def test_config_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(cfg, 65534, 65534)  # tests run as root, as the daemon does
     loaded = load(cfg, uids=frozenset({0}))
     assert loaded.config is None
-    assert "owned by uid 65534, not root or the daemon's user; fix with: chown root:" in str(
-        loaded.errors[0]
-    )
+    assert "owned by uid 65534 (nobody), not root; fix with: chown root:" in str(loaded.errors[0])
 
 
 def test_file_owned_by_the_daemons_own_user_is_accepted(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from remediator.schema import (
+    Argv,
     Bool,
     Duration,
     Int,
@@ -104,7 +105,13 @@ class CommandArgs:
     Arguments may use `{playbook}`, `{incident}` and `{service}` but nothing from a log line.
     """
 
-    argv: tuple[str, ...] = opt(ARGV, "Program and arguments, e.g. [/usr/local/bin/flush-cache].")
+    argv: tuple[str, ...] = opt(
+        Argv(),
+        "Program and arguments, e.g. [/usr/local/bin/flush-cache]. The program is looked up in "
+        "a fixed PATH (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin) when it "
+        "has no `/`, and must be root's: owned by root and writable by no one else, in "
+        "directories only root can write (checked at load time; the absolute path runs).",
+    )
     timeout: float = opt(Duration(min=0.1, max=3600), "Kill it after this long.", 30.0)
     service: str | None = opt(
         Ref("service"), "The service it acts on (counted in that service's action budget).", None

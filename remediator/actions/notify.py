@@ -13,9 +13,10 @@ whatever the endpoint does.
 out with ``--dry-run`` should not page the on-call team about what it *would* have done; the
 result is ``WOULD_RUN`` with the exact payload in ``details["payload"]`` (and ``"would"``).
 
-Webhook URLs often carry their secret in the path (Slack's do), and headers may carry tokens:
-the logs and details name the notifier and the URL's scheme, host and port only, and header
-names without their values.
+Webhook URLs often carry their secret in the path (Slack's do), and headers may carry tokens
+(both may come from root-only files: ``url_file``, ``headers_file``): the logs and details name
+the notifier and the URL's scheme, host and port only, and header names without their values;
+an error text (an endpoint may echo the request) has every secret replaced by ``[secret]``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import structlog
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import NotifyArgs
 from remediator.config import Notifier
+from remediator.secret import redact
 from remediator.system import endpoint_of
 
 log = structlog.get_logger(__name__)
@@ -59,6 +61,8 @@ def notify(args: NotifyArgs, ctx: ActionContext) -> ActionResult:
     notifier = ctx.notifiers.get(args.notifier)
     if notifier is None:
         return _failed(args.notifier, None, f"unknown notifier '{args.notifier}'", {})
+    if notifier.url is None:  # loading fills it from url_file; never sent without one
+        return _failed(args.notifier, None, f"notifier '{args.notifier}' has no URL", {})
     body = payload(notifier, args, ctx)
     details: dict[str, Any] = {
         "notifier": args.notifier,
@@ -89,7 +93,8 @@ def notify(args: NotifyArgs, ctx: ActionContext) -> ActionResult:
 def _failed(
     name: str, notifier: Notifier | None, error: str, details: dict[str, Any]
 ) -> ActionResult:
-    endpoint = endpoint_of(notifier.url) if notifier is not None else None
+    endpoint = endpoint_of(notifier.url) if notifier is not None and notifier.url else None
+    error = redact(error, notifier)
     log.warning("notify_failed", notifier=name, endpoint=endpoint, error=error)
     details["error"] = error
     return ActionResult(Outcome.FAILED, f"notification failed: {error}", name, details)

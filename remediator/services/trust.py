@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from remediator.config import Service
+from remediator.filekind import kind_of
 
 MAX_PID_BYTES: Final = 32
 """Bytes read from a pid file at most: a PID and a newline, with room to spare."""
@@ -66,19 +67,6 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 def read_pid_file(path: Path, uids: frozenset[int] | None = None) -> PidFileRead:
     """Read ``path`` as untrusted input (see the module's docstring); never blocks, never
     reads more than :data:`MAX_PID_BYTES` bytes."""
@@ -94,7 +82,7 @@ def read_pid_file(path: Path, uids: frozenset[int] | None = None) -> PidFileRead
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return PidFileRead(None, f"pid file {path} is {_kind(st.st_mode)}")
+            return PidFileRead(None, f"pid file {path} is {kind_of(st.st_mode)}")
         if st.st_uid not in uids:
             who = " or ".join(_user(u) for u in sorted(uids))
             return PidFileRead(None, f"pid file {path} is owned by {_user(st.st_uid)}, not {who}")

@@ -350,6 +350,7 @@ class PidFileControl(Backend):
             if holders:
                 details["socket_holders"] = sorted(holders)
                 stopped, running = self._stop_orphaned(holders)
+                details["stopped"] = sorted(set(stopped) | set(details.get("stopped", [])))
                 if running:
                     problem = (
                         f"its address is held by a running instance (master "
@@ -357,7 +358,6 @@ class PidFileControl(Backend):
                         "left alone"
                     )
                     return self._cannot_act("restart", problem, **details)
-                details["stopped"] = sorted(set(stopped) | set(details.get("stopped", [])))
                 self._remove_stale_pid_file()
                 result = self.steps.change(self.start_argv, START_TIMEOUT)
         if self.system.dry_run:

@@ -401,6 +401,14 @@ class Engine:
         self._record(rec, must=False)
         inc.outcomes.append(result.outcome)
         inc.done.append(done_line(step, result))
+        svc_name = service_of(step)
+        if result.outcome is Outcome.CANNOT_ACT:
+            log.warning(
+                "action_cannot_act", incident=inc.id, target=rec["target"], reason=result.reason
+            )
+            if svc_name in self.config.services and changes_host(step) and inc.accounted:
+                self.guards.action_refunded(svc_name, inc.started_step)  # nothing was done
+                self.guards.save(now)
         if result.restarted and result.target in self.config.services and inc.accounted:
             self.guards.service_started(result.target, now)  # the grace runs from here
             self.guards.save(now)
@@ -488,7 +496,11 @@ class Engine:
         if not names:
             self._notified(inc, now, None)
             return
-        ctx = self._context(inc, IncidentOutcome.EXHAUSTED)
+        cannot = _could_not_act(inc)
+        ctx = self._context(
+            inc, IncidentOutcome.CANNOT_ACT if cannot else IncidentOutcome.EXHAUSTED
+        )
+        what = "cannot act safely, see the action log" if cannot else "no step helped"
 
         def alert() -> list[tuple[str, ActionResult]]:
             out = []
@@ -496,7 +508,7 @@ class Engine:
                 if fn is None:
                     out.append((name, ActionResult(Outcome.FAILED, "notify is not available")))
                     continue
-                args = NotifyArgs(notifier=name, message=f"{inc.playbook.name}: no step helped")
+                args = NotifyArgs(notifier=name, message=f"{inc.playbook.name}: {what}")
                 try:
                     out.append((name, fn(args, ctx)))
                 except Exception as exc:
@@ -507,6 +519,9 @@ class Engine:
         inc.future = self.executor.submit(alert)
 
     def _notified(self, inc: Incident, now: float, fut: Future[Any] | None) -> None:
+        """Record the alerts; then the run ends exhausted (a failure, maybe the breaker), or,
+        when no changing step acted because each could not act safely, as cannot act: no
+        failure, no breaker, and the run given back to the budget."""
         results: list[tuple[str, ActionResult]] = []
         if fut is not None:
             try:
@@ -528,6 +543,9 @@ class Engine:
                 },
                 must=False,
             )
+        if _could_not_act(inc):
+            self._close(inc, now, IncidentOutcome.CANNOT_ACT, success=None, acted=True)
+            return
         if inc.playbook.on_exhausted.stop and inc.accounted:
             self.guards.open_breaker(inc.playbook.name, now, "steps exhausted without recovery")
             self._record(
@@ -559,6 +577,8 @@ class Engine:
         self.verifier.end()
         counts = inc.accounted
         opened_breaker = False
+        if counts and outcome is IncidentOutcome.CANNOT_ACT:
+            self.guards.run_refunded(inc.playbook, inc.opened)  # its cooldown still applies
         if counts:
             opened_breaker = self.guards.run_finished(inc.playbook, now, success=success)
             self.guards.save(now)
@@ -612,6 +632,16 @@ class Engine:
         return True
 
 
+def _could_not_act(inc: Incident) -> bool:
+    """Whether no changing step acted, and some could not act safely (an untrusted pid file,
+    a master that is not the service's): the others were held back or change nothing."""
+    pairs = list(zip(inc.playbook.steps, inc.outcomes, strict=False))
+    untried = (Outcome.HELD, Outcome.CANNOT_ACT)
+    return any(o == Outcome.CANNOT_ACT for _, o in pairs) and not any(
+        changes_host(s) and o not in untried for s, o in pairs
+    )
+
+
 def _result(fut: Future[Any], what: str) -> ActionResult:
     try:
         result: ActionResult = fut.result()
@@ -627,6 +657,9 @@ _CLOSING = {
     IncidentOutcome.INCOMPLETE: "a step of this playbook failed (it changes nothing)",
     IncidentOutcome.EXHAUSTED: "no step helped",
     IncidentOutcome.HELD: "every step was held back by a guard: nothing was tried",
+    IncidentOutcome.CANNOT_ACT: (
+        "no step could act safely (see each step's reason): nothing was tried, no failure counted"
+    ),
     IncidentOutcome.UNVERIFIED: "no evidence either way of whether the step helped",
     IncidentOutcome.ABORTED: "the action log cannot be written: not acting",
     IncidentOutcome.SUPERSEDED: "this dry run gave way to a real incident",

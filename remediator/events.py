@@ -37,6 +37,9 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"  # would make things worse (config test failed, unit stopped on purpose)
     WOULD_RUN = "would_run"  # dry run: what it would have done is in details (see control.py)
     HELD = "held"  # a guard held it back
+    # The target could not be acted on safely (an untrusted pid file, a master that is not the
+    # service's): nothing was tried, so it is no failed run, no breaker food and no budget used.
+    CANNOT_ACT = "cannot_act"
 
 
 class IncidentOutcome(enum.StrEnum):
@@ -47,6 +50,7 @@ class IncidentOutcome(enum.StrEnum):
     INCOMPLETE = "incomplete"  # such a playbook, but a step of it failed (a webhook down, say)
     EXHAUSTED = "exhausted"  # every step was tried, none helped
     HELD = "held"  # every step was held back by a guard: nothing was tried
+    CANNOT_ACT = "cannot_act"  # no step could act safely (held or cannot_act): nothing was tried
     UNVERIFIED = "unverified"  # replay: no evidence either way after the last step
     ABORTED = "aborted"  # the action log could not be written: not acting
     INTERRUPTED = "interrupted"  # the daemon died during the incident

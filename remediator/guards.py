@@ -298,6 +298,14 @@ class Guards:
             return True
         return False
 
+    def run_refunded(self, pb: Playbook, started: float) -> None:
+        """Give back the run started at ``started``: no step could act (cannot act), so it
+        uses neither ``max_runs`` nor back-off."""
+        st = self._pb(pb.name)
+        if started in st.runs:
+            st.runs.remove(started)
+        st.incidents = max(0, st.incidents - 1)
+
     def open_breaker(self, name: str, now: float, reason: str) -> None:
         st = self._pb(name)
         st.breaker_opened = now
@@ -349,6 +357,15 @@ class Guards:
     def service_started(self, name: str, now: float) -> None:
         """The service was (re)started at ``now``: its start-up grace runs from here."""
         self._svc(name).started = now
+
+    def action_refunded(self, name: str, at: float) -> None:
+        """Give back the action counted at ``at`` on service ``name``: it could not act, so it
+        uses no budget and starts no start-up grace."""
+        st = self._svc(name)
+        if at in st.actions:
+            st.actions.remove(at)
+        if st.started == at:
+            st.started = None
 
     def action_taken(self, name: str, svc: Service, now: float, *, restarted: bool) -> None:
         st = self._svc(name)

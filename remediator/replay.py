@@ -8,13 +8,16 @@ playbook would have run, which steps, and which guards would have held it back.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import gzip
 import heapq
 import io
 import json
+import os
 import re
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +33,7 @@ from remediator.config import AccessLogSource, Config, ErrorLogSource
 from remediator.engine import Engine
 from remediator.events import Event
 from remediator.feed import Feeder, error_times
+from remediator.filekind import not_regular
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
 from remediator.sources.formats import access_format, error_format
@@ -157,13 +161,26 @@ def _rotation_key(p: Path) -> tuple[int, str]:
     return (-n if n < 10_000 else n, p.name)  # dateext suffixes sort by date
 
 
-def _open(path: Path) -> io.BufferedIOBase:
-    """A log file, compressed (gzip) or not: told by its first bytes, not its name."""
-    with path.open("rb") as f:
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[io.BufferedIOBase]:
+    """A log file, compressed (gzip) or not: told by its first bytes, not its name. Opened
+    without blocking and judged on the open descriptor: a FIFO or a device (a log another user
+    replaced) is refused, never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ReplayError(f"{path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ReplayError(f"{path}: {not_regular(mode)}: not read")
         magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.GzipFile(path, "rb")
-    return path.open("rb")
+        f.seek(0)
+        if magic != b"\x1f\x8b":
+            yield f
+            return
+        with gzip.GzipFile(fileobj=f, mode="rb") as g:
+            yield g
 
 
 # (time, stream order, kind, source, lines, statuses): one run of lines sharing a time

@@ -189,6 +189,13 @@ def _text(data: dict[str, Any] | None, running: bool, state_dir: Path) -> Iterat
         state = "ready" if p["ready"] else f"held: {p['reason']}"
         yield f"  {name:<24} {state}"
     recent = data.get("recent_actions") or []
+    cannot = [r for r in recent if r.get("outcome") == "cannot_act" and r.get("step")]
+    if cannot:  # the last step that could not act safely: someone must look
+        r = cannot[-1]
+        yield (
+            f"cannot act: {_when(r.get('ts'))}  {r.get('playbook')} step {r.get('step')} "
+            f"{r.get('action')} {r.get('target') or ''}: {r.get('reason')}"
+        )
     if recent:
         yield "last records:"
         for r in recent[-5:]:

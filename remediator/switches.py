@@ -189,7 +189,7 @@ def trigger_succeeded(records: Iterable[dict[str, Any]], *, dry_run: bool) -> bo
         return False
     if not dry_run:
         return closed[-1].get("outcome") == "resolved"
-    bad = {Outcome.HELD, Outcome.REFUSED, Outcome.FAILED}
+    bad = {Outcome.HELD, Outcome.REFUSED, Outcome.FAILED, Outcome.CANNOT_ACT}
     steps = [r for r in recs if r.get("event") in ("action_result", "action_held")]
     return closed[-1].get("outcome") not in ("aborted", "interrupted") and not any(
         r.get("outcome") in bad for r in steps

@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from remediator.cli import main
+from remediator.replay import ReplayError
+from remediator.replay import _open as replay_open
 from tests.stack import Nginx, http_get, wait_for
 
 pytestmark = pytest.mark.servers
@@ -145,3 +148,19 @@ def test_time_range_limits_what_is_replayed(outage_logs: tuple[Path, Path], tmp_
     summary = json.loads(out.splitlines()[-1])
     assert summary["statuses"] == {}
     assert summary["incidents"] == 0
+
+
+def test_a_log_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO at a log's path (another user replaced the file) would block an open forever:
+    the command refuses it up front, and the open itself (should it be swapped in between)
+    judges the descriptor it got without blocking."""
+    access = tmp_path / "access.log"
+    os.mkfifo(access)
+    cfg = _config(tmp_path, access, tmp_path / "error.log")
+    rc, _, err = run("-c", str(cfg), "replay", str(access))
+    assert rc == 2 and str(access) in err
+    with (
+        pytest.raises(ReplayError, match=r"not a regular file \(a FIFO\): not read"),
+        replay_open(access),
+    ):
+        pass

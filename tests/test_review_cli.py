@@ -287,7 +287,8 @@ def test_an_unknown_outcome_is_a_usage_error_naming_the_valid_ones(incident: Pat
     assert rc == 2 and out == ""
     assert err.startswith("remediator log: --outcome bogus: not an outcome; incidents end ")
     assert (
-        "resolved, completed, incomplete, exhausted, held, unverified, aborted, interrupted" in err
+        "resolved, completed, incomplete, exhausted, held, cannot_act, unverified, aborted, interrupted"
+        in err
         and "would_run" in err
     )
 

@@ -303,6 +303,18 @@ def test_a_service_without_pool_file_is_refused(fpm: PhpFpm) -> None:
     assert r.outcome is Outcome.REFUSED and "has no pool_file" in r.reason
 
 
+def test_a_pid_file_naming_another_process_cannot_act_and_edits_nothing(fpm: PhpFpm) -> None:
+    original = fpm.pool_file.read_bytes()
+    master = fpm.master_pid()
+    fpm.pid_file.write_text("1\n")
+    try:
+        r = scale(RAISE, ctx_for(fpm))
+    finally:
+        fpm.pid_file.write_text(f"{master}\n")
+    assert r.outcome is Outcome.CANNOT_ACT and "names PID 1" in r.reason, r.reason
+    assert fpm.pool_file.read_bytes() == original
+
+
 @pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="needs a host without systemd")
 def test_a_unit_whose_main_pid_systemd_cannot_tell_is_refused(fpm: PhpFpm) -> None:
     ctx = ctx_for(fpm)  # PID 1 here is not systemd: `systemctl show` fails

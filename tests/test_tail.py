@@ -359,7 +359,7 @@ def test_path_replaced_by_a_directory_is_blind(
     log_path.mkdir()
     f.lines()
     assert f.follower.status.state is FollowState.BLIND
-    assert f.follower.status.reason == "not a regular file"
+    assert f.follower.status.reason == "not a regular file (a directory)"
 
 
 def test_one_tailer_follows_many_files(tmp_path: Path, backend: Backend) -> None:

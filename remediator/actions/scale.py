@@ -285,6 +285,7 @@ class Master:
     pid: int | None
     why: str = ""
     state_error: str | None = None
+    distrust: str = ""  # the master cannot be trusted (an untrusted pid file...): cannot act
 
 
 def find_master(name: str, svc: Service, ctx: ActionContext) -> Master:
@@ -295,6 +296,8 @@ def find_master(name: str, svc: Service, ctx: ActionContext) -> Master:
         return Master(None, f"{type(exc).__name__}: {exc}")
     if state.master_pid is not None:
         return Master(state.master_pid)
+    if state.distrust:
+        return Master(None, state.distrust, distrust=state.distrust)
     if state.status is ServiceStatus.UNKNOWN:
         return Master(None, state.summary, state.summary)
     return Master(None, f"not running: {state.summary}")
@@ -326,6 +329,9 @@ def scale_workers(
     details: dict[str, Any] = {"pool": pool.pool, "pm": pool.pm, "before": current}
 
     master = find_master(args.service, svc, ctx)
+    if master.distrust:
+        reason = f"not going to scale {args.service}: {master.distrust}"
+        return ActionResult(Outcome.CANNOT_ACT, reason, args.service, details)
     stats = measure_pool(master.pid, pool.pool) if master.pid is not None else None
     budget: dict[str, Any] | None = None
     if stats is None and master.state_error is not None and ctx.system.dry_run:

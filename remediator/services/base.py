@@ -45,7 +45,9 @@ class ServiceStatus(enum.StrEnum):
     MASKED = "masked"  # systemd: masked by the operator
     MISSING = "missing"  # systemd: no such unit
     DOWN = "down"  # pid file: no live master
-    UNKNOWN = "unknown"  # systemd: the state could not be read (`systemctl show` failed)
+    # systemd: the state could not be read (`systemctl show` failed); pid file: it cannot be
+    # trusted (see ServiceState.distrust)
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class ServiceState:
     summary: str  # e.g. "failed/failed result=signal", "master 1234 running"
     properties: Mapping[str, str] = field(default_factory=dict)  # systemd: `systemctl show`
     leftover_pids: tuple[int, ...] = ()  # processes left without a live master (orphans)
+    # Why the master cannot be trusted (an untrusted pid file, a process that is not the
+    # service's master, a main PID outside the unit's cgroup): nothing may act on it.
+    distrust: str = ""
 
     @property
     def start_limit_hit(self) -> bool:
@@ -72,6 +77,8 @@ class ServiceState:
             out["properties"] = dict(self.properties)
         if self.leftover_pids:
             out["leftover_pids"] = list(self.leftover_pids)
+        if self.distrust:
+            out["distrust"] = self.distrust
         return out
 
 

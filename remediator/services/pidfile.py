@@ -1,15 +1,26 @@
 """Service control without systemd: the master's pid file, signals, and the start command.
 
-Which processes are the service's is decided from evidence, never from a name alone:
+Which processes are the service's is decided from evidence, never from a name alone. The pid
+file is untrusted input (its directory may be www-data's, as Debian's ``/run/php`` is): it is
+read and judged by :mod:`remediator.services.trust`, and so is the process it names.
 
-- the **master** is the live (non-zombie) process the pid file names, if its program is the
-  service's (php-fpm…, nginx, apache2/httpd);
+- the **master** is the live (non-zombie) process a trusted pid file names, if it passes
+  :meth:`~remediator.services.trust.MasterIdentity.problem`: owned by root (or the daemon's
+  user), running the service's program (``/proc/PID/exe``), started with its config file;
 - its **process group**: all three servers call ``setsid`` when they daemonize, so the workers'
-  group is the master's PID. Workers whose master died (PHP-FPM orphans, which keep the socket
-  and make every new start fail with rc 70) are found as the live members of the group the pid
-  file names: while they live, the kernel cannot hand that number to another process;
+  group is the master's PID. A group is only ever signalled as a whole while that verified
+  master leads it. Workers whose master died (PHP-FPM orphans, which keep the socket and make
+  every new start fail with rc 70) are found as the live members of the group the pid file
+  names that run the service's program, and are signalled one by one;
 - the **holders of the service's own socket**, when a start fails because the address is taken
-  (``Another FPM instance seems to already listen on SOCK``), if their program is the service's.
+  (``Another FPM instance seems to already listen on SOCK``), if their program is the service's
+  and their master is dead.
+
+A pid file that cannot be trusted (a symlink, a FIFO, a device, owned by another user, more
+than a PID, a PID of 1 or less) or that names a live process that is not the service's master
+makes every action **cannot act**: nothing is signalled, nothing started, and the reason is
+recorded. So does a start that fails because a running instance the pid file does not name
+holds the service's address: it is left alone.
 
 Liveness is psutil's view through ``/proc``: a zombie counts as dead (PID 1 may reap slowly).
 The start command must daemonize (return once the server runs), as ``php-fpm -y CONF``,
@@ -39,6 +50,7 @@ from remediator.services.base import (
     first_error,
     wait_until,
 )
+from remediator.services.trust import MasterIdentity, PidFileRead, read_pid_file
 from remediator.system import System
 
 START_TIMEOUT = 30.0  # the start command itself
@@ -48,7 +60,6 @@ RELOAD_WAIT = 10.0  # for the reloaded master / new workers
 TERM_WAIT = 1.0  # SIGTERM, then SIGKILL
 KILL_WAIT = 5.0
 
-_PROGRAMS = {"nginx": ("nginx",), "apache": ("apache2", "httpd")}  # php-fpm: php-fpm*
 _ANY_ADDRESS = frozenset({"0.0.0.0", "::", "*"})  # noqa: S104 - compared with, never bound
 # Start errors that name the address held by someone else: (regex, is it a unix socket path).
 _ADDRESS_TAKEN = (
@@ -104,14 +115,6 @@ def is_alive(pid: int) -> bool:
     return proc is not None and proc.alive
 
 
-def read_pid_file(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
 class PidFileControl(Backend):
     """A service started by ``start`` that writes ``pid_file`` (hosts without systemd)."""
 
@@ -123,40 +126,67 @@ class PidFileControl(Backend):
             raise ValueError(f"service {name!r} needs pid_file and start without a unit")
         self.pid_file: Path = service.pid_file
         self.start_argv: list[str] = list(service.start)
+        self.identity = MasterIdentity.of(service)
 
     # -- which processes are ours
 
-    def _ours(self, comm: str) -> bool:
-        """Whether a process name is this service's program: php-fpm (any version), nginx,
-        apache2 or httpd. Never the start command's name, which may be a shell or wrapper."""
-        if self.service.kind == "php-fpm":
-            return comm.startswith("php-fpm")
-        return comm in _PROGRAMS[self.service.kind]
+    def _ours(self, pid: int) -> bool:
+        """Whether ``pid`` runs this service's program (its ``/proc/PID/exe``, not its name,
+        which any process may set for itself). Never the start command's, which may be a
+        shell or wrapper."""
+        return self.identity.runs_program(pid)
+
+    def _read(self) -> PidFileRead:
+        return read_pid_file(self.pid_file, self.identity.uids)
+
+    def _named(self) -> tuple[int | None, str]:
+        """The PID a trusted pid file names (None: none, or nothing to trust) and, when it
+        cannot be acted on, why: the file is untrusted, or it names a live process that is
+        not the service's master."""
+        read = self._read()
+        if read.untrusted:
+            return None, read.problem
+        pid = read.pid
+        if pid is None:
+            return None, ""
+        proc = read_proc(pid)
+        if proc is None or not proc.alive:
+            return pid, ""  # a dead master (or its zombie): stale, not a lie
+        problem = self.identity.problem(pid)
+        if problem is not None:
+            return pid, f"{self.pid_file} names process {pid}, not {self.name}'s master: {problem}"
+        return pid, ""
+
+    def distrust(self) -> str:
+        """Why this service cannot be acted on now ("" when it can)."""
+        return self._named()[1]
 
     def _master(self) -> int | None:
-        """The live master named by the pid file, if it runs the service's program."""
-        pid = read_pid_file(self.pid_file)
-        proc = read_proc(pid) if pid is not None else None
-        return pid if proc is not None and proc.alive and self._ours(proc.comm) else None
+        """The live, verified master named by a trusted pid file."""
+        pid, problem = self._named()
+        if pid is None or problem:
+            return None
+        return pid if is_alive(pid) else None
 
     def _group(self, pid: int | None) -> list[Proc]:
         """Live members of the process group ``pid`` leads or led, if tied to this service.
 
-        A live leader must run our program (else the pid file is stale and the number reused);
-        a dead leader's group is ours as long as a member runs our program.
+        A live leader must be the verified master (else nothing is ours: the caller refuses);
+        a dead leader's group is ours as long as a member runs our program, and then only
+        those members are.
         """
         if pid is None:
             return []
         leader = read_proc(pid)
-        if leader is not None and leader.alive and not self._ours(leader.comm):
-            return []
         procs = [p for p in scan() if p.alive]
-        if leader is not None and leader.alive and leader.pgid != pid:
-            # A master that does not lead its own group: it and its children only.
-            members = [p for p in procs if pid in (p.pid, p.ppid)]
-        else:
-            members = [p for p in procs if p.pgid == pid]
-        return members if any(self._ours(p.comm) for p in members) else []
+        if leader is not None and leader.alive:
+            if self.identity.problem(pid) is not None:
+                return []
+            if leader.pgid != pid:
+                # A master that does not lead its own group: it and its children only.
+                return [p for p in procs if pid in (p.pid, p.ppid)]
+            return [p for p in procs if p.pgid == pid]
+        return [p for p in procs if p.pgid == pid and self._ours(p.pid)]
 
     def _workers(self, pid: int) -> set[int]:
         """The master's live children in its process group (not a daemonizing new master)."""
@@ -166,7 +196,11 @@ class PidFileControl(Backend):
         return {p.pid for p in scan() if p.ppid == pid and p.pgid == master.pgid and p.alive}
 
     def state(self) -> ServiceState:
-        pid = read_pid_file(self.pid_file)
+        pid, problem = self._named()
+        if problem:
+            # Neither up nor down: what the pid file says cannot be used (an attacker could
+            # fake a crash with it), and nothing is done until it can.
+            return ServiceState(ServiceStatus.UNKNOWN, None, problem, distrust=problem)
         master = self._master()
         if master is not None:
             return ServiceState(ServiceStatus.RUNNING, master, f"master {master} running")
@@ -182,6 +216,9 @@ class PidFileControl(Backend):
     # -- reload
 
     def _before_reload(self) -> Attempt | None:
+        problem = self.distrust()
+        if problem:
+            return self._cannot_act("reload", problem)
         master = self._master()
         if master is None:
             return Attempt(
@@ -261,10 +298,19 @@ class PidFileControl(Backend):
     def _pid_file_stamp(self) -> tuple[int, int, int | None]:
         """Changes when the pid file is rewritten (inode, mtime) or names another process."""
         try:
-            st = self.pid_file.stat()
+            st = self.pid_file.lstat()
         except OSError:
             return (0, 0, None)
-        return (st.st_ino, st.st_mtime_ns, read_pid_file(self.pid_file))
+        return (st.st_ino, st.st_mtime_ns, self._read().pid)
+
+    def _cannot_act(self, what: str, problem: str, **details: Any) -> Attempt:
+        """Nothing signalled, nothing started: the reason is recorded as cannot act."""
+        self.steps.note("cannot act", reason=problem)
+        return Attempt(
+            Outcome.CANNOT_ACT,
+            f"not going to {what} {self.name}: {problem}",
+            {"pid_file": str(self.pid_file), "distrust": problem, **details},
+        )
 
     def _reload_argv(self) -> list[str]:
         if self.service.reload is not None:
@@ -281,7 +327,9 @@ class PidFileControl(Backend):
 
         ``allow_reset_failed`` is systemd's; there is no start limit here.
         """
-        old_pid = read_pid_file(self.pid_file)
+        old_pid, problem = self._named()
+        if problem:
+            return self._cannot_act("restart", problem)
         master = self._master()
         details: dict[str, Any] = {
             "argv": self.start_argv,
@@ -301,8 +349,15 @@ class PidFileControl(Backend):
             holders = self._address_holders(result.output)
             if holders:
                 details["socket_holders"] = sorted(holders)
-                stopped = self._stop_orphaned(holders)
+                stopped, running = self._stop_orphaned(holders)
                 details["stopped"] = sorted(set(stopped) | set(details.get("stopped", [])))
+                if running:
+                    problem = (
+                        f"its address is held by a running instance (master "
+                        f"{', '.join(map(str, running))}) that {self.pid_file} does not name: "
+                        "left alone"
+                    )
+                    return self._cannot_act("restart", problem, **details)
                 self._remove_stale_pid_file()
                 result = self.steps.change(self.start_argv, START_TIMEOUT)
         if self.system.dry_run:
@@ -329,21 +384,24 @@ class PidFileControl(Backend):
             details,
         )
 
-    def _stop_orphaned(self, holders: set[int]) -> list[int]:
-        """Stop the groups of ``holders`` whose leader (master) is dead; return who was stopped.
+    def _stop_orphaned(self, holders: set[int]) -> tuple[list[int], list[int]]:
+        """Stop the members of ``holders``' groups whose leader (master) is dead; return who
+        was stopped, and the live leaders of the groups left alone.
 
         A holder with a live master is another running instance: left alone, never guessed.
         """
         procs = [p for p in scan() if p.pid in holders]
         stopped: list[int] = []
+        running: list[int] = []
         for pgid in sorted({p.pgid for p in procs}):
             if is_alive(pgid):
                 self.steps.note("address held by a running instance: left alone", pgid=pgid)
+                running.append(pgid)
                 continue
             group = self._group(pgid)
             stopped += [p.pid for p in group]
             self._stop(pgid, group)
-        return stopped
+        return stopped, running
 
     def _new_master(self, old: int | None, stamp: tuple[int, int, int | None]) -> int | None:
         """The live master, if it is not the one we stopped."""
@@ -353,10 +411,12 @@ class PidFileControl(Backend):
         return new
 
     def _stop(self, pgid: int | None, members: list[Proc]) -> None:
-        """SIGTERM (and SIGCONT: a stopped process acts on TERM only once continued) the group,
-        or each member when they do not share one; SIGKILL what is left after TERM_WAIT."""
+        """SIGTERM (and SIGCONT: a stopped process acts on TERM only once continued) the group
+        while the verified master leads it, else each member; SIGKILL what is left after
+        TERM_WAIT."""
         pids = [p.pid for p in members]
-        group = pgid if pgid is not None and all(p.pgid == pgid for p in members) else None
+        led = pgid is not None and pgid in pids and self.identity.problem(pgid) is None
+        group = pgid if led and all(p.pgid == pgid for p in members) else None
 
         def gone() -> bool:
             return not any(map(is_alive, pids))
@@ -383,7 +443,7 @@ class PidFileControl(Backend):
 
     def _remove_stale_pid_file(self) -> None:
         """Remove a pid file naming no live master (Apache refuses to start over a zombie's)."""
-        if self.pid_file.exists() and self._master() is None:
+        if os.path.lexists(self.pid_file) and self._master() is None:
             self.steps.remove_file(self.pid_file)
 
     def _address_holders(self, output: str) -> set[int]:
@@ -422,6 +482,6 @@ class PidFileControl(Backend):
                 )
             if hit:
                 proc = read_proc(c.pid)
-                if proc is not None and proc.alive and self._ours(proc.comm):
+                if proc is not None and proc.alive and self._ours(c.pid):
                     found.add(c.pid)
         return found

@@ -43,6 +43,7 @@ from remediator.services.base import (
     excerpt,
     wait_until,
 )
+from remediator.services.trust import in_cgroup
 from remediator.system import CommandResult, System
 
 SYSTEMCTL_TIMEOUT = 120.0  # a job waits for the unit's own start/stop timeouts (90 s default)
@@ -142,18 +143,26 @@ class SystemdControl(Backend):
         props = parse_show(result.output)
         status = status_of(props)
         main = int(props.get("MainPID") or 0) or None
+        group = props.get("ControlGroup", "")
         left: tuple[int, ...] = ()
         if status not in (ServiceStatus.RUNNING, ServiceStatus.CHANGING):
-            left = cgroup_pids(props.get("ControlGroup", ""))
+            left = cgroup_pids(group)
         summary = (
             f"{props.get('ActiveState', '?')}/{props.get('SubState', '?')} "
             f"result={props.get('Result', '?')}"
         )
-        if main:
+        distrust = ""
+        if main and group and in_cgroup(main, group) is False:
+            # systemd takes a PIDFile= naming a process outside the unit if root owns the
+            # file; a restart would then signal that process.
+            distrust = f"main pid {main} is outside the unit's cgroup {group}"
+            summary += f" main={main} (outside its cgroup)"
+            main = None
+        elif main:
             summary += f" main={main}"
         if left:
             summary += f", {len(left)} processes left in its cgroup"
-        return ServiceState(status, main, summary, props, left)
+        return ServiceState(status, main, summary, props, left, distrust)
 
     def _settled_state(self) -> ServiceState:
         """The state once systemd is done changing the unit (waiting SETTLE_WAIT at most):
@@ -173,6 +182,11 @@ class SystemdControl(Backend):
 
     def _refusal(self, state: ServiceState, what: str) -> Attempt | None:
         details = {"unit": self.unit, "state_before": state.as_dict()}
+        if state.distrust:
+            self.steps.note("cannot act", reason=state.distrust)
+            return Attempt(
+                Outcome.CANNOT_ACT, f"not going to {what} {self.unit}: {state.distrust}", details
+            )
         if state.status is ServiceStatus.UNKNOWN:
             if self.system.dry_run:
                 self.state_error = state.summary  # beside the command it would run

@@ -45,6 +45,7 @@ from typing import Final
 
 import structlog
 
+from remediator.filekind import not_regular
 from remediator.sources.inotify import InotifyUnavailableError, Watches
 from remediator.sources.offsets import ABSENT, OffsetStore, SavedOffset, fingerprint
 
@@ -76,7 +77,8 @@ class FollowState(enum.StrEnum):
     WAITING = "waiting"
     """The path does not exist (yet, or any more): no evidence."""
     BLIND = "blind"
-    """The path exists but cannot be read (permission, not a regular file): no evidence."""
+    """The path exists but cannot be read (permission; a FIFO, device or directory, which is
+    never opened): no evidence."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,9 @@ class Follower:
         if cur is not None and (st.st_dev, st.st_ino) == (cur.dev, cur.ino):
             self._set_status(FollowState.OK)
             return
+        if not stat.S_ISREG(st.st_mode):  # a FIFO, a device, a directory: never opened
+            self._unreadable(st, not_regular(st.st_mode), now)
+            return
         self._open(st, now)
 
     def _on_missing(self, now: float | None) -> None:
@@ -269,9 +274,9 @@ class Follower:
             self._unreadable(st, _reason(exc), now)
             return
         fst = os.fstat(fd)
-        if not stat.S_ISREG(fst.st_mode):
+        if not stat.S_ISREG(fst.st_mode):  # replaced between the stat and the open
             os.close(fd)
-            self._unreadable(fst, "not a regular file", now)
+            self._unreadable(fst, not_regular(fst.st_mode), now)
             return
         ident = (fst.st_dev, fst.st_ino)
         cur = self._cur
@@ -532,6 +537,8 @@ def _dot_one(path: Path) -> Path:
 
 def _open_regular(path: Path) -> int | None:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return None  # a FIFO or a device is never opened
         fd = os.open(path, _OPEN_FLAGS)
     except OSError:
         return None

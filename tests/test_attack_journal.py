@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from remediator.sources.journal import JournalEntry, JournalFollower
 from tests.attacker import as_www_data_argv
+from tests.e2e import DaemonProcess, config
 from tests.sysd import ENV_PATH, NSENTER_FLAGS, BootedSystemd
 
 pytestmark = pytest.mark.systemd
@@ -40,10 +42,10 @@ import ctypes, socket, sys, syslog
 main, text = sys.argv[1], sys.argv[2]
 ctypes.CDLL(None).prctl(15, b"php-fpm8.2", 0, 0, 0)
 syslog.openlog("php-fpm", syslog.LOG_PID, syslog.LOG_DAEMON)
-syslog.syslog(syslog.LOG_WARNING, "1 " + text)
+syslog.syslog(syslog.LOG_WARNING, text)
 fields = f"SYSLOG_IDENTIFIER=php-fpm\nSYSLOG_PID={main}\n_PID={main}\n_UID=0\n_COMM=php-fpm8.2\n"
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-sock.sendto((fields + "MESSAGE=2 " + text + "\n").encode(), "/run/systemd/journal/socket")
+sock.sendto((fields + "MESSAGE=" + text + "\n").encode(), "/run/systemd/journal/socket")
 sys.stdout.write("sent\n")
 sys.stdout.flush()
 sys.stdin.read()
@@ -189,3 +191,53 @@ def test_after_a_restart_the_new_masters_messages_count_and_the_old_ones_last_wo
     assert (new, next(t for t in _texts(mine) if real in t)) in by_pid
     assert any(pid == old and "Terminating" in text for pid, text in by_pid)
     assert _forged(mine) == 0
+
+
+# --- the whole daemon, inside the booted systemd, following php8.2-fpm's journal -------------
+
+
+def _daemon_inside(host: BootedSystemd, workdir: Path) -> DaemonProcess:
+    """``remediator run`` inside the namespaces (its journal is that systemd's, its
+    ``systemctl`` talks to it), on a config written under ``workdir`` (visible inside)."""
+    cfg = config(
+        workdir,
+        sources={"fpm": {"type": "journal", "unit": FPM, "format": "php-fpm"}},
+        services={},
+        playbooks=[
+            {
+                "name": "fpm-crash",
+                "when": {"error_cause": {"source": "fpm", "cause": "worker_crashed"}},
+                "steps": [{"diagnose": {"snapshot": True}}],
+                "limits": {"cooldown": "0s", "backoff": False},
+            }
+        ],
+    )
+    prefix = ["nsenter", f"--target={host.pid}", *NSENTER_FLAGS, "--"]
+    return DaemonProcess(workdir, cfg, prefix=prefix)
+
+
+def test_the_daemon_opens_no_incident_on_the_workers_forged_lines_and_one_on_the_masters(
+    fpm: BootedSystemd, followers: tuple[JournalFollower, JournalFollower]
+) -> None:
+    _, everything = followers
+    main = fpm.main_pid(FPM)
+    workdir = fpm.workdir / "daemon"
+    with _daemon_inside(fpm, workdir) as daemon:
+        with _worker_attacking(fpm, main):
+            (forged,) = _read_until([everything], lambda s: _forged(s[0]) == 2)
+        assert _forged(forged) == 2  # in the unit's journal, as a cgroup-wide reading sees it
+        real = f"child {_kill_a_worker(fpm)} exited on signal 9 (SIGKILL)"
+        opened = daemon.wait_record("incident_opened", 15)
+        # One incident, opened on the master's line: the forged ones neither opened one
+        # before it nor count in its evidence.
+        assert len(opened) == 1, opened
+        lines = opened[0]["evidence"]["lines"]["fpm"]
+        assert any(real in line for line in lines), lines
+        assert not [line for line in lines if "4242" in line]
+        daemon.wait_record("incident_closed", 15)
+        assert daemon.is_running()
+        assert fpm.run(["kill", "-0", str(main)]).returncode == 0  # the master was not signalled
+        status = fpm.run(
+            [sys.executable, "-m", "remediator", "-c", str(daemon.config_path), "status"]
+        )
+        assert status.returncode == 0, status.stdout + status.stderr

@@ -16,8 +16,11 @@ Why a keeper process and not the daemon itself as the subreaper: the daemon star
 reap adopted children behind the back of ``subprocess``; the keeper has one child and adopts
 only what that child started, so it may reap freely and knows exactly whose descendants it
 kills. Why not (only) a cgroup: where a cgroup2 hierarchy is mounted differs between hosts
-(hybrid or unified), under systemd a unit's cgroup is systemd's unless delegated, and a child
+(hybrid or unified), under systemd a unit's cgroup is systemd's unless delegated (and the
+shipped unit's ``ProtectControlGroups=yes`` makes ``/sys/fs/cgroup`` read-only), and a child
 cannot be placed in one before it runs without ``clone3``; the subreaper works on every Linux.
+Under the shipped unit, ``KillMode=mixed`` still ends whatever is left in the daemon's cgroup
+when the daemon stops.
 
 Each signal goes through a pidfd opened *before* the process is checked to still descend
 from the keeper, so a recycled PID is never signalled: only descendants, never by name.

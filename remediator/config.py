@@ -89,7 +89,12 @@ class ErrorLogSource:
 
 @dataclass(frozen=True)
 class JournalSource:
-    """A systemd unit's messages in the journal, classified like an error log."""
+    """A systemd unit's messages in the journal, classified like an error log.
+
+    With `format: php-fpm` only the master's messages count: sent as root by a process systemd
+    named the unit's main one (`_UID`, `_PID`, set by journald). The PHP code runs in the same
+    cgroup; its `syslog()` calls do not count, whatever identifier they use.
+    """
 
     kind: ClassVar[str] = "journal"
     unit: str = opt(UNIT, "The unit whose messages to read.")

@@ -626,10 +626,19 @@ NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 class MapOf(Spec[dict[str, T]]):
     """A mapping from operator-chosen names to values of one spec."""
 
-    def __init__(self, value: Spec[T], *, what: str = "name") -> None:
+    def __init__(
+        self,
+        value: Spec[T],
+        *,
+        what: str = "name",
+        pattern: str = NAME_PATTERN,
+        pattern_help: str = "letters, digits, _.-",
+    ) -> None:
         self.value = value
         self.what = what
-        self._name_re = re.compile(NAME_PATTERN)
+        self.pattern = pattern
+        self.pattern_help = pattern_help
+        self._name_re = re.compile(pattern)
 
     def load(self, node: Node, ctx: Context, key: str) -> dict[str, T] | _Invalid:
         if isinstance(node, ScalarNode) and node.tag == _NULL:
@@ -641,7 +650,7 @@ class MapOf(Spec[dict[str, T]]):
         for knode, vnode in node.value:
             name = str(knode.value)
             if not isinstance(knode, ScalarNode) or not self._name_re.fullmatch(name):
-                ctx.error(knode, key, f"'{name}' is not a valid {self.what} (letters, digits, _.-)")
+                ctx.error(knode, key, f"'{name}' is not a valid {self.what} ({self.pattern_help})")
                 ok = False
                 continue
             value = self.value.load(vnode, ctx, _join(key, name))
@@ -657,7 +666,7 @@ class MapOf(Spec[dict[str, T]]):
     def _json(self, defs: dict[str, Any]) -> dict[str, Any]:
         return {
             "type": "object",
-            "propertyNames": {"pattern": f"^{NAME_PATTERN}$"},
+            "propertyNames": {"pattern": f"^{self.pattern}$"},
             "additionalProperties": self.value.json_schema(defs),
         }
 

@@ -6,15 +6,19 @@ done, with the exact argv, signal, edit or payload, and changes nothing. Observa
 tests, state queries, reading files) run for real in both: they are evidence, not changes.
 
 Commands are argv lists, never a shell. A child runs in its own session; on timeout its whole
-process group gets SIGTERM, then SIGKILL after a grace period.
+process group gets SIGTERM, then SIGKILL after a grace period. The operator's own programs
+(``command`` actions) run through :mod:`remediator.contain` instead: a per-command subreaper that
+ends *every* descendant at the timeout, also those that left the process group or the session.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,10 +27,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from remediator import contain
 from remediator.state import write_atomic
 
 OUTPUT_LIMIT = 16 * 1024
 TERM_GRACE = 2.0
+KEEPER = Path(contain.__file__)
+KEEPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+KEEPER_MARGIN = 10.0  # beyond the command's timeout and grace, for the keeper itself
 BODY_EXCERPT = 300  # characters of a refusing webhook's answer kept in the error
 
 
@@ -40,6 +48,11 @@ class CommandResult:
     duration: float
     timed_out: bool = False
     dry_run: bool = False
+    # run_contained only: descendants signalled at the timeout, those that outlived every KILL,
+    # and those still running when the command exited on its own (pid, name) each.
+    killed: tuple[tuple[int, str], ...] = ()
+    survivors: tuple[tuple[int, str], ...] = ()
+    left_running: tuple[tuple[int, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -109,6 +122,64 @@ def run_command(
     )
 
 
+def run_contained(argv: Sequence[str], timeout: float, env: Mapping[str, str]) -> CommandResult:
+    """Run ``argv`` with exactly ``env`` under a keeper (:mod:`remediator.contain`) that kills
+    every descendant, however detached, if it outlives ``timeout``."""
+    start = time.monotonic()
+    request = {
+        "argv": list(argv),
+        "env": dict(env),
+        "timeout": timeout,
+        "grace": TERM_GRACE,
+        "limit": OUTPUT_LIMIT,
+    }
+    try:
+        keeper = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(KEEPER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=KEEPER_ENV,
+        )
+    except OSError as exc:
+        return CommandResult(
+            tuple(argv), 127, f"cannot run the keeper: {exc.strerror}", time.monotonic() - start
+        )
+    try:
+        out, err = keeper.communicate(
+            json.dumps(request).encode(), timeout=timeout + 2 * TERM_GRACE + KEEPER_MARGIN
+        )
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(keeper.pid, signal.SIGKILL)
+        out, err = keeper.communicate()
+    try:
+        answer = json.loads(out)
+        error = answer.get("error")
+    except ValueError:
+        answer, error = {}, err.decode("utf-8", "replace").strip()[-300:] or "no answer"
+    if error is not None:
+        # No answer from the keeper: end what is left of its process group, say why.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(keeper.pid, signal.SIGKILL)
+        return CommandResult(tuple(argv), None, f"keeper failed: {error}", time.monotonic() - start)
+    return CommandResult(
+        tuple(argv),
+        answer.get("returncode"),
+        answer.get("output", ""),
+        time.monotonic() - start,
+        bool(answer.get("timed_out")),
+        killed=_pids(answer.get("killed", [])),
+        survivors=_pids(answer.get("survivors", [])),
+        left_running=_pids(answer.get("left_running", [])),
+    )
+
+
+def _pids(items: list[dict[str, Any]]) -> tuple[tuple[int, str], ...]:
+    return tuple((int(i["pid"]), str(i["name"])) for i in items)
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> bytes:
     """TERM the child's whole process group, wait a little, then KILL it."""
     out = b""
@@ -142,6 +213,12 @@ class System:
     def change(self, argv: Sequence[str], timeout: float) -> CommandResult:
         """A command that changes the host (restart, reload)."""
         return run_command(argv, timeout)
+
+    def change_contained(
+        self, argv: Sequence[str], timeout: float, env: Mapping[str, str]
+    ) -> CommandResult:
+        """The operator's own program: exactly ``env``, every descendant ended at the timeout."""
+        return run_contained(argv, timeout, env)
 
     def send_signal(self, pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
@@ -182,6 +259,11 @@ class DryRunSystem(System):
     def change(self, argv: Sequence[str], timeout: float) -> CommandResult:
         self.would.append(WouldDo("command", {"argv": list(argv), "timeout_s": timeout}))
         return CommandResult(tuple(argv), 0, "", 0.0, dry_run=True)
+
+    def change_contained(
+        self, argv: Sequence[str], timeout: float, env: Mapping[str, str]
+    ) -> CommandResult:
+        return self.change(argv, timeout)
 
     def send_signal(self, pid: int, sig: signal.Signals) -> None:
         self.would.append(WouldDo("signal", {"pid": pid, "signal": sig.name}))

@@ -261,9 +261,11 @@ class Watcher:
 def _open_journal(name: str, src: JournalSource, cursor: str | None) -> Any:
     """A journal follower, or None (blind, reported) where there is no journal to read."""
     try:
-        from remediator.sources.journal import JournalFollower  # noqa: PLC0415
+        from remediator.sources.journal import JournalFollower, systemd_main_pids  # noqa: PLC0415
 
-        return JournalFollower(src.unit, cursor=cursor)
+        # PHP-FPM's workers (the PHP code) share the unit's cgroup: its master's messages only.
+        master = systemd_main_pids(src.unit) if src.format == "php-fpm" else None
+        return JournalFollower(src.unit, cursor=cursor, master=master)
     except (ImportError, OSError) as exc:
         log.warning("source_blind", source=name, reason=f"journal unavailable: {exc}")
         return None

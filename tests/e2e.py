@@ -155,8 +155,16 @@ def dump(cfg: Mapping[str, Any]) -> str:
 class DaemonProcess(Closing):
     """``remediator run`` on a config written to ``workdir/remediator.yaml``."""
 
-    def __init__(self, workdir: Path, cfg: Mapping[str, Any], *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        cfg: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.workdir = workdir
+        self.prefix = list(prefix)  # e.g. nsenter into a booted systemd's namespaces
         self.config_path = workdir / "remediator.yaml"
         self.action_log = Path(cfg.get("action_log", workdir / "actions.jsonl"))
         self.state_dir = Path(cfg.get("state_dir", workdir / "state"))
@@ -174,7 +182,15 @@ class DaemonProcess(Closing):
         if self.is_running():
             raise RuntimeError("the daemon is already running")
         ready_before = self._count_event("daemon_ready")
-        argv = [sys.executable, "-m", "remediator", "-c", str(self.config_path), "run"]
+        argv = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "remediator",
+            "-c",
+            str(self.config_path),
+            "run",
+        ]
         if self.dry_run:
             argv.append("--dry-run")
         with self.log_path.open("ab") as log:

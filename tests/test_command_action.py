@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
+
+import pytest
 
 from remediator.actions.base import ActionContext, Outcome
 from remediator.actions.command import ACTIONS, command
 from remediator.actions.declare import CommandArgs
+from remediator.cli import main
 from remediator.system import DryRunSystem, System
 from tests.stack import is_alive, wait_for
 
@@ -90,3 +94,72 @@ def test_dry_run_does_not_run_it_and_says_what_it_would_run(tmp_path: Path) -> N
     assert r.details["would"] == [{"kind": "command", "argv": expected, "timeout_s": 30.0}]
     assert dry.would[0].detail["argv"] == expected
     assert not list(tmp_path.iterdir())
+
+
+ENVIRON = "import sys; sys.stdout.write(open('/proc/self/environ').read())"
+
+
+def _environ(output: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in output.split("\0") if kv)
+
+
+def test_the_environment_is_the_minimal_set_plus_env_and_nothing_of_the_daemons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("DB_PASSWORD", "hunter2")
+    args = CommandArgs(argv=(PY, "-c", ENVIRON), service="fpm", env={"PATH": "/opt/bin", "X": ""})
+    r = command(args, ctx())
+    assert _environ(r.details["output"]) == {
+        "PATH": "/opt/bin",
+        "LANG": "C.UTF-8",
+        "REMEDIATOR_PLAYBOOK": "php",
+        "REMEDIATOR_INCIDENT": "inc-7",
+        "REMEDIATOR_SERVICE": "fpm",
+        "X": "",
+    }
+    assert r.details["env"] == ["PATH", "X"]  # names only: a value may be a token
+
+
+def test_a_timeout_names_each_process_killed(tmp_path: Path) -> None:
+    r = command(CommandArgs(argv=(PY, "-c", HANG), timeout=0.3), ctx())
+    child = int(r.details["output"].split()[0])
+    names = {k["pid"]: k["name"] for k in r.details["killed"]}
+    assert child in names and len(names) == 2
+    assert r.reason.endswith("timed out after 0.3s; 2 process(es) it started were killed")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            "{1BAD: x}",
+            "steps[0].command.env: '1BAD' is not a valid environment variable name "
+            "(letters, digits and _, not starting with a digit)",
+        ),
+        (
+            "{REMEDIATOR_INCIDENT: x}",
+            "steps[0].command.env: 'REMEDIATOR_INCIDENT': REMEDIATOR_* variables are set by "
+            "remediator",
+        ),
+        ('{A: "x\\0y"}', "steps[0].command.env.A: an environment value cannot hold a NUL"),
+        ("{A: [x]}", "steps[0].command.env.A: expected a string, got a list"),
+    ],
+)
+def test_env_is_checked_at_load_time(tmp_path: Path, env: str, message: str) -> None:
+    cfg = tmp_path / "remediator.yaml"
+    cfg.write_text(
+        f"state_dir: {tmp_path}/state\naction_log: {tmp_path}/actions.jsonl\n"
+        f"playbooks_dir: {tmp_path}/playbooks.d\n"
+        "sources: {probe: {type: probe, url: 'http://127.0.0.1:9/'}}\n"
+        "playbooks:\n"
+        "  - name: x\n"
+        "    when: {probe_failing: probe}\n"
+        "    steps:\n"
+        f"      - command: {{argv: [/bin/true], env: {env}}}\n"
+    )
+    cfg.chmod(0o600)
+    (tmp_path / "playbooks.d").mkdir()
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["-c", str(cfg), "check"], out, err) == 2
+    assert message in err.getvalue()

@@ -586,3 +586,60 @@ def test_status_says_not_running_right_after_a_stop(service: Service) -> None:
     rc, out, _ = service.cli("status")
     assert rc == 1
     assert out.startswith("remediator is not running (stopped: ")
+
+
+# --- a command action inside the sandbox (issue 9, item 6) ---------------------------------
+
+# Records its exec-time environment and the PIDs of what escapes (a setsid + double fork), then
+# hangs past its timeout. /var/lib/remediator is the one place the sandbox lets it write. No
+# braces: in an argv they would be placeholders.
+_ESCAPE = r"""
+import json, os, time
+env = dict(kv.split("=", 1) for kv in open("/proc/self/environ").read().split("\0") if kv)
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, b"%d\n" % os.getpid())
+        os.execv("/bin/sleep", ["sleep", "300"])
+    os._exit(0)
+os.close(w)
+escaped = int(os.read(r, 64))
+out = "/var/lib/remediator/escape.json"
+with open(out + ".tmp", "w") as f:
+    json.dump(dict(env=env, leader=os.getpid(), escaped=escaped), f)
+os.rename(out + ".tmp", out)
+time.sleep(300)
+"""
+
+
+def test_a_command_under_the_unit_sees_none_of_systemds_variables_and_leaves_nothing(
+    service: Service,
+) -> None:
+    playbook = {
+        "name": "escape",
+        "when": {"probe_failing": {"probe": "site", "consecutive": 1000}},
+        "steps": [
+            {"command": {"argv": ["/usr/bin/python3", "-c", _ESCAPE], "timeout": "1s"}},
+        ],
+        "limits": {"cooldown": "0s", "backoff": False},
+    }
+    service.host.write(f"{PLAYBOOKS}/90-escape.yaml", json.dumps(playbook))
+    service.host.systemctl("reload", UNIT, check=True)
+    service.wait_status(lambda s: "escape" in s.get("playbooks", {}), "the escape playbook")
+    rc, out, err = service.cli("trigger", "escape", "--force", "--reason", "drill")
+    assert rc == 1, out + err  # the step timed out
+    seen = json.loads((service.host.root / "var/lib/remediator/escape.json").read_text())
+    result = [r for r in service.actions() if r["event"] == "action_result"][-1]
+    assert "timed out after 1s" in result["reason"]
+    assert {k["pid"] for k in result["details"]["killed"]} == {seen["leader"], seen["escaped"]}
+    for pid in (seen["leader"], seen["escaped"]):
+        assert service.host.run(["ps", "-o", "stat=", "-p", str(pid)]).stdout.strip() == ""
+    # Under systemd the daemon has NOTIFY_SOCKET, WATCHDOG_*, INVOCATION_ID, JOURNAL_STREAM...
+    assert seen["env"] == {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "REMEDIATOR_PLAYBOOK": "escape",
+        "REMEDIATOR_INCIDENT": result["incident"],
+    }
+    assert service.state()["ActiveState"] == "active"

@@ -17,6 +17,7 @@ from remediator.schema import (
     Duration,
     Int,
     ListOf,
+    MapOf,
     Record,
     Ref,
     Size,
@@ -97,12 +98,30 @@ class DiagnoseArgs:
     snapshot: bool = opt(Bool(), "Take a host snapshot (memory, load, processes).", True)
 
 
+def _check_env_value(text: str) -> str | None:
+    return "an environment value cannot hold a NUL character" if "\0" in text else None
+
+
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+ENV = MapOf(
+    Str(what="value", nonempty=False, check=_check_env_value),
+    what="environment variable name",
+    pattern=ENV_NAME,
+    pattern_help="letters, digits and _, not starting with a digit",
+)
+RESERVED_ENV_PREFIX = "REMEDIATOR_"
+
+
 @dataclass(frozen=True)
 class CommandArgs:
     """Run a program (an argv list, never a shell) with a timeout.
 
-    It runs in its own session; on timeout its whole process group gets TERM, then KILL.
-    Arguments may use `{playbook}`, `{incident}` and `{service}` but nothing from a log line.
+    Its environment is minimal: `PATH` (/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin),
+    `LANG=C.UTF-8`, `REMEDIATOR_PLAYBOOK`, `REMEDIATOR_INCIDENT` and `REMEDIATOR_SERVICE` (when
+    the step names one), plus what `env` lists; nothing of the daemon's own environment.
+    On timeout every process it started gets TERM, then KILL, also those that left its
+    process group or session (`setsid`, a double fork). Arguments may use `{playbook}`,
+    `{incident}` and `{service}` but nothing from a log line.
     """
 
     argv: tuple[str, ...] = opt(
@@ -116,17 +135,27 @@ class CommandArgs:
     service: str | None = opt(
         Ref("service"), "The service it acts on (counted in that service's action budget).", None
     )
+    env: dict[str, str] = opt(
+        ENV,
+        "Environment variables to set, as literal strings (no placeholders); they may "
+        "override `PATH` and `LANG`, not `REMEDIATOR_*`.",
+        {},
+    )
 
     def check(self) -> list[tuple[str, str]]:
+        out = []
         bad = [a for a in self.argv if _TEMPLATE.search(a) and not _allowed_template(a)]
         if bad:
-            return [
+            out.append(
                 (
                     "argv",
                     f"unknown placeholder in '{bad[0]}': use {{playbook}}, {{incident}}, {{service}}",
                 )
-            ]
-        return []
+            )
+        reserved = sorted(n for n in self.env if n.upper().startswith(RESERVED_ENV_PREFIX))
+        if reserved:
+            out.append(("env", f"'{reserved[0]}': REMEDIATOR_* variables are set by remediator"))
+        return out
 
 
 _TEMPLATE = re.compile(r"\{([^{}]*)\}")

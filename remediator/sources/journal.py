@@ -11,17 +11,32 @@ Only trusted fields select entries: ``_SYSTEMD_UNIT`` (set by journald from the 
 cgroup) for the unit's own processes, and ``UNIT`` only on messages from PID 1 (systemd's own:
 failed, start limit hit). Any local process may write ``UNIT=…`` into the journal; such a
 message is not the unit's and must never trigger an action.
+
+A PHP-FPM unit's cgroup also holds its workers, i.e. the PHP code, which may be compromised:
+its ``syslog()`` calls land in the unit's journal with whatever ``SYSLOG_IDENTIFIER`` (or
+``SYSLOG_PID``) it likes. For such a unit (``master``: a function naming the unit's main PIDs)
+only the master's messages count: ``_UID=0`` (a worker runs as the pool's user; PHP-FPM refuses
+root pools) *and* a ``_PID`` that systemd named the unit's main process (``MainPID`` and
+``ExecMainPID``). Both are set by journald from the sender's credentials, not by the sender.
+Main PIDs seen are remembered (the last :data:`MAIN_PIDS_KEPT`), so the last words of a master
+that was replaced (a restart) still count when read after; a message from a PID not known yet
+makes the function be asked again (a new master after a restart) before it is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+MAIN_PIDS_KEPT = 16
+SHOW_TIMEOUT = 5.0
+
+MainPids = Callable[[], Iterable[int]]
 
 
 @dataclass(frozen=True)
@@ -42,10 +57,21 @@ class JournalFollower:
     journal); save it after each ``read()``.
     """
 
-    def __init__(self, unit: str, *, path: str | None = None, cursor: str | None = None) -> None:
+    def __init__(
+        self,
+        unit: str,
+        *,
+        path: str | None = None,
+        cursor: str | None = None,
+        master: MainPids | None = None,
+    ) -> None:
         import systemd.journal  # noqa: PLC0415 - needed only where a journal source is used
 
         self.unit = unit
+        self._master = master
+        self._mains: dict[int, None] = {}  # main PIDs seen, oldest first
+        if master is not None:
+            self._learn_mains(master)
         self._reader = systemd.journal.Reader(path=path, converters={"MESSAGE": _raw})
         self._reader.fileno()  # inotify watches from now on: files created later are seen
         self.cursor: str | None = None
@@ -54,7 +80,10 @@ class JournalFollower:
         # and it skips the unit's first new entries.
         if not (cursor and self._seek_cursor(cursor)):
             self._seek_end()
-        self._reader.add_match(_SYSTEMD_UNIT=unit)
+        if master is None:
+            self._reader.add_match(_SYSTEMD_UNIT=unit)
+        else:  # the master only: root, in the unit's cgroup (its PID is checked in read())
+            self._reader.add_match(_SYSTEMD_UNIT=unit, _UID="0")
         self._reader.add_disjunction()
         # systemd's own messages about the unit (failed, start limit hit): from PID 1 only.
         self._reader.add_match(UNIT=unit, _PID="1")
@@ -97,16 +126,63 @@ class JournalFollower:
             if not entry:
                 return
             self.cursor = entry["__CURSOR"]
+            pid = _int(entry.get("_PID"))
+            if pid != 1 and not self._from_master(pid):
+                continue
             yield JournalEntry(
                 time=entry["__REALTIME_TIMESTAMP"].timestamp(),
                 message=_message(entry.get("MESSAGE", b"")),
-                pid=_int(entry.get("_PID")),
-                from_systemd=_int(entry.get("_PID")) == 1,
+                pid=pid,
+                from_systemd=pid == 1,
                 cursor=entry["__CURSOR"],
             )
 
+    def _from_master(self, pid: int | None) -> bool:
+        """Whether a message of the unit's cgroup counts (always, when no master is asked)."""
+        if self._master is None:
+            return True
+        if pid is None:
+            return False
+        if pid not in self._mains:
+            self._learn_mains(self._master)  # a new master (restarted) since the last message
+        if pid in self._mains:
+            return True
+        log.debug("journal_entry_not_master", unit=self.unit, pid=pid)
+        return False
+
+    def _learn_mains(self, master: MainPids) -> None:
+        try:
+            found = [p for p in master() if p > 1]
+        except OSError as exc:
+            log.warning("journal_main_pid_unknown", unit=self.unit, error=str(exc))
+            return
+        for pid in found:
+            self._mains.pop(pid, None)
+            self._mains[pid] = None
+        while len(self._mains) > MAIN_PIDS_KEPT:
+            del self._mains[next(iter(self._mains))]
+
     def close(self) -> None:
         self._reader.close()
+
+
+def systemd_main_pids(unit: str) -> MainPids:
+    """Asks systemd (``systemctl show``) for ``unit``'s ``MainPID`` and ``ExecMainPID``."""
+    from remediator.system import run_command  # noqa: PLC0415 - only for a master-only source
+
+    argv = ["systemctl", "show", "--property=MainPID", "--property=ExecMainPID", unit]
+
+    def ask() -> list[int]:
+        result = run_command(argv, SHOW_TIMEOUT)
+        if not result.ok:
+            raise OSError(f"systemctl show {unit}: {result.output.strip()[-200:]}")
+        return [
+            pid
+            for line in result.output.splitlines()
+            if (pid := _int(line.partition("=")[2])) is not None
+        ]
+
+    return ask
 
 
 def _raw(value: bytes | str) -> bytes:

@@ -217,11 +217,11 @@ def _daemon_inside(host: BootedSystemd, workdir: Path) -> DaemonProcess:
 
 
 def test_the_daemon_opens_no_incident_on_the_workers_forged_lines_and_one_on_the_masters(
-    fpm: BootedSystemd, followers: tuple[JournalFollower, JournalFollower]
+    fpm: BootedSystemd, followers: tuple[JournalFollower, JournalFollower], tmp_path: Path
 ) -> None:
     _, everything = followers
     main = fpm.main_pid(FPM)
-    workdir = fpm.workdir / "daemon"
+    workdir = tmp_path / "daemon"  # a directory the config loader trusts, unlike /tmp
     with _daemon_inside(fpm, workdir) as daemon:
         with _worker_attacking(fpm, main):
             (forged,) = _read_until([everything], lambda s: _forged(s[0]) == 2)

@@ -143,12 +143,16 @@ class ProbeState:
     last_ok: bool | None = None
     last_detail: str = ""
     last_at: float | None = None  # when the last result came in (the caller's clock)
+    last_failed_at: float | None = None  # when it last failed (corroboration looks back)
+    last_failure: str = ""  # and what it saw then
 
     def record(self, ok: bool, detail: str = "", now: float | None = None) -> None:
         self.last_ok = ok
         self.last_detail = detail
         self.last_at = now
         self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
+        if not ok:
+            self.last_failed_at, self.last_failure = now, detail
 
 
 @dataclass
@@ -158,12 +162,16 @@ class ServiceWatch:
     down_since: float | None = None
     detail: str = ""
     last_at: float | None = None
+    last_down_at: float | None = None  # when it was last seen down (corroboration looks back)
+    last_down: str = ""  # and what was seen then
 
     def record(self, down: bool, detail: str, now: float) -> None:
         if down and self.down_since is None:
             self.down_since = now
         elif not down:
             self.down_since = None
+        if down:
+            self.last_down_at, self.last_down = now, detail
         self.detail = detail
         self.last_at = now
 

@@ -29,13 +29,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from remediator import corroborate
 from remediator.actionlog import ActionLog, ActionLogError
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS, NotifyArgs
 from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import Event, IncidentOutcome, JudgedOn
-from remediator.guards import Guards, Verdict
+from remediator.guards import Guard, Guards, Verdict
 from remediator.incident import (
     Incident,
     Phase,
@@ -100,6 +101,7 @@ class Engine:
         request_probe: Callable[[str], None] | None = None,
         lock: HostLock | None = None,
         verifier: Verifier | None = None,
+        observed: bool = True,
     ) -> None:
         self.config = config
         self.playbooks = sorted(
@@ -116,6 +118,13 @@ class Engine:
         self.request_probe = request_probe
         self.lock = lock  # one remediation at a time on the host, across processes
         self.verifier = verifier or Verifier(signals)
+        # What each playbook needs before acting on log lines alone (None: nothing).
+        # ``observed`` False (replay): no probe or service state exists to ask.
+        self.needs = {pb.name: corroborate.need_of(pb, config) for pb in self.playbooks}
+        self.observed = observed
+        if observed:
+            corroborate.prepare(self.signals, (n for n in self.needs.values() if n))
+        self.uncorroborated: dict[str, str] = {}  # playbook -> what it waits for (status)
         self.incident: Incident | None = None
         # When the last incident ended: log evidence from before it was acted on already.
         self._acted_until: float | None = None
@@ -159,16 +168,49 @@ class Engine:
         for pb in self.playbooks:
             if not holds(pb.when, self.signals, now, since=since):
                 self._held.pop(pb.name, None)
+                self.uncorroborated.pop(pb.name, None)
                 continue
             readings = evaluate(pb.when, self.signals, now, since=since)[1]
+            backed = self._corroborated(pb, readings, now)
+            if not backed.ok:
+                continue
+            self.uncorroborated.pop(pb.name, None)
             verdict = self.guards.may_run(pb, now)
             if verdict.allowed:
                 verdict = self._steps_held(pb, now) or verdict
             if not verdict.allowed:
                 self._log_held(pb, verdict, readings)
                 continue
-            self._open(pb, readings, now)
+            self._open(pb, readings, now, backed=backed)
             return
+
+    def _corroborated(
+        self, pb: Playbook, readings: list[Reading], now: float
+    ) -> corroborate.Judgement:
+        """Whether a held trigger may act (log lines alone may not change the host). Held
+        back, it is recorded once, with what was missing, and the probes are asked at once:
+        a real outage is corroborated within a probe's answer. Nothing is counted."""
+        need = self.needs.get(pb.name)
+        if need is None:
+            return corroborate.Judgement(True)
+        backed = corroborate.judge(need, readings, self.signals, now, observed=self.observed)
+        if backed.ok:
+            return backed
+        self.uncorroborated[pb.name] = backed.missing
+        reason = (
+            "uncorroborated: the trigger rests on log lines only, which whoever can write "
+            f"the logs can forge; waiting for {backed.missing}"
+        )
+        if self._held.get(pb.name) != Guard.UNCORROBORATED and self.request_probe is not None:
+            for name in need.probes:
+                self.request_probe(name)
+        self._log_held(
+            pb,
+            Verdict(False, Guard.UNCORROBORATED, reason),
+            readings,
+            corroboration=backed.record(need),
+        )
+        return backed
 
     def _steps_held(self, pb: Playbook, now: float) -> Verdict | None:
         """The guard that would hold back every step of ``pb`` (each changes a service in its
@@ -196,22 +238,34 @@ class Engine:
                 return verdict
         return None
 
-    def _log_held(self, pb: Playbook, verdict: Verdict, readings: list[Reading]) -> None:
+    def _log_held(
+        self,
+        pb: Playbook,
+        verdict: Verdict,
+        readings: list[Reading],
+        *,
+        corroboration: dict[str, Any] | None = None,
+    ) -> None:
         key = f"{verdict.guard}"
         if self._held.get(pb.name) == key:
             return
         self._held[pb.name] = key
-        self._record(
-            {
-                "event": Event.TRIGGER_HELD_BACK,
-                "playbook": pb.name,
-                "outcome": Outcome.HELD,
-                "reason": verdict.reason,
-                "guard": verdict.guard,
-                "readings": [reading(r) for r in readings],
-            },
-            must=False,
-        )
+        rec: dict[str, Any] = {
+            "event": Event.TRIGGER_HELD_BACK,
+            "playbook": pb.name,
+            "outcome": Outcome.HELD,
+            "reason": verdict.reason,
+            "guard": verdict.guard,
+            "readings": [reading(r) for r in readings],
+        }
+        if corroboration is not None:
+            rec["corroboration"] = corroboration
+            rec["lines"] = {
+                src: list(self.signals.samples.get(src, ()))
+                for src in sources_of(pb.when)
+                if self.signals.samples.get(src)
+            }
+        self._record(rec, must=False)
 
     # --- opening ---
 
@@ -237,7 +291,8 @@ class Engine:
         why = f"triggered by hand{f' by {who}' if who else ''}"
         if force and not verdict.allowed:
             why += f", forced past: {verdict.reason}"
-        if not self._open(pb, readings, now, manual=why, dry_run=dry_run):
+        backed = corroborate.MANUAL if self.needs.get(pb.name) else None
+        if not self._open(pb, readings, now, manual=why, dry_run=dry_run, backed=backed):
             return Verdict(False, None, "another remediator process is acting")
         return Verdict.ok()
 
@@ -249,8 +304,10 @@ class Engine:
         *,
         manual: str = "",
         dry_run: bool = False,
+        backed: corroborate.Judgement | None = None,
     ) -> bool:
-        """Open an incident for ``pb``; False when it could not be (lock, action log)."""
+        """Open an incident for ``pb``; False when it could not be (lock, action log).
+        ``backed``: what corroborated the trigger (recorded when the playbook needs it)."""
         if self.lock is not None and not self.lock.acquire():
             self._log_held(pb, Verdict(False, None, "another remediator process is acting"), [])
             return False
@@ -262,17 +319,19 @@ class Engine:
         if manual:
             summary = f"{manual}" + (f"; {summary}" if summary else "")
         inc.reason, inc.manual = summary or "trigger held", manual
-        ok = self._record(
-            {
-                "event": Event.INCIDENT_OPENED,
-                "incident": inc.id,
-                "playbook": pb.name,
-                "dry_run": inc.dry_run,
-                "reason": inc.reason,
-                "manual": bool(manual),
-                "evidence": self._evidence(pb, readings),
-            }
-        )
+        rec: dict[str, Any] = {
+            "event": Event.INCIDENT_OPENED,
+            "incident": inc.id,
+            "playbook": pb.name,
+            "dry_run": inc.dry_run,
+            "reason": inc.reason,
+            "manual": bool(manual),
+            "evidence": self._evidence(pb, readings),
+        }
+        need = self.needs.get(pb.name)
+        if need is not None and backed is not None:
+            rec["corroboration"] = backed.record(need)
+        ok = self._record(rec)
         if not ok:
             if self.lock is not None:
                 self.lock.release()

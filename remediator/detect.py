@@ -333,21 +333,22 @@ def _status_rate(
     holds = matched >= cond.at_least
     ratio = matched / total if total else 0.0
     if cond.ratio is not None:
-        holds = holds and total >= cond.min_sample and ratio >= cond.ratio
-    return Reading(
-        "status_rate",
-        holds,
-        {
-            "source": cond.source,
-            "statuses": _statuses(cond.status),
-            "count": matched,
-            "total": total,
-            "ratio": round(ratio, 4),
-            "window_s": cond.window,
-            "at_least": cond.at_least,
-            "min_ratio": cond.ratio,
-        },
-    )
+        by_ratio = total >= cond.min_sample and ratio >= cond.ratio
+        by_count = cond.count_alone is not None and matched >= cond.count_alone
+        holds = holds and (by_ratio or by_count)
+    detail = {
+        "source": cond.source,
+        "statuses": _statuses(cond.status),
+        "count": matched,
+        "total": total,
+        "ratio": round(ratio, 4),
+        "window_s": cond.window,
+        "at_least": cond.at_least,
+        "min_ratio": cond.ratio,
+    }
+    if cond.count_alone is not None:
+        detail["count_alone"] = cond.count_alone
+    return Reading("status_rate", holds, detail)
 
 
 def _status_spike(

@@ -146,6 +146,22 @@ class StatusRate:
         "The ratio is judged only once the window holds at least this many requests.",
         20,
     )
+    count_alone: int | None = opt(
+        Int(min=1),
+        "With `ratio`: this many matching requests in the window are enough on their own, "
+        "whatever the ratio. Lines added by whoever can write the log (forged 200s) can "
+        "dilute a ratio, never a count; set it above your worst normal window.",
+        None,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.count_alone is None:
+            return []
+        if self.ratio is None:
+            return [("count_alone", "only with ratio: without one, at_least is a count already")]
+        if self.count_alone < self.at_least:
+            return [("count_alone", "must not be less than at_least")]
+        return []
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,7 @@ class Daemon:
         )
         self.engine = wiring.engine
         self.engine.request_probe = self.watcher.probes.request
+        self.engine.request_service = self.watcher.services.request
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()

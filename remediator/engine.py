@@ -116,6 +116,7 @@ class Engine:
         self.snapshot = snapshot
         self.wall = wall
         self.request_probe = request_probe
+        self.request_service: Callable[[str], None] | None = None  # poll a service now
         self.lock = lock  # one remediation at a time on the host, across processes
         self.verifier = verifier or Verifier(signals)
         # What each playbook needs before acting on log lines alone (None: nothing).
@@ -201,9 +202,14 @@ class Engine:
             "uncorroborated: the trigger rests on log lines only, which whoever can write "
             f"the logs can forge; waiting for {backed.missing}"
         )
-        if self._held.get(pb.name) != Guard.UNCORROBORATED and self.request_probe is not None:
-            for name in need.probes:
-                self.request_probe(name)
+        if self._held.get(pb.name) != Guard.UNCORROBORATED:
+            for ask, names in (
+                (self.request_probe, need.probes),
+                (self.request_service, need.services),
+            ):
+                if ask is not None:
+                    for name in names:
+                        ask(name)
         self._log_held(
             pb,
             Verdict(False, Guard.UNCORROBORATED, reason),

@@ -99,6 +99,7 @@ class ServicePollers:
         self.results: queue.SimpleQueue[tuple[str, bool, str]] = queue.SimpleQueue()
         self._wake = wake
         self._stop = threading.Event()
+        self._now: dict[str, threading.Event] = {n: threading.Event() for n in services}
         self._threads = [
             threading.Thread(target=self._run, args=(n, s), name=f"svc-{n}", daemon=True)
             for n, s in services.items()
@@ -112,7 +113,9 @@ class ServicePollers:
         control = control_for(name, svc, System())
         every = self.SYSTEMD_EVERY if svc.unit else self.PIDFILE_EVERY
         last: bool | None = None
+        asked = self._now[name]
         while not self._stop.is_set():
+            asked.clear()
             try:
                 down, detail = is_down(control.state(), svc)
             except Exception as exc:  # a probe of the host must never kill the daemon
@@ -121,10 +124,18 @@ class ServicePollers:
             if down != last:
                 self._wake()
                 last = down
-            self._stop.wait(every)
+            asked.wait(every)
+
+    def request(self, name: str) -> None:
+        """Ask ``name``'s backend now rather than at its next poll (corroboration)."""
+        ev = self._now.get(name)
+        if ev is not None:
+            ev.set()
 
     def stop(self) -> None:
         self._stop.set()
+        for ev in self._now.values():
+            ev.set()
         for t in self._threads:
             t.join(timeout=5)
 

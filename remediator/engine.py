@@ -25,6 +25,7 @@ import collections
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -78,6 +79,19 @@ class InlineExecutor:
         return fut
 
 
+ASK_WAIT = 0.25  # beyond a probe's timeout, for its answer to come back
+
+
+@dataclass
+class _Asked:
+    """A trigger on log lines alone whose corroboration was asked for, until its answer is due
+    (what it saw then is what its held record shows, should none come)."""
+
+    until: float
+    readings: list[Reading]
+    backed: corroborate.Judgement
+
+
 def changes_host(step: Step) -> bool:
     return ACTIONS[step.action].changes_host
 
@@ -126,6 +140,7 @@ class Engine:
         if observed:
             corroborate.prepare(self.signals, (n for n in self.needs.values() if n))
         self.uncorroborated: dict[str, str] = {}  # playbook -> what it waits for (status)
+        self._asking: dict[str, _Asked] = {}  # playbook -> corroboration asked, not answered
         self.incident: Incident | None = None
         # When the last incident ended: log evidence from before it was acted on already.
         self._acted_until: float | None = None
@@ -168,6 +183,9 @@ class Engine:
         since = self._acted_until
         for pb in self.playbooks:
             if not holds(pb.when, self.signals, now, since=since):
+                asked = self._asking.pop(pb.name, None)
+                if asked is not None:  # it held, uncorroborated, while the answer was awaited
+                    self._log_uncorroborated(pb, asked.readings, asked.backed)
                 self._held.pop(pb.name, None)
                 self.uncorroborated.pop(pb.name, None)
                 continue
@@ -188,35 +206,68 @@ class Engine:
     def _corroborated(
         self, pb: Playbook, readings: list[Reading], now: float
     ) -> corroborate.Judgement:
-        """Whether a held trigger may act (log lines alone may not change the host). Held
-        back, it is recorded once, with what was missing, and the probes are asked at once:
-        a real outage is corroborated within a probe's answer. Nothing is counted."""
+        """Whether a held trigger may act: log lines alone may not change the host. When
+        they are all there is, the probes and services that could corroborate them are
+        asked at once, and given until their answer is due; only then is the trigger
+        recorded as held back (once, with what was missing). A real outage is corroborated
+        within a probe's answer, without a held record; nothing is counted either way."""
         need = self.needs.get(pb.name)
         if need is None:
             return corroborate.Judgement(True)
         backed = corroborate.judge(need, readings, self.signals, now, observed=self.observed)
         if backed.ok:
+            self._asking.pop(pb.name, None)
             return backed
         self.uncorroborated[pb.name] = backed.missing
+        if self._held.get(pb.name) == Guard.UNCORROBORATED:
+            return backed  # recorded already
+        asked = self._asking.get(pb.name)
+        if asked is None and self._ask(need):
+            self._asking[pb.name] = _Asked(now + self._answer_due(need), readings, backed)
+            return backed
+        if asked is not None and now < asked.until:
+            asked.readings, asked.backed = readings, backed
+            return backed
+        self._asking.pop(pb.name, None)
+        self._log_uncorroborated(pb, readings, backed)
+        return backed
+
+    def _ask(self, need: corroborate.Need) -> bool:
+        """Ask every probe and service that could corroborate now; False if none can be."""
+        asked = False
+        for ask, names in (
+            (self.request_probe, need.probes),
+            (self.request_service, need.services),
+        ):
+            if ask is not None:
+                for name in names:
+                    ask(name)
+                    asked = True
+        return asked
+
+    def _answer_due(self, need: corroborate.Need) -> float:
+        """How long the answers to ``_ask`` may take: the slowest probe's timeout."""
+        timeouts = [getattr(self.config.sources.get(p), "timeout", 0.0) for p in need.probes]
+        return max([ASK_WAIT, *timeouts]) + ASK_WAIT
+
+    def _log_uncorroborated(
+        self, pb: Playbook, readings: list[Reading], backed: corroborate.Judgement
+    ) -> None:
         reason = (
             "uncorroborated: the trigger rests on log lines only, which whoever can write "
             f"the logs can forge; waiting for {backed.missing}"
         )
-        if self._held.get(pb.name) != Guard.UNCORROBORATED:
-            for ask, names in (
-                (self.request_probe, need.probes),
-                (self.request_service, need.services),
-            ):
-                if ask is not None:
-                    for name in names:
-                        ask(name)
         self._log_held(
             pb,
             Verdict(False, Guard.UNCORROBORATED, reason),
             readings,
-            corroboration=backed.record(need),
+            corroboration=backed.record(self.needs.get(pb.name)),
         )
-        return backed
+
+    @property
+    def asking(self) -> bool:
+        """Whether corroboration was asked for and its answer is awaited (tick again soon)."""
+        return bool(self._asking)
 
     def _steps_held(self, pb: Playbook, now: float) -> Verdict | None:
         """The guard that would hold back every step of ``pb`` (each changes a service in its

@@ -89,11 +89,16 @@ def _forged_refused(n: int, fpm: PhpFpm) -> str:
 
 
 def _status(daemon: DaemonProcess) -> dict[str, Any]:
+    """``remediator status --json`` (``running`` false until the daemon first published)."""
     out, err = io.StringIO(), io.StringIO()
-    rc = main(["-c", str(daemon.config_path), "status", "--json"], out, err)
+    main(["-c", str(daemon.config_path), "status", "--json"], out, err)
     data: dict[str, Any] = json.loads(out.getvalue())
-    assert rc == 0 and data["running"], err.getvalue()
     return data
+
+
+def _probe_ok(daemon: DaemonProcess) -> bool:
+    data = _status(daemon)
+    return bool(data["running"]) and data["sources"]["site"]["state"] == "ok"
 
 
 def _group(fpm: PhpFpm) -> set[int]:
@@ -120,7 +125,7 @@ def test_forged_502s_on_a_healthy_site_act_on_nothing_and_use_no_budget(
     nginx_before = nginx_fpm.master(), nginx_fpm.worker_pids()
     assert nginx_before[0] is not None
     with DaemonProcess(tmp_path, _config(tmp_path, nginx_fpm, FPM_DOWN)) as daemon:
-        wait_for(lambda: _status(daemon)["sources"]["site"]["state"] == "ok", 10, "the probe")
+        wait_for(lambda: _probe_ok(daemon), 10, "the daemon's probe to see the site up")
         append_as_www_data(nginx_fpm.access_log, _forged_502s(30))
         append_as_www_data(nginx_fpm.error_log, _forged_refused(30, fpm))
 
@@ -141,8 +146,9 @@ def test_forged_502s_on_a_healthy_site_act_on_nothing_and_use_no_budget(
             10,
             "status to show the held trigger",
         )
-        status = _status(daemon)["playbooks"]["fpm-down"]
-        assert status["failures_in_a_row"] == 0
+        status = _status(daemon)
+        assert status["running"]
+        assert status["playbooks"]["fpm-down"]["failures_in_a_row"] == 0
         assert daemon.is_running()
         assert daemon.records("incident_opened") == []
         assert daemon.records("action_intent") == []
@@ -186,7 +192,7 @@ def test_forged_200s_dilute_the_ratio_but_not_the_count_of_real_502s(
     give_to_www_data(nginx_fpm.access_log)
     fpm_before = _group(fpm)
     with DaemonProcess(tmp_path, _config(tmp_path, nginx_fpm, FPM_502)) as daemon:
-        wait_for(lambda: _status(daemon)["sources"]["site"]["state"] == "ok", 10, "the probe")
+        wait_for(lambda: _probe_ok(daemon), 10, "the daemon's probe to see the site up")
         append_as_www_data(nginx_fpm.access_log, _forged_200s(1000))
         fpm.kill_all()
         _real_502s(nginx_fpm, 30)

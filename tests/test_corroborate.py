@@ -407,3 +407,54 @@ def test_group_writable_logs_and_directories_are_warned_about(tmp_path: Path, lo
     warnings = logtrust.warnings(loaded.config)
     assert any("is writable by group adm" in w for w in warnings)
     assert any("is in a directory everyone can write" in w and "chmod go-w" in w for w in warnings)
+
+
+# --- asking before holding back ---------------------------------------------------------------
+
+
+def _asking(tmp_path: Path) -> tuple[Engine, Host, Path, list[str]]:
+    engine, host, alog = _engine(tmp_path, _config())
+    asked: list[str] = []
+    engine.request_probe = lambda name: asked.append(f"probe {name}")
+    engine.request_service = lambda name: asked.append(f"service {name}")
+    return engine, host, alog, asked
+
+
+def test_corroboration_is_asked_for_before_the_trigger_is_held_back(tmp_path: Path) -> None:
+    engine, host, alog, asked = _asking(tmp_path)
+    forged(engine, 100)
+    engine.tick(100)
+    assert asked == ["probe site", "service fpm"]
+    assert engine.asking
+    assert records(alog, "trigger_held_back") == []  # the answer is not due yet
+    engine.signals.probes["site"].record(False, "HTTP 502", 100.2)  # a real outage
+    engine.tick(100.2)
+    assert host.calls == ["restart fpm"]
+    assert records(alog, "trigger_held_back") == []  # no held record before a real incident
+    assert not engine.asking
+
+
+def test_no_answer_by_its_due_time_holds_the_trigger_back(tmp_path: Path) -> None:
+    engine, host, alog, asked = _asking(tmp_path)
+    forged(engine, 100)
+    engine.tick(100)
+    engine.signals.probes["site"].record(True, "200", 100.1)
+    engine.tick(100.1)
+    assert records(alog, "trigger_held_back") == []
+    engine.tick(101.5)  # the probe's timeout (1 s) and a little: due
+    [held] = records(alog, "trigger_held_back")
+    assert held["guard"] == "uncorroborated"
+    engine.tick(102)
+    assert asked == ["probe site", "service fpm"]  # asked once per hold, not once per tick
+    assert host.calls == []
+
+
+def test_a_trigger_that_stops_holding_while_asking_is_still_recorded(tmp_path: Path) -> None:
+    engine, _, alog, _ = _asking(tmp_path)
+    forged(engine, 100)
+    engine.tick(100)
+    engine.tick(121)  # the forged lines left the 20 s window before any answer
+    [held] = records(alog, "trigger_held_back")
+    assert held["guard"] == "uncorroborated"
+    assert held["readings"][0]["holds"] is True  # what it saw while it held
+    assert not engine.asking

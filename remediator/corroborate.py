@@ -134,12 +134,13 @@ def need_of(pb: Playbook, config: Config) -> Need | None:
 
 def prepare(signals: Signals, needs: Iterable[Need]) -> None:
     """Watch what corroboration will ask about: the live watcher probes every probe and polls
-    the service of every entry in ``signals``."""
+    the service of every entry in ``signals`` (those only corroboration asks about, when asked
+    and slowly besides: a ``systemctl show`` every two seconds is not free)."""
     for need in needs:
         for p in need.probes:
             signals.probes.setdefault(p, ProbeState())
         for s in need.services:
-            signals.services.setdefault(s, ServiceWatch())
+            signals.services.setdefault(s, ServiceWatch(on_demand=True))
 
 
 def judge(

@@ -164,6 +164,7 @@ class ServiceWatch:
     last_at: float | None = None
     last_down_at: float | None = None  # when it was last seen down (corroboration looks back)
     last_down: str = ""  # and what was seen then
+    on_demand: bool = False  # only corroboration asks about it: polled when asked, and slowly
 
     def record(self, down: bool, detail: str, now: float) -> None:
         if down and self.down_since is None:

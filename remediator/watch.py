@@ -90,12 +90,20 @@ class ProbeThreads:
 class ServicePollers:
     """One thread per service named by a ``service_down`` condition, asking its backend
     whether the master is there: cheaply through the pid file (every 200 ms), or through
-    ``systemctl show`` (every 2 s: a subprocess costs more)."""
+    ``systemctl show`` (every 2 s: a subprocess costs more). A service only corroboration
+    asks about (``on_demand``) is asked when the engine requests it, and every 30 s."""
 
     PIDFILE_EVERY = 0.2
     SYSTEMD_EVERY = 2.0
+    ON_DEMAND_EVERY = 30.0
 
-    def __init__(self, services: dict[str, Service], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        services: dict[str, Service],
+        wake: Callable[[], None],
+        on_demand: frozenset[str] = frozenset(),
+    ) -> None:
+        self._on_demand = on_demand
         self.results: queue.SimpleQueue[tuple[str, bool, str]] = queue.SimpleQueue()
         self._wake = wake
         self._stop = threading.Event()
@@ -112,6 +120,8 @@ class ServicePollers:
     def _run(self, name: str, svc: Service) -> None:
         control = control_for(name, svc, System())
         every = self.SYSTEMD_EVERY if svc.unit else self.PIDFILE_EVERY
+        if name in self._on_demand:
+            every = self.ON_DEMAND_EVERY
         last: bool | None = None
         asked = self._now[name]
         while not self._stop.is_set():
@@ -162,7 +172,11 @@ class Watcher:
         probes = {n: s for n, s in config.sources.items() if isinstance(s, ProbeSource)}
         self.probes = ProbeThreads(probes, self.wake)
         watched = {n for n in signals.services if n in config.services}
-        self.services = ServicePollers({n: config.services[n] for n in watched}, self.wake)
+        self.services = ServicePollers(
+            {n: config.services[n] for n in watched},
+            self.wake,
+            frozenset(n for n in watched if signals.services[n].on_demand),
+        )
         hosts = [s for s in config.sources.values() if isinstance(s, HostSource)]
         self.host_interval = min((h.interval for h in hosts), default=None)
         self._host_due = 0.0

@@ -191,6 +191,7 @@ def test_forged_200s_dilute_the_ratio_but_not_the_count_of_real_502s(
     assert isinstance(fpm, PhpFpm)
     give_to_www_data(nginx_fpm.access_log)
     fpm_before = _group(fpm)
+    nginx_before = nginx_fpm.master(), nginx_fpm.worker_pids()
     with DaemonProcess(tmp_path, _config(tmp_path, nginx_fpm, FPM_502)) as daemon:
         wait_for(lambda: _probe_ok(daemon), 10, "the daemon's probe to see the site up")
         append_as_www_data(nginx_fpm.access_log, _forged_200s(1000))
@@ -208,3 +209,6 @@ def test_forged_200s_dilute_the_ratio_but_not_the_count_of_real_502s(
         assert closed["outcome"] == "resolved"
         assert fpm.master() is not None and fpm.master_pid() not in fpm_before
         assert http_get(nginx_fpm.url())[0] == 200
+        assert (nginx_fpm.master(), nginx_fpm.worker_pids()) == nginx_before  # only PHP-FPM
+        assert daemon.records("breaker_opened") == []
+        assert daemon.is_running()

@@ -14,7 +14,7 @@ Pure functions of a playbook, the config and the signals at ``now``; the engine 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,3 +207,98 @@ def warnings(config: Config, playbooks: Iterable[Playbook]) -> list[str]:
                 "on log lines will always be held back (fix: add one, or choose `any`)"
             )
     return out
+
+
+ASK_WAIT = 0.25  # beyond a probe's timeout, for its answer to come back
+
+
+@dataclass
+class Held:
+    """A trigger on log lines alone that nothing corroborated: what its held record shows."""
+
+    need: Need
+    readings: list[Reading]
+    judgement: Judgement
+    until: float = 0.0  # while asking: when the answers are due
+
+
+class Corroboration:
+    """The engine's corroboration state: what each playbook needs, which triggers wait for an
+    answer to what was asked, and which are held back (for ``status``).
+
+    A trigger on log lines alone is not recorded as held at once: the probes and services
+    that could corroborate it are asked first (``ask``), and given until their answers are
+    due (the slowest probe's timeout). A real outage is thus corroborated without a held
+    record before it; forged lines get one record per hold, with what was missing."""
+
+    def __init__(
+        self,
+        config: Config,
+        playbooks: Iterable[Playbook],
+        signals: Signals,
+        *,
+        observed: bool = True,
+    ) -> None:
+        self.config = config
+        self.signals = signals
+        self.needs = {pb.name: need_of(pb, config) for pb in playbooks}
+        self.observed = observed  # False (replay): no probe or service state exists
+        if observed:
+            prepare(signals, (n for n in self.needs.values() if n))
+        self.waiting: dict[str, str] = {}  # playbook -> what it waits for (status)
+        self._asking: dict[str, Held] = {}
+        self._recorded: set[str] = set()
+
+    @property
+    def asking(self) -> bool:
+        """Whether answers to what was asked are awaited (the daemon ticks again soon)."""
+        return bool(self._asking)
+
+    def check(
+        self,
+        pb: Playbook,
+        readings: list[Reading],
+        now: float,
+        ask: Callable[[Need], bool],
+    ) -> tuple[Judgement, Held | None]:
+        """Whether ``pb``'s holding trigger may act, and a held trigger to record now (once
+        per hold). ``ask`` requests answers from the need's probes and services, and says
+        whether anything could be asked."""
+        need = self.needs.get(pb.name)
+        if need is None:
+            return Judgement(True), None
+        backed = judge(need, readings, self.signals, now, observed=self.observed)
+        if backed.ok:
+            self._end(pb.name)
+            return backed, None
+        self.waiting[pb.name] = backed.missing
+        if pb.name in self._recorded:
+            return backed, None
+        asked = self._asking.get(pb.name)
+        if asked is None and ask(need):
+            due = max([ASK_WAIT, *(_timeout(self.config, p) for p in need.probes)]) + ASK_WAIT
+            self._asking[pb.name] = Held(need, readings, backed, now + due)
+            return backed, None
+        if asked is not None and now < asked.until:
+            asked.readings, asked.judgement = readings, backed
+            return backed, None
+        self._asking.pop(pb.name, None)
+        self._recorded.add(pb.name)
+        return backed, Held(need, readings, backed)
+
+    def released(self, name: str) -> Held | None:
+        """``name``'s trigger stopped holding: one that held while its answers were awaited
+        is recorded all the same, with what it saw."""
+        asked = self._asking.get(name)
+        self._end(name)
+        return asked
+
+    def _end(self, name: str) -> None:
+        self._asking.pop(name, None)
+        self._recorded.discard(name)
+        self.waiting.pop(name, None)
+
+
+def _timeout(config: Config, probe: str) -> float:
+    src = config.sources.get(probe)
+    return src.timeout if isinstance(src, ProbeSource) else 0.0

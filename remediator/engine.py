@@ -25,7 +25,6 @@ import collections
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -79,19 +78,6 @@ class InlineExecutor:
         return fut
 
 
-ASK_WAIT = 0.25  # beyond a probe's timeout, for its answer to come back
-
-
-@dataclass
-class _Asked:
-    """A trigger on log lines alone whose corroboration was asked for, until its answer is due
-    (what it saw then is what its held record shows, should none come)."""
-
-    until: float
-    readings: list[Reading]
-    backed: corroborate.Judgement
-
-
 def changes_host(step: Step) -> bool:
     return ACTIONS[step.action].changes_host
 
@@ -133,14 +119,11 @@ class Engine:
         self.request_service: Callable[[str], None] | None = None  # poll a service now
         self.lock = lock  # one remediation at a time on the host, across processes
         self.verifier = verifier or Verifier(signals)
-        # What each playbook needs before acting on log lines alone (None: nothing).
-        # ``observed`` False (replay): no probe or service state exists to ask.
-        self.needs = {pb.name: corroborate.need_of(pb, config) for pb in self.playbooks}
-        self.observed = observed
-        if observed:
-            corroborate.prepare(self.signals, (n for n in self.needs.values() if n))
-        self.uncorroborated: dict[str, str] = {}  # playbook -> what it waits for (status)
-        self._asking: dict[str, _Asked] = {}  # playbook -> corroboration asked, not answered
+        # Log lines alone never change the host. ``observed`` False (replay): no probe or
+        # service state exists, corroboration is assumed and said so.
+        self.corroboration = corroborate.Corroboration(
+            config, self.playbooks, signals, observed=observed
+        )
         self.incident: Incident | None = None
         # When the last incident ended: log evidence from before it was acted on already.
         self._acted_until: float | None = None
@@ -183,17 +166,17 @@ class Engine:
         since = self._acted_until
         for pb in self.playbooks:
             if not holds(pb.when, self.signals, now, since=since):
-                asked = self._asking.pop(pb.name, None)
-                if asked is not None:  # it held, uncorroborated, while the answer was awaited
-                    self._log_uncorroborated(pb, asked.readings, asked.backed)
+                asked = self.corroboration.released(pb.name)
+                if asked is not None:  # it held, uncorroborated, while answers were awaited
+                    self._log_uncorroborated(pb, asked)
                 self._held.pop(pb.name, None)
-                self.uncorroborated.pop(pb.name, None)
                 continue
             readings = evaluate(pb.when, self.signals, now, since=since)[1]
-            backed = self._corroborated(pb, readings, now)
+            backed, uncorroborated = self.corroboration.check(pb, readings, now, self._ask)
+            if uncorroborated is not None:
+                self._log_uncorroborated(pb, uncorroborated)
             if not backed.ok:
                 continue
-            self.uncorroborated.pop(pb.name, None)
             verdict = self.guards.may_run(pb, now)
             if verdict.allowed:
                 verdict = self._steps_held(pb, now) or verdict
@@ -203,37 +186,9 @@ class Engine:
             self._open(pb, readings, now, backed=backed)
             return
 
-    def _corroborated(
-        self, pb: Playbook, readings: list[Reading], now: float
-    ) -> corroborate.Judgement:
-        """Whether a held trigger may act: log lines alone may not change the host. When
-        they are all there is, the probes and services that could corroborate them are
-        asked at once, and given until their answer is due; only then is the trigger
-        recorded as held back (once, with what was missing). A real outage is corroborated
-        within a probe's answer, without a held record; nothing is counted either way."""
-        need = self.needs.get(pb.name)
-        if need is None:
-            return corroborate.Judgement(True)
-        backed = corroborate.judge(need, readings, self.signals, now, observed=self.observed)
-        if backed.ok:
-            self._asking.pop(pb.name, None)
-            return backed
-        self.uncorroborated[pb.name] = backed.missing
-        if self._held.get(pb.name) == Guard.UNCORROBORATED:
-            return backed  # recorded already
-        asked = self._asking.get(pb.name)
-        if asked is None and self._ask(need):
-            self._asking[pb.name] = _Asked(now + self._answer_due(need), readings, backed)
-            return backed
-        if asked is not None and now < asked.until:
-            asked.readings, asked.backed = readings, backed
-            return backed
-        self._asking.pop(pb.name, None)
-        self._log_uncorroborated(pb, readings, backed)
-        return backed
-
     def _ask(self, need: corroborate.Need) -> bool:
-        """Ask every probe and service that could corroborate now; False if none can be."""
+        """Ask every probe and service that could corroborate now (the live watcher answers);
+        False if none can be asked (replay, tests)."""
         asked = False
         for ask, names in (
             (self.request_probe, need.probes),
@@ -245,29 +200,18 @@ class Engine:
                     asked = True
         return asked
 
-    def _answer_due(self, need: corroborate.Need) -> float:
-        """How long the answers to ``_ask`` may take: the slowest probe's timeout."""
-        timeouts = [getattr(self.config.sources.get(p), "timeout", 0.0) for p in need.probes]
-        return max([ASK_WAIT, *timeouts]) + ASK_WAIT
-
-    def _log_uncorroborated(
-        self, pb: Playbook, readings: list[Reading], backed: corroborate.Judgement
-    ) -> None:
+    def _log_uncorroborated(self, pb: Playbook, held: corroborate.Held) -> None:
+        """A trigger on log lines alone that nothing corroborated: held back, nothing counted."""
         reason = (
             "uncorroborated: the trigger rests on log lines only, which whoever can write "
-            f"the logs can forge; waiting for {backed.missing}"
+            f"the logs can forge; waiting for {held.judgement.missing}"
         )
         self._log_held(
             pb,
             Verdict(False, Guard.UNCORROBORATED, reason),
-            readings,
-            corroboration=backed.record(self.needs.get(pb.name)),
+            held.readings,
+            corroboration=held.judgement.record(held.need),
         )
-
-    @property
-    def asking(self) -> bool:
-        """Whether corroboration was asked for and its answer is awaited (tick again soon)."""
-        return bool(self._asking)
 
     def _steps_held(self, pb: Playbook, now: float) -> Verdict | None:
         """The guard that would hold back every step of ``pb`` (each changes a service in its
@@ -348,7 +292,7 @@ class Engine:
         why = f"triggered by hand{f' by {who}' if who else ''}"
         if force and not verdict.allowed:
             why += f", forced past: {verdict.reason}"
-        backed = corroborate.MANUAL if self.needs.get(pb.name) else None
+        backed = corroborate.MANUAL if self.corroboration.needs.get(pb.name) else None
         if not self._open(pb, readings, now, manual=why, dry_run=dry_run, backed=backed):
             return Verdict(False, None, "another remediator process is acting")
         return Verdict.ok()
@@ -385,7 +329,7 @@ class Engine:
             "manual": bool(manual),
             "evidence": self._evidence(pb, readings),
         }
-        need = self.needs.get(pb.name)
+        need = self.corroboration.needs.get(pb.name)
         if need is not None and backed is not None:
             rec["corroboration"] = backed.record(need)
         ok = self._record(rec)

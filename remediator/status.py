@@ -104,7 +104,7 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
 def _verdict(engine: Engine, pb: Playbook, now: float) -> Verdict:
     """What holds ``pb`` back now: a guard, or its trigger waiting for corroboration."""
     verdict = engine.guards.may_run(pb, now)
-    waiting = engine.uncorroborated.get(pb.name)
+    waiting = engine.corroboration.waiting.get(pb.name)
     if verdict.allowed and waiting:
         return Verdict(False, Guard.UNCORROBORATED, f"uncorroborated: waiting for {waiting}")
     return verdict

@@ -211,7 +211,7 @@ def test_log_lines_alone_are_held_back_uncorroborated_and_use_no_budget(tmp_path
     assert '"forged"' in held["lines"]["acc"][0]  # the lines it was shown, for the post-mortem
     assert engine.guards.playbooks.get("fpm-down", {}).get("runs", []) == []
     assert engine.guards.may_run(engine.playbooks[0], 110).allowed
-    assert engine.uncorroborated["fpm-down"].startswith("a failure of probe site")
+    assert engine.corroboration.waiting["fpm-down"].startswith("a failure of probe site")
 
 
 def test_a_failing_probe_while_the_trigger_holds_corroborates_it(tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ def test_a_failing_probe_while_the_trigger_holds_corroborates_it(tmp_path: Path)
     assert host.calls == ["restart fpm"]
     [opened] = records(alog, "incident_opened")
     assert opened["corroboration"] == {"mode": "any", "by": "probe site failed 0.0s ago: HTTP 502"}
-    assert "fpm-down" not in engine.uncorroborated
+    assert "fpm-down" not in engine.corroboration.waiting
 
 
 def test_the_service_down_corroborates_it(tmp_path: Path) -> None:
@@ -425,13 +425,13 @@ def test_corroboration_is_asked_for_before_the_trigger_is_held_back(tmp_path: Pa
     forged(engine, 100)
     engine.tick(100)
     assert asked == ["probe site", "service fpm"]
-    assert engine.asking
+    assert engine.corroboration.asking
     assert records(alog, "trigger_held_back") == []  # the answer is not due yet
     engine.signals.probes["site"].record(False, "HTTP 502", 100.2)  # a real outage
     engine.tick(100.2)
     assert host.calls == ["restart fpm"]
     assert records(alog, "trigger_held_back") == []  # no held record before a real incident
-    assert not engine.asking
+    assert not engine.corroboration.asking
 
 
 def test_no_answer_by_its_due_time_holds_the_trigger_back(tmp_path: Path) -> None:
@@ -457,4 +457,4 @@ def test_a_trigger_that_stops_holding_while_asking_is_still_recorded(tmp_path: P
     [held] = records(alog, "trigger_held_back")
     assert held["guard"] == "uncorroborated"
     assert held["readings"][0]["holds"] is True  # what it saw while it held
-    assert not engine.asking
+    assert not engine.corroboration.asking

@@ -25,6 +25,9 @@ from remediator.load import Loaded, load
 if TYPE_CHECKING:
     import datetime as dt
 
+    from remediator.config import Config
+    from remediator.playbook import Playbook
+
 
 class Exit(enum.IntEnum):
     OK = 0
@@ -53,6 +56,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         print(f"{loaded.path}: {_plural(n, 'error')}, configuration not usable", file=err)
         return Exit.CONFIG
     cfg = loaded.config
+    for w in _trust_warnings(cfg, loaded.playbooks):
+        print(f"warning: {escape.text(w)}", file=err)
     print(
         f"ok: {_plural(len(cfg.sources), 'source')}, {_plural(len(cfg.services), 'service')}, "
         f"{_plural(len(loaded.playbooks), 'playbook')} "
@@ -60,6 +65,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         file=out,
     )
     return Exit.OK
+
+
+def _trust_warnings(cfg: Config, playbooks: list[Playbook]) -> list[str]:
+    """What forged log lines could do with this config: logs others can write, playbooks
+    that log lines alone could set off (``check`` and ``status`` say it)."""
+    from remediator import corroborate, logtrust  # noqa: PLC0415
+
+    return [*logtrust.warnings(cfg), *corroborate.warnings(cfg, playbooks)]
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
@@ -355,6 +368,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     loaded = load(args.config)
     if loaded.config is not None:
         state_dir = loaded.config.state_dir
+        for w in _trust_warnings(loaded.config, loaded.playbooks):
+            print(f"warning: {escape.text(w)}", file=err)
     else:  # the file on disk is broken; the daemon may still run on the previous one
         print(f"warning: {args.config} has errors (remediator check shows them)", file=err)
         state_dir = state_dir_hint(args.config)

@@ -140,6 +140,7 @@ class Daemon:
         )
         self.engine = wiring.engine
         self.engine.request_probe = self.watcher.probes.request
+        self.engine.request_service = self.watcher.services.request
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()
@@ -231,7 +232,7 @@ class Daemon:
         if self.watcher is None or self.engine is None:
             raise RuntimeError("the daemon is not built")
         now = time.monotonic()
-        busy = self.engine.incident is not None
+        busy = self.engine.incident is not None or self.engine.corroboration.asking
         wait = TICK_WHILE_VERIFYING if busy else max(0.0, self._status_due - now)
         if self.inbox is not None:
             wait = min(wait, LOOK_EVERY)

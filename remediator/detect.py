@@ -147,12 +147,16 @@ class ProbeState:
     last_ok: bool | None = None
     last_detail: str = ""
     last_at: float | None = None  # when the last result came in (the caller's clock)
+    last_failed_at: float | None = None  # when it last failed (corroboration looks back)
+    last_failure: str = ""  # and what it saw then
 
     def record(self, ok: bool, detail: str = "", now: float | None = None) -> None:
         self.last_ok = ok
         self.last_detail = detail
         self.last_at = now
         self.consecutive_failures = 0 if ok else self.consecutive_failures + 1
+        if not ok:
+            self.last_failed_at, self.last_failure = now, detail
 
 
 @dataclass
@@ -162,12 +166,17 @@ class ServiceWatch:
     down_since: float | None = None
     detail: str = ""
     last_at: float | None = None
+    last_down_at: float | None = None  # when it was last seen down (corroboration looks back)
+    last_down: str = ""  # and what was seen then
+    on_demand: bool = False  # only corroboration asks about it: polled when asked, and slowly
 
     def record(self, down: bool, detail: str, now: float) -> None:
         if down and self.down_since is None:
             self.down_since = now
         elif not down:
             self.down_since = None
+        if down:
+            self.last_down_at, self.last_down = now, detail
         self.detail = detail
         self.last_at = now
 
@@ -338,21 +347,22 @@ def _status_rate(
     holds = matched >= cond.at_least
     ratio = matched / total if total else 0.0
     if cond.ratio is not None:
-        holds = holds and total >= cond.min_sample and ratio >= cond.ratio
-    return Reading(
-        "status_rate",
-        holds,
-        {
-            "source": cond.source,
-            "statuses": _statuses(cond.status),
-            "count": matched,
-            "total": total,
-            "ratio": round(ratio, 4),
-            "window_s": cond.window,
-            "at_least": cond.at_least,
-            "min_ratio": cond.ratio,
-        },
-    )
+        by_ratio = total >= cond.min_sample and ratio >= cond.ratio
+        by_count = cond.count_alone is not None and matched >= cond.count_alone
+        holds = holds and (by_ratio or by_count)
+    detail = {
+        "source": cond.source,
+        "statuses": _statuses(cond.status),
+        "count": matched,
+        "total": total,
+        "ratio": round(ratio, 4),
+        "window_s": cond.window,
+        "at_least": cond.at_least,
+        "min_ratio": cond.ratio,
+    }
+    if cond.count_alone is not None:
+        detail["count_alone"] = cond.count_alone
+    return Reading("status_rate", holds, detail)
 
 
 def _status_spike(

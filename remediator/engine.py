@@ -29,13 +29,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from remediator import corroborate
 from remediator.actionlog import ActionLog, ActionLogError
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS, NotifyArgs
 from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import Event, IncidentOutcome, JudgedOn
-from remediator.guards import Guards, Verdict
+from remediator.guards import Guard, Guards, Verdict
 from remediator.incident import (
     Incident,
     Phase,
@@ -100,6 +101,7 @@ class Engine:
         request_probe: Callable[[str], None] | None = None,
         lock: HostLock | None = None,
         verifier: Verifier | None = None,
+        observed: bool = True,
     ) -> None:
         self.config = config
         self.playbooks = sorted(
@@ -114,8 +116,14 @@ class Engine:
         self.snapshot = snapshot
         self.wall = wall
         self.request_probe = request_probe
+        self.request_service: Callable[[str], None] | None = None  # poll a service now
         self.lock = lock  # one remediation at a time on the host, across processes
         self.verifier = verifier or Verifier(signals)
+        # Log lines alone never change the host. ``observed`` False (replay): no probe or
+        # service state exists, corroboration is assumed and said so.
+        self.corroboration = corroborate.Corroboration(
+            config, self.playbooks, signals, observed=observed
+        )
         self.incident: Incident | None = None
         # When the last incident ended: log evidence from before it was acted on already.
         self._acted_until: float | None = None
@@ -166,9 +174,17 @@ class Engine:
         since = self._acted_until
         for pb in self.playbooks:
             if not holds(pb.when, self.signals, now, since=since):
+                asked = self.corroboration.released(pb.name)
+                if asked is not None:  # it held, uncorroborated, while answers were awaited
+                    self._log_uncorroborated(pb, asked)
                 self._held.pop(pb.name, None)
                 continue
             readings = evaluate(pb.when, self.signals, now, since=since)[1]
+            backed, uncorroborated = self.corroboration.check(pb, readings, now, self._ask)
+            if uncorroborated is not None:
+                self._log_uncorroborated(pb, uncorroborated)
+            if not backed.ok:
+                continue
             verdict = self.guards.may_run(pb, now)
             if verdict.allowed:
                 verdict = self._steps_held(pb, now) or verdict
@@ -177,8 +193,35 @@ class Engine:
                 continue
             if supersede is not None:
                 self._close(supersede, now, IncidentOutcome.SUPERSEDED, success=None)
-            self._open(pb, readings, now)
+            self._open(pb, readings, now, backed=backed)
             return
+
+    def _ask(self, need: corroborate.Need) -> bool:
+        """Ask every probe and service that could corroborate now (the live watcher answers);
+        False if none can be asked (replay, tests)."""
+        asked = False
+        for ask, names in (
+            (self.request_probe, need.probes),
+            (self.request_service, need.services),
+        ):
+            if ask is not None:
+                for name in names:
+                    ask(name)
+                    asked = True
+        return asked
+
+    def _log_uncorroborated(self, pb: Playbook, held: corroborate.Held) -> None:
+        """A trigger on log lines alone that nothing corroborated: held back, nothing counted."""
+        reason = (
+            "uncorroborated: the trigger rests on log lines only, which whoever can write "
+            f"the logs can forge; waiting for {held.judgement.missing}"
+        )
+        self._log_held(
+            pb,
+            Verdict(False, Guard.UNCORROBORATED, reason),
+            held.readings,
+            corroboration=held.judgement.record(held.need),
+        )
 
     def _steps_held(self, pb: Playbook, now: float) -> Verdict | None:
         """The guard that would hold back every step of ``pb`` (each changes a service in its
@@ -206,22 +249,34 @@ class Engine:
                 return verdict
         return None
 
-    def _log_held(self, pb: Playbook, verdict: Verdict, readings: list[Reading]) -> None:
+    def _log_held(
+        self,
+        pb: Playbook,
+        verdict: Verdict,
+        readings: list[Reading],
+        *,
+        corroboration: dict[str, Any] | None = None,
+    ) -> None:
         key = f"{verdict.guard}"
         if self._held.get(pb.name) == key:
             return
         self._held[pb.name] = key
-        self._record(
-            {
-                "event": Event.TRIGGER_HELD_BACK,
-                "playbook": pb.name,
-                "outcome": Outcome.HELD,
-                "reason": verdict.reason,
-                "guard": verdict.guard,
-                "readings": [reading(r) for r in readings],
-            },
-            must=False,
-        )
+        rec: dict[str, Any] = {
+            "event": Event.TRIGGER_HELD_BACK,
+            "playbook": pb.name,
+            "outcome": Outcome.HELD,
+            "reason": verdict.reason,
+            "guard": verdict.guard,
+            "readings": [reading(r) for r in readings],
+        }
+        if corroboration is not None:
+            rec["corroboration"] = corroboration
+            rec["lines"] = {
+                src: list(self.signals.samples.get(src, ()))
+                for src in sources_of(pb.when)
+                if self.signals.samples.get(src)
+            }
+        self._record(rec, must=False)
 
     # --- opening ---
 
@@ -247,7 +302,8 @@ class Engine:
         why = f"triggered by hand{f' by {who}' if who else ''}"
         if force and not verdict.allowed:
             why += f", forced past: {verdict.reason}"
-        if not self._open(pb, readings, now, manual=why, dry_run=dry_run):
+        backed = corroborate.MANUAL if self.corroboration.needs.get(pb.name) else None
+        if not self._open(pb, readings, now, manual=why, dry_run=dry_run, backed=backed):
             return Verdict(False, None, "another remediator process is acting")
         return Verdict.ok()
 
@@ -259,8 +315,10 @@ class Engine:
         *,
         manual: str = "",
         dry_run: bool = False,
+        backed: corroborate.Judgement | None = None,
     ) -> bool:
-        """Open an incident for ``pb``; False when it could not be (lock, action log)."""
+        """Open an incident for ``pb``; False when it could not be (lock, action log).
+        ``backed``: what corroborated the trigger (recorded when the playbook needs it)."""
         if self.lock is not None and not self.lock.acquire():
             self._log_held(pb, Verdict(False, None, "another remediator process is acting"), [])
             return False
@@ -272,17 +330,19 @@ class Engine:
         if manual:
             summary = f"{manual}" + (f"; {summary}" if summary else "")
         inc.reason, inc.manual = summary or "trigger held", manual
-        ok = self._record(
-            {
-                "event": Event.INCIDENT_OPENED,
-                "incident": inc.id,
-                "playbook": pb.name,
-                "dry_run": inc.dry_run,
-                "reason": inc.reason,
-                "manual": bool(manual),
-                "evidence": self._evidence(pb, readings),
-            }
-        )
+        rec: dict[str, Any] = {
+            "event": Event.INCIDENT_OPENED,
+            "incident": inc.id,
+            "playbook": pb.name,
+            "dry_run": inc.dry_run,
+            "reason": inc.reason,
+            "manual": bool(manual),
+            "evidence": self._evidence(pb, readings),
+        }
+        need = self.corroboration.needs.get(pb.name)
+        if need is not None and backed is not None:
+            rec["corroboration"] = backed.record(need)
+        ok = self._record(rec)
         if not ok:
             if self.lock is not None:
                 self.lock.release()

@@ -39,6 +39,7 @@ class Guard(enum.StrEnum):
     BACKOFF = "backoff"
     SERVICE_BUDGET = "service_budget"
     STARTUP_GRACE = "startup_grace"
+    UNCORROBORATED = "uncorroborated"  # log lines alone (see remediator.corroborate)
 
 
 @dataclass(frozen=True)

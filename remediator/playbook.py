@@ -7,6 +7,7 @@ single source of validation, JSON Schema and docs.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,22 @@ class StatusRate:
         "The ratio is judged only once the window holds at least this many requests.",
         20,
     )
+    count_alone: int | None = opt(
+        Int(min=1),
+        "With `ratio`: this many matching requests in the window are enough on their own, "
+        "whatever the ratio. Lines added by whoever can write the log (forged 200s) can "
+        "dilute a ratio, never a count; set it above your worst normal window.",
+        None,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.count_alone is None:
+            return []
+        if self.ratio is None:
+            return [("count_alone", "only with ratio: without one, at_least is a count already")]
+        if self.count_alone < self.at_least:
+            return [("count_alone", "must not be less than at_least")]
+        return []
 
 
 @dataclass(frozen=True)
@@ -399,6 +416,15 @@ class StepSpec(Spec[Step]):
 # --- the playbook -----------------------------------------------------------------------------
 
 
+class Corroborate(enum.StrEnum):
+    """What must back a trigger that rests on log lines alone before a changing step runs."""
+
+    PROBE = "probe"  # a probe failed in the trigger's window
+    SERVICE = "service"  # the playbook's service was down, failed or not running in it
+    ANY = "any"  # either
+    NONE = "none"  # log lines alone may act (anyone who can write the logs can trigger it)
+
+
 @dataclass(frozen=True)
 class Limits:
     """How often a playbook may run. Global guards (back-off, breaker) apply as well."""
@@ -440,6 +466,17 @@ class Playbook:
         Int(min=0, max=1000),
         "When several playbooks trigger at once, the lowest priority number runs first.",
         100,
+    )
+    corroborate: str | None = opt(
+        Choice([c.value for c in Corroborate], what="corroboration"),
+        "When the trigger rests on log lines only (which whoever can write the logs can forge), "
+        "a changing step runs only if it is corroborated in the trigger's window: `probe` (a "
+        "probe failed), `service` (the playbook's service was down, failed or not running), "
+        "`any` (either) or `none` (log lines alone suffice). Unset: `any` when the config has "
+        "a probe or the playbook acts on a service (every service can be observed), else "
+        "`none` (and `check` warns). Until corroborated the trigger is held back "
+        "(`uncorroborated`): no run budget is used, no breaker opens. See the cookbook.",
+        None,
     )
     limits: Limits = opt(Record(Limits, name="limits"), "Run limits.", Limits())
     on_exhausted: OnExhausted = opt(

@@ -478,6 +478,9 @@ def print_timeline(
         what = rec.get("reason") or ""
         if rec["event"] == "action_intent":
             what = f"step {rec['step']}: {rec['action']} {rec.get('target') or ''}".rstrip()
+        by = (rec.get("corroboration") or {}).get("by", "")
+        if by.startswith("assumed"):  # replay sees no probe: say what live would have needed
+            what += f" (corroboration {by})"
         line = f"{_local(rec['ts'], tz)}  {label:<14} {rec.get('playbook') or '':<22} {what}"
         out.write(escape.text(line) + "\n")
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"

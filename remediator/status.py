@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from remediator import escape
-from remediator.guards import PlaybookBook, stored_pause
+from remediator.guards import Guard, PlaybookBook, Verdict, stored_pause
 from remediator.state import write_atomic
 from remediator.timezone import stamp
 
 if TYPE_CHECKING:
     from remediator.daemon import Daemon
+    from remediator.engine import Engine
+    from remediator.playbook import Playbook
 
 EVERY = 2.0  # how often the daemon looks whether its status changed
 REFRESH = 10.0  # an unchanged status is rewritten this often, to show the daemon is alive
@@ -92,11 +94,20 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
         paused = guards.paused(now)
         out["paused"] = None if paused.allowed else paused.reason
         out["playbooks"] = {
-            pb.name: _playbook(guards.may_run(pb, now), guards.playbooks.get(pb.name))
+            pb.name: _playbook(_verdict(engine, pb, now), guards.playbooks.get(pb.name))
             for pb in engine.playbooks
         }
         out["recent_actions"] = list(engine.recent)
     return out
+
+
+def _verdict(engine: Engine, pb: Playbook, now: float) -> Verdict:
+    """What holds ``pb`` back now: a guard, or its trigger waiting for corroboration."""
+    verdict = engine.guards.may_run(pb, now)
+    waiting = engine.corroboration.waiting.get(pb.name)
+    if verdict.allowed and waiting:
+        return Verdict(False, Guard.UNCORROBORATED, f"uncorroborated: waiting for {waiting}")
+    return verdict
 
 
 def _playbook(verdict: Any, st: PlaybookBook | None) -> dict[str, Any]:

@@ -90,15 +90,24 @@ class ProbeThreads:
 class ServicePollers:
     """One thread per service named by a ``service_down`` condition, asking its backend
     whether the master is there: cheaply through the pid file (every 200 ms), or through
-    ``systemctl show`` (every 2 s: a subprocess costs more)."""
+    ``systemctl show`` (every 2 s: a subprocess costs more). A service only corroboration
+    asks about (``on_demand``) is asked when the engine requests it, and every 30 s."""
 
     PIDFILE_EVERY = 0.2
     SYSTEMD_EVERY = 2.0
+    ON_DEMAND_EVERY = 30.0
 
-    def __init__(self, services: dict[str, Service], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        services: dict[str, Service],
+        wake: Callable[[], None],
+        on_demand: frozenset[str] = frozenset(),
+    ) -> None:
+        self._on_demand = on_demand
         self.results: queue.SimpleQueue[tuple[str, bool, str]] = queue.SimpleQueue()
         self._wake = wake
         self._stop = threading.Event()
+        self._now: dict[str, threading.Event] = {n: threading.Event() for n in services}
         self._threads = [
             threading.Thread(target=self._run, args=(n, s), name=f"svc-{n}", daemon=True)
             for n, s in services.items()
@@ -111,8 +120,12 @@ class ServicePollers:
     def _run(self, name: str, svc: Service) -> None:
         control = control_for(name, svc, System())
         every = self.SYSTEMD_EVERY if svc.unit else self.PIDFILE_EVERY
+        if name in self._on_demand:
+            every = self.ON_DEMAND_EVERY
         last: bool | None = None
+        asked = self._now[name]
         while not self._stop.is_set():
+            asked.clear()
             try:
                 down, detail = is_down(control.state(), svc)
             except Exception as exc:  # a probe of the host must never kill the daemon
@@ -121,10 +134,18 @@ class ServicePollers:
             if down != last:
                 self._wake()
                 last = down
-            self._stop.wait(every)
+            asked.wait(every)
+
+    def request(self, name: str) -> None:
+        """Ask ``name``'s backend now rather than at its next poll (corroboration)."""
+        ev = self._now.get(name)
+        if ev is not None:
+            ev.set()
 
     def stop(self) -> None:
         self._stop.set()
+        for ev in self._now.values():
+            ev.set()
         for t in self._threads:
             t.join(timeout=5)
 
@@ -151,7 +172,11 @@ class Watcher:
         probes = {n: s for n, s in config.sources.items() if isinstance(s, ProbeSource)}
         self.probes = ProbeThreads(probes, self.wake)
         watched = {n for n in signals.services if n in config.services}
-        self.services = ServicePollers({n: config.services[n] for n in watched}, self.wake)
+        self.services = ServicePollers(
+            {n: config.services[n] for n in watched},
+            self.wake,
+            frozenset(n for n in watched if signals.services[n].on_demand),
+        )
         hosts = [s for s in config.sources.values() if isinstance(s, HostSource)]
         self.host_interval = min((h.interval for h in hosts), default=None)
         self._host_due = 0.0

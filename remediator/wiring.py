@@ -48,7 +48,8 @@ def wire(
 ) -> Wiring:
     """Signals for every condition of ``playbooks``, a feeder for the configured sources and
     an engine over them. ``probes`` False (replay): no probe ever answers, so verification
-    judges probe-verified steps on the logs' own future and says so."""
+    judges probe-verified steps on the logs' own future and says so, and no probe or service
+    state can corroborate a trigger on log lines: corroboration is assumed, and said so."""
     conds = [c for pb in playbooks for c in walk_conditions(pb.when)]
     signals = Signals.for_conditions(conds)
     if probes:  # probes run even when no playbook names them (status shows them)
@@ -69,5 +70,6 @@ def wire(
         wall=wall,
         lock=lock,
         verifier=Verifier(signals, probes=probes),
+        observed=probes,
     )
     return Wiring(signals, feeder, engine)

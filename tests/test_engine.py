@@ -81,6 +81,9 @@ def setup(tmp_path: Path) -> tuple[Engine, Host, Signals, Path]:
 
 
 def outage(signals: Signals, now: float) -> None:
+    """An outage as the host sees it: 502s and their cause in the logs, the probe failing
+    (what corroborates log lines, see test_corroborate.py)."""
+    signals.probes["site"].record(False, "HTTP 502", now)
     signals.statuses["acc"].add(now, 502, 40)
     signals.statuses["acc"].add(now, 200, 10)
     signals.causes["err"].add(now, Cause.UPSTREAM_REFUSED, 40)

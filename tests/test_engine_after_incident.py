@@ -21,6 +21,7 @@ CONFIG = """
 sources:
   acc: {type: access_log, path: /var/log/nginx/access.log}
   err: {type: error_log, path: /var/log/nginx/error.log, format: nginx-error}
+  site: {type: probe, url: "http://127.0.0.1:1/"}
 services:
   fpm: {kind: php-fpm, unit: php8.2-fpm.service, startup_grace: 5s}
 playbooks:
@@ -64,6 +65,8 @@ def setup(tmp_path: Path) -> tuple[Engine, Host, Signals, Path]:
 
 
 def bad(signals: Signals, now: float, cause: Cause) -> None:
+    """502s with their cause, and the probe failing (which corroborates the log lines)."""
+    signals.probes["site"].record(False, "HTTP 502", now)
     signals.statuses["acc"].add(now, 502, 40)
     signals.causes["err"].add(now, cause, 40)
 

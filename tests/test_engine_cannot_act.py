@@ -44,6 +44,7 @@ playbooks:
         verify: {within: 5s}
     limits: {cooldown: 1m, max_runs: 1, per: 1h, backoff: false}
     on_exhausted: {notify: oncall, stop: true}
+    corroborate: none  # the accounting alone here; corroboration is test_corroborate's
 """
 
 Engine_ = tuple[Engine, list[str], Callable[[list[Outcome]], None], Path]

@@ -38,6 +38,9 @@ PLAYBOOK = {
                              "window": "10s", "at_least": 3}},
         ]
     },
+    # PHP-FPM's master gone is what corroborates the log lines here: asking the probe as well
+    # (`any`) would put its own 502 among the evidence, before or after the burst's second
+    "corroborate": "service",
     "steps": [{"restart": "fpm", "verify": {"probe": "site", "within": "10s", "settle": "2s"}}],
     "limits": {"cooldown": "10m", "max_runs": 3, "per": "1h"},
 }  # fmt: skip

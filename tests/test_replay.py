@@ -97,6 +97,11 @@ def test_replay_timeline_for_a_person(outage_logs: tuple[Path, Path], tmp_path: 
     assert "trigger held" in out and "fpm-down" in out
     assert "step 1: restart fpm" in out
     assert "statuses: 200: 20, 502: 30" in out
+    # replay sees no probe or service state: it says what live would have needed to act
+    assert (
+        "(corroboration assumed: replay sees no probe or service state; live, this runs only "
+        "on fpm down, failed or not running within 10s)"
+    ) in out
 
 
 def test_rotated_and_compressed_files_belong_to_their_source(

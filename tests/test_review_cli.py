@@ -74,6 +74,7 @@ def incident(tmp_path: Path) -> Path:
         System(),
         {"restart": _restart},
     )
+    signals.services["fpm"].record(True, "unit failed (Result=signal)", 100)  # corroborates
     signals.statuses["acc"].add(100, 502, 30)
     signals.causes["err"].add(100, Cause.UPSTREAM_REFUSED, 30)
     engine.tick(100)

@@ -96,6 +96,10 @@ def bed(tmp_path: Path) -> tuple[Engine, Calls, Path]:
 
 
 def outage(engine: Engine, now: float) -> None:
+    """502s and their cause, and the probe failing just before (what corroborates them; in
+    replay there is no probe, and corroboration is assumed)."""
+    if engine.corroboration.observed:
+        engine.signals.probes["site"].record(False, "502", now - 1)
     engine.signals.statuses["acc"].add(now, 502, 40)
     engine.signals.statuses["acc"].add(now, 200, 10)
     engine.signals.causes["err"].add(now, Cause.UPSTREAM_REFUSED, 40)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import enum
 import os
+import stat
 import sys
 import time
 import traceback
@@ -93,6 +94,19 @@ def _zone(text: str) -> dt.tzinfo:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _not_a_log(path: Path) -> str | None:
+    """Why ``path`` cannot be replayed (missing, a FIFO, a directory...), or None."""
+    from remediator.filekind import not_regular  # noqa: PLC0415
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return exc.strerror or "cannot be read"
+    return None if stat.S_ISREG(mode) else not_regular(mode)
+
+
 def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     """Run the detectors and playbooks over historical logs, in dry run, with log time."""
     from remediator import logs, replay  # noqa: PLC0415
@@ -109,10 +123,10 @@ def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
             for e in f.errors:
                 print(f"{e} (this file's playbooks are left out)", file=err)
         config, playbooks = loaded.config, loaded.playbooks
-    missing = [p for p in args.logs if not p.is_file()]
-    if missing:
-        for p in missing:
-            print(escape.text(f"{p}: no such file"), file=err)
+    unreadable = [(p, why) for p in args.logs if (why := _not_a_log(p)) is not None]
+    if unreadable:
+        for p, why in unreadable:
+            print(escape.text(f"{p}: {why}"), file=err)
         return Exit.CONFIG
     from remediator.when import parse_when  # noqa: PLC0415
 

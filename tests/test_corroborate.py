@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import io
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from remediator import corroborate, logtrust
-from remediator.actionlog import ActionLog, read
+from remediator.actionlog import read
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.causes import Cause
 from remediator.cli import main
 from remediator.engine import Engine
-from remediator.guards import Guards
-from remediator.load import Loaded, load
+from remediator.load import Loaded
 from remediator.playbook import Corroborate
-from remediator.system import System
-from remediator.wiring import wire
 from tests.attacker import give_to_www_data
+from tests.wired import load_text, wired
 
 SOURCES = """
 sources:
@@ -49,10 +46,7 @@ TRIGGER = """
 
 
 def _load(tmp_path: Path, text: str) -> Loaded:
-    cfg = tmp_path / "r.yaml"
-    cfg.write_text(textwrap.dedent(text))
-    (tmp_path / "playbooks.d").mkdir(exist_ok=True)
-    return load(cfg)
+    return load_text(tmp_path, text)
 
 
 def _config(
@@ -164,18 +158,8 @@ class Host:
 
 
 def _engine(tmp_path: Path, text: str, *, probes: bool = True) -> tuple[Engine, Host, Path]:
-    loaded = _load(tmp_path, text)
-    assert loaded.ok and loaded.config is not None, loaded.all_errors()
     host = Host()
-    w = wire(
-        loaded.config,
-        loaded.playbooks,
-        system=System(),
-        guards=Guards(tmp_path / "state", loaded.config.guards, 0),
-        actionlog=ActionLog(tmp_path / "actions.jsonl", journal=False),
-        actions=host.actions(),
-        probes=probes,
-    )
+    w = wired(tmp_path, text, host.actions(), probes=probes)
     return w.engine, host, tmp_path / "actions.jsonl"
 
 

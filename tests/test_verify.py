@@ -13,14 +13,11 @@ from typing import Any
 
 import pytest
 
-from remediator.actionlog import ActionLog, read
+from remediator.actionlog import read
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.causes import Cause
 from remediator.engine import Engine
-from remediator.guards import Guards
-from remediator.load import load
-from remediator.system import System
-from remediator.wiring import wire
+from tests.wired import wired
 
 CONFIG = """
 sources:
@@ -72,21 +69,8 @@ class Calls:
 
 
 def _wire(tmp_path: Path, *, probes: bool = True) -> tuple[Engine, Calls, Path]:
-    cfg_file = tmp_path / "r.yaml"
-    cfg_file.write_text(textwrap.dedent(CONFIG))
-    (tmp_path / "playbooks.d").mkdir()
-    loaded = load(cfg_file)
-    assert loaded.ok and loaded.config is not None, loaded.all_errors()
     calls = Calls()
-    w = wire(
-        loaded.config,
-        loaded.playbooks,
-        system=System(),
-        guards=Guards(tmp_path / "state", loaded.config.guards, 0),
-        actionlog=ActionLog(tmp_path / "actions.jsonl", journal=False),
-        actions=calls.actions(),
-        probes=probes,
-    )
+    w = wired(tmp_path, CONFIG, calls.actions(), probes=probes)
     return w.engine, calls, tmp_path / "actions.jsonl"
 
 
@@ -291,23 +275,10 @@ def test_requests_that_started_before_the_action_are_left_out_by_their_logged_du
     """A 502 logged 0.3 s after the restart for a request that took 0.8 s was the old pool's
     failure, not the new one's: the site is healthy from the first look. Had it taken 0.1 s,
     the new pool failed it, and health counts only from the next second."""
-    cfg_file = tmp_path / "r.yaml"
     timed = textwrap.dedent(CONFIG).replace(
         "path: /var/log/nginx/access.log}", "path: /var/log/nginx/access.log, format: nginx-timed}"
     )
-    cfg_file.write_text(timed)
-    (tmp_path / "playbooks.d").mkdir()
-    loaded = load(cfg_file)
-    assert loaded.ok and loaded.config is not None, loaded.all_errors()
-    w = wire(
-        loaded.config,
-        loaded.playbooks,
-        system=System(),
-        guards=Guards(tmp_path / "state", loaded.config.guards, 0),
-        actionlog=ActionLog(tmp_path / "actions.jsonl", journal=False),
-        actions=Calls().actions(),
-        probes=False,
-    )
+    w = wired(tmp_path, timed, Calls().actions(), probes=False)
     acc = Path("/var/log/nginx/access.log")
     outage(w.engine, 100)
     w.engine.tick(100)  # restarts at 100

@@ -58,6 +58,7 @@ class ErrorFormat:
         description: str,
         *,
         gate: tuple[bytes, ...],
+        gate_in_one_scan: bool = False,
         header: bytes,
         rules: tuple[Rule, ...],
         time_re: bytes,
@@ -69,8 +70,18 @@ class ErrorFormat:
         self.description = description
         self.rules = rules
         self._gate = gate
+        # many substrings that most lines hold none of: one regex scan beats one scan each
+        self._gate_re = (
+            re.compile(b"|".join(re.escape(g) for g in gate)) if gate_in_one_scan else None
+        )
         self._header = re.compile(header)
         self._rules = [(r, re.compile(r.pattern), f"{name}/{r.name}") for r in rules]
+        self._codes = frozenset(  # Apache's AHnnnnn codes that some rule names
+            c
+            for r in rules
+            for m in errorrules.APACHE_CODE.findall(r.pattern)
+            for c in m.split(b"|")
+        )
         # every rule's start at once, as a cheap first test (groups unnamed: names repeat)
         self._any = re.compile(
             b"|".join(b"(?:" + _NAMED_GROUP.sub(b"(?:", r.pattern) + b")" for r in rules)
@@ -86,17 +97,24 @@ class ErrorFormat:
 
     def classify(self, line: bytes) -> Cause | None:
         """The cause a line reports, or None. Works with or without the timestamp prefix."""
-        for g in self._gate:
-            if g in line:
-                return self._verdict(line).cause
-        return None
+        return self._verdict(line).cause if self._passes(line) else None
 
     def verdict(self, line: bytes) -> Verdict:
         """The cause a line reports and the rule that matched (both None: nothing known)."""
-        for g in self._gate:
+        return self._verdict(line) if self._passes(line) else _NOTHING
+
+    def _passes(self, line: bytes) -> bool:
+        """The quick first test: could a rule match this line at all?"""
+        if self._codes:  # Apache 2.4: the message's code says it (AH01630: no, AH00957: yes)
+            i = line.find(b"AH")
+            if i >= 0 and line[i + 7 : i + 9] == b": " and line[i + 2 : i + 7].isdigit():
+                return line[i + 2 : i + 7] in self._codes
+        if self._gate_re is not None:
+            return self._gate_re.search(line) is not None
+        for g in self._gate:  # noqa: SIM110 - a loop of `in` is the fastest form here
             if g in line:
-                return self._verdict(line)
-        return _NOTHING
+                return True
+        return False
 
     def time(
         self, line: bytes, tz: dt.tzinfo | None = None, now: float | None = None
@@ -249,9 +267,8 @@ _PHP_FPM: Final = _PhpFpm(
 _APACHE_ERROR: Final = ErrorFormat(
     "apache-error",
     "Apache's error log, 2.2 and 2.4: mod_proxy, proxy_fcgi, mod_fastcgi, mod_fcgid, the MPMs",
-    gate=(
-        b"AH0",
-        b"AH1",
+    gate_in_one_scan=True,
+    gate=(  # lines with no AH code (2.2, third-party modules); coded lines are told by their code
         b"proxy",
         b"child pid",
         b"FastCGI",

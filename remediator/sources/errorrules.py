@@ -21,6 +21,7 @@ FreeBSD's numbers differ) and by their Linux number second.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -241,23 +242,34 @@ NGINX: Final[tuple[Rule, ...]] = (
 # was taken out by the header (``(111)Connection refused: ``) and decides ``by_errno`` rules.
 _PROXY22: Final = rb"proxy: (?:[\w-]+: )?"
 
+
+def _ah(*codes: str, also: bytes = b"") -> bytes:
+    """A group matching ``AHnnnnn: `` for these codes (or ``also``, Apache 2.2's wording).
+    The classifier reads the codes back (:data:`APACHE_CODE`) for its quick first test."""
+    alts = rb"AH(?:" + "|".join(codes).encode() + rb"): "
+    return rb"(?:" + alts + (rb"|" + also if also else b"") + rb")"
+
+
+APACHE_CODE: Final = re.compile(rb"AH\(\?:([\d|]+)\)")
+"""Where :func:`_ah` wrote its codes in a pattern."""
+
 APACHE: Final[tuple[Rule, ...]] = (
     Rule(
         "dns_lookup",
-        rb"(?:AH00898: |" + _PROXY22 + rb")DNS lookup failure for: ",
+        _ah("00898", also=_PROXY22) + rb"DNS lookup failure for: ",
         Cause.DNS_FAILURE,
         samples=(("AH00898: DNS lookup failure for: backend returned by /app", Cause.DNS_FAILURE),
                  ("proxy: DNS lookup failure for: backend returned by /", Cause.DNS_FAILURE)),
     ),
     Rule(
         "ssl_handshake",
-        rb"(?:AH00898: |" + _PROXY22 + rb")Error during SSL Handshake with remote server",
+        _ah("00898", also=_PROXY22) + rb"Error during SSL Handshake with remote server",
         Cause.UPSTREAM_TLS,
         samples=(("AH00898: Error during SSL Handshake with remote server returned by /", Cause.UPSTREAM_TLS),),
     ),
     Rule(
         "connect_failed",
-        rb"(?:AH0(?:0957|0939|2454|0958): |" + _PROXY22 + rb")[\w-]+: attempt to connect ",
+        _ah("00957", "00939", "02454", "00958", also=_PROXY22) + rb"[\w-]+: attempt to connect ",
         by_errno=True,
         default=Cause.UPSTREAM_REFUSED,
         samples=(
@@ -268,7 +280,7 @@ APACHE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "no_backend",
-        rb"(?:AH0(?:1079|1114): |" + _PROXY22 + rb")(?:[\w-]+: )?failed to make connection to backend",
+        _ah("01079", "01114", also=_PROXY22) + rb"(?:[\w-]+: )?failed to make connection to backend",
         by_errno=True,
         default=Cause.UPSTREAM_REFUSED,
         samples=(
@@ -279,7 +291,7 @@ APACHE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "worker_disabled",
-        rb"(?:AH00940: |AH00959: |" + _PROXY22 + rb")?(?:[\w-]+: disabled connection for"
+        _ah("00940", "00959", also=_PROXY22) + rb"?(?:[\w-]+: disabled connection for"
         rb"|ap_proxy_connect_backend disabling worker for)",
         Cause.NO_LIVE_UPSTREAMS,
         samples=(
@@ -291,27 +303,27 @@ APACHE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "fcgi_header",
-        rb"AH01067: ",
+        _ah("01067"),
         by_errno=True,
         default=Cause.UPSTREAM_RESET,
         samples=(("AH01067: Failed to read FastCGI header", Cause.UPSTREAM_RESET),),
     ),
     Rule(
         "fcgi_dispatch",
-        rb"AH01075: ",
+        _ah("01075"),
         by_errno=True,
         default=Cause.UPSTREAM_RESET,
         samples=(("AH01075: Error dispatching request to : ", Cause.UPSTREAM_RESET),),
     ),
     Rule(
         "fcgi_bogus",
-        rb"AH01068: ",
+        _ah("01068"),
         Cause.UPSTREAM_BAD_RESPONSE,
         samples=(("AH01068: Got bogus version 60", Cause.UPSTREAM_BAD_RESPONSE),),
     ),
     Rule(
         "status_line",
-        rb"(?:AH01102: |" + _PROXY22 + rb")error reading status line from remote server",
+        _ah("01102", also=_PROXY22) + rb"error reading status line from remote server",
         by_errno=True,
         default=Cause.UPSTREAM_CLOSED,
         samples=(("AH01102: error reading status line from remote server 127.0.0.1:8080", Cause.UPSTREAM_CLOSED),
@@ -319,27 +331,27 @@ APACHE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "read_remote",
-        rb"(?:AH00898: |" + _PROXY22 + rb")Error reading from remote server",
+        _ah("00898", also=_PROXY22) + rb"Error reading from remote server",
         by_errno=True,
         default=Cause.UPSTREAM_CLOSED,
         samples=(("AH00898: Error reading from remote server returned by /index.php", Cause.UPSTREAM_CLOSED),),
     ),
     Rule(
         "pass_body",
-        rb"(?:AH0(?:1084|1097): |AH10154: |" + _PROXY22 + rb")pass request body failed to ",
+        _ah("01084", "01097", "10154", also=_PROXY22) + rb"pass request body failed to ",
         by_errno=True,
         samples=(("(32)Broken pipe: [client 1.2.3.4:5] AH01097: pass request body failed to 127.0.0.1:8080 (127.0.0.1) from 1.2.3.4 ()", Cause.UPSTREAM_CLOSED),
                  ("AH01097: pass request body failed to 127.0.0.1:8080 (127.0.0.1) from 1.2.3.4 ()", None)),
     ),
     Rule(
         "no_handler",
-        rb"(?:AH01144: |" + _PROXY22 + rb")No protocol handler was valid for the URL",
+        _ah("01144", also=_PROXY22) + rb"No protocol handler was valid for the URL",
         Cause.CONFIG_ERROR,
         samples=(("AH01144: No protocol handler was valid for the URL /x (scheme 'fcgi').", Cause.CONFIG_ERROR),),
     ),
     Rule(
         "child_crashed",
-        rb"(?:AH0005[12]: )?child pid \d+ exit signal |AH00060: ",
+        _ah("00051", "00052") + rb"?child pid \d+ exit signal |" + _ah("00060"),
         Cause.WORKER_CRASHED,
         samples=(
             ("AH00051: child pid 21356 exit signal Segmentation fault (11), possible coredump in /etc/apache2", Cause.WORKER_CRASHED),
@@ -350,8 +362,9 @@ APACHE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "max_workers",
-        rb"(?:AH0(?:0161|0286|0484): )?server reached (?:MaxRequestWorkers|MaxClients) setting"
-        rb"|AH0(?:3490|0288): scoreboard is full",
+        _ah("00161", "00286", "00484") + rb"?server reached (?:MaxRequestWorkers|MaxClients) setting|"
+        + _ah("03490", "00288")
+        + rb"scoreboard is full",
         Cause.SERVER_SATURATED,
         samples=(
             ("AH00161: server reached MaxRequestWorkers setting, consider raising the MaxRequestWorkers setting", Cause.SERVER_SATURATED),
@@ -405,7 +418,7 @@ APACHE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "syntax_error",
-        rb"(?:AH00526: )?Syntax error on line \d+ of ",
+        _ah("00526") + rb"?Syntax error on line \d+ of ",
         Cause.CONFIG_ERROR,
         samples=(("AH00526: Syntax error on line 37 of /etc/apache2/sites-enabled/a.conf:", Cause.CONFIG_ERROR),),
     ),

@@ -275,11 +275,12 @@ _APACHE_ERROR: Final = ErrorFormat(
         b"fcgid",
         b"MaxClients",
         b"Syntax error",
+        b"ajp_",
     ),
     header=rb"(?:\[(?P<time>\w{3} \w{3} \d\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4})\] )?"
     rb"(?:\[(?:(?P<module>[\w-]*):)?(?P<level>\w+)\] ?)?"  # 2.2 may leave out the space
     rb"(?:\[pid (?P<pid>\d+)(?::tid (?P<tid>\d+))?\] )?"
-    rb"(?:\[(?:client|remote) (?P<client>[^\]]*)\] )?"  # Apache 2.2: the client, then the errno
+    rb"(?:\[(?:client|remote) (?P<client>[^\]]*)\] ?)?"  # 2.2: the client, then the errno
     rb"(?:\((?P<errno>-?\d+)\)(?P<error>[^:\[]*): )?"
     rb"(?:\[(?:client|remote) (?P<client_>[^\]]*)\] )?",  # 2.4: the errno, then the client
     rules=errorrules.APACHE,

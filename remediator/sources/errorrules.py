@@ -59,6 +59,11 @@ _ERRNO: Final[dict[str, tuple[int, tuple[str, ...]]]] = {
     "ECONNREFUSED": (111, ("connection refused",)),
     "EHOSTDOWN": (112, ("host is down",)),
     "EHOSTUNREACH": (113, ("no route to host",)),
+    "WSAECONNRESET": (10054, ()),  # nginx for Windows: WSA codes, texts localised
+    "WSAETIMEDOUT": (10060, ()),
+    "WSAECONNREFUSED": (10061, ()),
+    "WSAEHOSTUNREACH": (10065, ()),
+    "WSAENETUNREACH": (10051, ()),
     "APR_TIMEUP": (70007, ("the timeout specified has expired",)),
     "APR_EOF": (70014, ("end of file found",)),
 }
@@ -75,6 +80,11 @@ ERRNO_CAUSE: Final[dict[str, Cause]] = {
     "EHOSTUNREACH": Cause.UPSTREAM_UNREACHABLE,
     "EHOSTDOWN": Cause.UPSTREAM_UNREACHABLE,
     "ETIMEDOUT": Cause.UPSTREAM_TIMEOUT,
+    "WSAETIMEDOUT": Cause.UPSTREAM_TIMEOUT,
+    "WSAECONNREFUSED": Cause.UPSTREAM_REFUSED,
+    "WSAECONNRESET": Cause.UPSTREAM_RESET,
+    "WSAEHOSTUNREACH": Cause.UPSTREAM_UNREACHABLE,
+    "WSAENETUNREACH": Cause.UPSTREAM_UNREACHABLE,
     "APR_TIMEUP": Cause.UPSTREAM_TIMEOUT,
     "ECONNRESET": Cause.UPSTREAM_RESET,
     "ECONNABORTED": Cause.UPSTREAM_RESET,
@@ -95,7 +105,7 @@ def errno_name(number: bytes | None, text: bytes | None) -> str | None:
     return _BY_NUMBER.get(number) if number else None
 
 
-_ERRNO_RE: Final = rb"\((?P<errno>\d+): (?P<strerror>[^)]*)\)"
+_ERRNO_RE: Final = rb"\((?P<errno>\d+): (?P<strerror>[^()]*(?:\([^()]*\)[^()]*)*)\)"
 # nginx's c->log->action for a connection to an upstream (ngx_http_upstream.c, ngx_event_pipe.c)
 _UP_ACTION: Final = (
     rb" while (?:connecting to|SSL handshaking to|sending request to"
@@ -148,11 +158,12 @@ NGINX: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "upstream_timed_out",
-        rb"upstream timed out \(\d+: [^)]*\)" + _UP_ACTION,
+        rb"upstream timed out " + _ERRNO_RE + _UP_ACTION,
         Cause.UPSTREAM_TIMEOUT,
         samples=(
             ("upstream timed out (110: Connection timed out) while reading response header from upstream", Cause.UPSTREAM_TIMEOUT),
             ("upstream timed out (60: Operation timed out) while connecting to upstream", Cause.UPSTREAM_TIMEOUT),
+            ("upstream timed out (10060: FormatMessage() error:(15105)) while connecting to upstream", Cause.UPSTREAM_TIMEOUT),
         ),
     ),
     Rule(
@@ -280,7 +291,7 @@ APACHE: Final[tuple[Rule, ...]] = (
     ),
     Rule(
         "no_backend",
-        _ah("01079", "01114", also=_PROXY22) + rb"(?:[\w-]+: )?failed to make connection to backend",
+        _ah("01079", "01114", "00896", also=_PROXY22) + rb"(?:[\w-]+: )?failed to make connection to backend",
         by_errno=True,
         default=Cause.UPSTREAM_REFUSED,
         samples=(
@@ -342,6 +353,28 @@ APACHE: Final[tuple[Rule, ...]] = (
         by_errno=True,
         samples=(("(32)Broken pipe: [client 1.2.3.4:5] AH01097: pass request body failed to 127.0.0.1:8080 (127.0.0.1) from 1.2.3.4 ()", Cause.UPSTREAM_CLOSED),
                  ("AH01097: pass request body failed to 127.0.0.1:8080 (127.0.0.1) from 1.2.3.4 ()", None)),
+    ),
+    Rule(
+        "ajp_backend",
+        _ah("00868", "00876", "00877", "00878", "00889", "00893", "00897", "00992", "01029",
+            "01030", "01032", also=_PROXY22)
+        + rb"?(?:(?:read response|send|request) failed (?:to|from) |read zero bytes|dialog to "
+        rb"|cping/cpong failed|ajp_read_header failed"
+        rb"|ajp_\w+(?:\(\))?:? (?:ajp_ilink_\w+ failed|can't receive header|send failed|error))",
+        by_errno=True,
+        default=Cause.UPSTREAM_CLOSED,
+        samples=(
+            ("(70007)The timeout specified has expired: AH01030: ajp_ilink_receive() can't receive header", Cause.UPSTREAM_TIMEOUT),
+            ("AH00992: ajp_read_header: ajp_ilink_receive failed", Cause.UPSTREAM_CLOSED),
+            ("(104)Connection reset by peer: ajp_ilink_receive() can't receive header", Cause.UPSTREAM_RESET),
+            ("proxy: read response failed from 127.0.0.1:8009 (localhost)", Cause.UPSTREAM_CLOSED),
+        ),
+    ),
+    Rule(
+        "ajp_bad_header",
+        _ah("01031") + rb"|ajp_ilink_receive\(\) received bad header",
+        Cause.UPSTREAM_BAD_RESPONSE,
+        samples=(("AH01031: ajp_ilink_receive() received bad header", Cause.UPSTREAM_BAD_RESPONSE),),
     ),
     Rule(
         "no_handler",

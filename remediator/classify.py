@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import errno
 import gzip
 import json
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,10 +68,13 @@ class Row:
 
 
 def open_input(name: str, stdin: BinaryIO) -> BinaryIO:
-    """A named file (gzip told by its first bytes), or ``stdin`` for ``-``."""
+    """A named file (gzip told by its first bytes), or ``stdin`` for ``-``. A name must be a
+    regular file: a device or a FIFO (``/dev/zero`` has no line end) is refused (OSError)."""
     if name == "-":
         return stdin
     path = Path(name)
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
     with path.open("rb") as f:
         magic = f.read(2)
     if magic == b"\x1f\x8b":

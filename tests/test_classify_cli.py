@@ -138,3 +138,10 @@ def test_an_unknown_format_or_a_missing_file_is_a_usage_error(tmp_path: Path) ->
     assert rc == 2
     assert "nope.log: No such file or directory" in err
     assert "Traceback" not in err
+
+
+def test_a_device_is_refused_not_read_forever() -> None:
+    rc, out, err = run("classify", "/dev/zero")
+    assert rc == 2
+    assert err == "/dev/zero: not a regular file\n"
+    assert out == ""

@@ -7,7 +7,9 @@ import datetime as dt
 import io
 from pathlib import Path
 
-from remediator import replay
+import pytest
+
+from remediator import feed, replay
 
 T = "2026/11/24 09:26:23"
 REFUSED = "connect() failed (111: Connection refused) while connecting to upstream"
@@ -50,3 +52,12 @@ def test_the_text_summary_says_how_many_were_untimed(tmp_path: Path) -> None:
     out = io.StringIO()
     replay.print_timeline([], summary, out, tz=dt.UTC)
     assert "2 lines (0 malformed, 1 untimed)" in out.getvalue()
+
+
+def test_lines_waiting_for_a_first_time_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed, "UNTIMED_WAITING", 2)
+    summary = _replay(tmp_path, f"{REFUSED}\n" * 5 + f"{T} [error] 7#7: *1 {REFUSED}\n")
+    assert (summary["lines"], summary["untimed"]) == (6, 5)
+    assert summary["causes"] == {"upstream_refused": 3}  # two waited, the others were counted

@@ -18,12 +18,17 @@ class Cause(enum.StrEnum):
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_RESET = "upstream_reset"
     UPSTREAM_CLOSED = "upstream_closed"
+    UPSTREAM_FORBIDDEN = "upstream_forbidden"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_TLS = "upstream_tls"
+    UPSTREAM_BAD_RESPONSE = "upstream_bad_response"
     NO_LIVE_UPSTREAMS = "no_live_upstreams"
     DNS_FAILURE = "dns_failure"
     FPM_MAX_CHILDREN = "fpm_max_children"
     WORKER_CRASHED = "worker_crashed"
     FPM_EXEC_TIMEOUT = "fpm_exec_timeout"
     FPM_SLOW = "fpm_slow"
+    SERVER_SATURATED = "server_saturated"
     CONFIG_ERROR = "config_error"
 
 
@@ -39,11 +44,21 @@ _DESCRIPTIONS: dict[Cause, str] = {
     Cause.UPSTREAM_TIMEOUT: "the upstream did not answer in time: hung or saturated workers",
     Cause.UPSTREAM_RESET: "the upstream reset the connection mid-request: workers crashing",
     Cause.UPSTREAM_CLOSED: "the upstream closed the connection before a full response header",
-    Cause.NO_LIVE_UPSTREAMS: "every server of an upstream group is marked down",
+    Cause.UPSTREAM_FORBIDDEN: "the upstream socket refuses this server's user (13: Permission denied): "
+    "a pool's listen.owner/listen.mode or SELinux",
+    Cause.UPSTREAM_UNREACHABLE: "no route to the upstream (113, 101): a firewall rule or the network",
+    Cause.UPSTREAM_TLS: "the TLS handshake with the upstream failed: certificate or protocol mismatch",
+    Cause.UPSTREAM_BAD_RESPONSE: "the upstream's answer was malformed or too big for the buffers "
+    "(upstream sent too big header, invalid header or FastCGI record)",
+    Cause.NO_LIVE_UPSTREAMS: "every server of an upstream group is marked down (nginx), "
+    "the proxy worker is disabled after failures (Apache)",
     Cause.DNS_FAILURE: "an upstream host name could not be resolved",
     Cause.FPM_MAX_CHILDREN: "PHP-FPM reached pm.max_children: saturated",
-    Cause.WORKER_CRASHED: "a PHP-FPM child exited on a signal",
+    Cause.WORKER_CRASHED: "a worker exited on a signal: a PHP-FPM child, an Apache child "
+    "(mod_php: exit signal Segmentation fault), an nginx worker",
     Cause.FPM_EXEC_TIMEOUT: "PHP-FPM killed a request at request_terminate_timeout",
     Cause.FPM_SLOW: "PHP-FPM reports a request executing too slowly",
+    Cause.SERVER_SATURATED: "the web server ran out of workers or connections: Apache "
+    "MaxRequestWorkers (MaxClients), nginx worker_connections, open files",
     Cause.CONFIG_ERROR: "the server reports a broken configuration",
 }

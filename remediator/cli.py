@@ -160,6 +160,51 @@ def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     return Exit.OK
 
 
+def cmd_classify(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """Each error-log line's cause, time and matching rule (like fail2ban-regex, for causes)."""
+    from remediator import classify  # noqa: PLC0415
+    from remediator.config import ErrorLogSource, JournalSource  # noqa: PLC0415
+
+    fmt = args.format
+    if args.source is not None:
+        loaded = _config_or_report(args, err)
+        if loaded is None or loaded.config is None:
+            return Exit.CONFIG
+        src = loaded.config.sources.get(args.source)
+        if not isinstance(src, ErrorLogSource | JournalSource):
+            print(escape.text(f"remediator classify: no error_log or journal source "
+                              f"'{args.source}' in {loaded.path}"), file=err)  # fmt: skip
+            return Exit.USAGE
+        fmt = src.format
+    elif fmt is not None and fmt not in classify.ERROR_FORMATS:
+        names = ", ".join(classify.ERROR_FORMATS)
+        print(escape.text(f"remediator classify: unknown format '{fmt}' ({names})"), file=err)
+        return Exit.USAGE
+    formats = classify.formats_for(fmt)
+    tally = classify.Tally()
+    many = len(args.logs) > 1
+    stdin = sys.stdin.buffer
+    for name in args.logs:
+        try:
+            f = classify.open_input(name, stdin)
+        except OSError as exc:
+            print(escape.text(f"{name}: {exc.strerror or exc}"), file=err)
+            return Exit.CONFIG
+        with f:
+            rows = classify.classify_lines(
+                f, formats, tally, where=f"{name}:" if many else "", tz=args.tz
+            )
+            if args.json:
+                classify.print_json(rows, out)
+            else:
+                classify.print_text(rows, out)
+    if args.json:
+        classify.print_json_summary(tally, out)
+    else:
+        classify.print_text_summary(tally, out)
+    return Exit.OK
+
+
 def _since(text: str) -> float:
     """``log --since/--until``: ``14:41``, ``yesterday 14:00``, ``2h`` (ago), ISO 8601, epoch."""
     from remediator.when import parse_when  # noqa: PLC0415
@@ -444,6 +489,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     _add_log(sub)
+    _add_classify(sub)
     _switch_parsers(sub)
     return p
 
@@ -471,6 +517,21 @@ def _add_replay(sub: Any) -> None:
     )
     r.add_argument("--to", dest="end", help="skip lines after this time")
     r.set_defaults(func=cmd_replay)
+
+
+def _add_classify(sub: Any) -> None:
+    c = sub.add_parser(
+        "classify", help="the cause, time and rule of each error-log line (test your logs)"
+    )
+    c.add_argument("logs", nargs="+", metavar="FILE", help="error logs (.gz too), - for stdin")
+    c.add_argument("--json", action="store_true", help="JSON lines; the last is the summary")
+    which = c.add_mutually_exclusive_group()
+    which.add_argument("--format", help="nginx-error, apache-error or php-fpm (default: try all)")
+    which.add_argument("--source", help="read the lines as this configured source's format")
+    c.add_argument(
+        "--tz", type=_zone, metavar="ZONE", help="zone of the logs' local times (default: here)"
+    )
+    c.set_defaults(func=cmd_classify)
 
 
 def _add_log(sub: Any) -> None:

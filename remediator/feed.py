@@ -170,25 +170,34 @@ class Feeder:
             self.signals.sample(name, line.decode("utf-8", "replace"))
 
 
+UNTIMED_WAITING = 100_000  # lines kept waiting for a file's first time (memory bound)
+
+
 def error_times(
     efmt: Any, lines: Iterable[bytes], tz: dt.tzinfo | None, stats: SourceStats
 ) -> Iterable[tuple[float, list[bytes]]]:
     """An error log's lines in runs sharing a time (replay). A line without a time of its own
-    (a continuation) belongs to the entry before it; before any, it is counted untimed."""
+    (a continuation, a journal message) takes the last known time and is counted ``untimed``;
+    lines before the first time wait for it (up to ``UNTIMED_WAITING`` of them). A file with no
+    time at all is only counted, as lines and untimed."""
     run: list[bytes] = []
     run_t: float | None = None
     for raw in lines:
         line = raw.rstrip(b"\r\n")
         t = efmt.time(line, tz)
-        t = t if t is not None else run_t
         if t is None:
             stats.untimed += 1
-            stats.lines += 1
+            if run_t is not None or len(run) < UNTIMED_WAITING:
+                run.append(line)  # joins the last known time's run, or waits for the first
+            else:
+                stats.lines += 1  # too many before any time: counted, not kept
             continue
-        if run and t != run_t:
-            yield run_t if run_t is not None else t, run
+        if run and run_t is not None and t != run_t:
+            yield run_t, run
             run = []
         run_t = t
         run.append(line)
     if run and run_t is not None:
         yield run_t, run
+    elif run:
+        stats.lines += len(run)

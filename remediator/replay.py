@@ -486,7 +486,9 @@ def print_timeline(
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
     causes = ", ".join(f"{k}: {v}" for k, v in summary["causes"].items())
     out.write(
-        f"\n{summary['lines']} lines ({summary['malformed']} malformed) "
+        f"\n{summary['lines']} lines ({summary['malformed']} malformed"
+        + (f", {summary['untimed']} untimed" if summary.get("untimed") else "")
+        + ") "
         f"from {_local(summary['from'], tz)} to {_local(summary['to'], tz)}\n"
         f"statuses: {statuses}\n"
         + (f"causes: {causes}\n" if causes else "")

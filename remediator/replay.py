@@ -255,14 +255,10 @@ def _access_runs(fmt: Any, buf: bytes, key: str, order: int, feeder: Feeder) -> 
             yield (t, order, "status", key, _Lines(block, i, n), batch.statuses[i : i + n])
             i += n
         return
-    good: list[bytes] = []  # rare: find which lines are malformed, one at a time
-    for line in buf.split(b"\n"):
-        if fmt.scan_lines([line]).malformed:
-            feeder.statuses(key, [], [], 1, feeder.stats[key].last_line_at or 0.0)
-        else:
-            good.append(line)
-    lines = good
-    batch = fmt.scan_lines(lines)
+    # rare: leave out the malformed lines, which the scan located
+    feeder.statuses(key, [], [], batch.malformed, feeder.stats[key].last_line_at or 0.0)
+    skip = set(batch.bad)
+    lines = [line for i, line in enumerate(buf.split(b"\n")) if i not in skip]
     i = 0
     for t, n in batch.runs or ():
         yield (t, order, "status", key, lines[i : i + n], batch.statuses[i : i + n])

@@ -73,6 +73,8 @@ def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool, guard
         body = rb'[^"]*' + guard
     elif stop and esc is not Escaping.NONE:
         body = _printable_but(stop[0])
+    elif i == len(tokens) - 1 and tok.kind is Kind.TEXT:  # the rest of the line
+        body = _text_class(True, esc)
     else:
         body = _text_class(quoted, esc) if tok.kind is Kind.TEXT else EXACT[tok.kind]
     return b"(" + body + b")" if capture else body
@@ -111,18 +113,17 @@ def fast_line(
     """The fast regex of a line (time and status captured, in line order), and that of a later
     line of a block, whose time must equal the first line's and whose status alone is captured.
 
-    It reads up to the literal after the last field it needs; the rest of the line is ``.*``.
+    It reads the whole line, so that a line with fields the format does not have (the wrong
+    format chosen) or cut short (no closing quote) fails it, and then the exact regex too:
+    such a line is malformed, never counted as valid.
     """
-    end = max(tokens.index(status), tokens.index(tfield) if tfield else -1) + 1
-    tail = rb"(?![^\n])"
-    if end < len(tokens):
-        nxt = tokens[end]
-        tail = (re.escape(nxt) if isinstance(nxt, bytes) else b"") + rb".*"
     ref = rb"(?:\1)" if tfield and tokens.index(tfield) < tokens.index(status) else rb"(?:\2)"
     g = _crossing_guard(tokens)
-    first = [_fast_piece(tokens, i, esc, tokens[i] in (status, tfield), g) for i in range(end)]
+    n = len(tokens)
+    first = [_fast_piece(tokens, i, esc, tokens[i] in (status, tfield), g) for i in range(n)]
     same = [
         ref if tokens[i] is tfield else _fast_piece(tokens, i, esc, tokens[i] is status, g)
-        for i in range(end)
+        for i in range(n)
     ]
-    return b"".join(first) + tail, b"".join(same) + tail
+    end = rb"\r?(?![^\n])"  # a CRLF file: its CR is no field
+    return b"".join(first) + end, b"".join(same) + end

@@ -21,7 +21,7 @@ import re
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, cast
 
 from remediator.sources.access.timeparse import TimeCache
@@ -40,6 +40,8 @@ class Batch:
     """(epoch seconds, how many consecutive statuses have that time); None without a time
     field. Lines share their second, so this stays short where a time per line would not."""
     malformed: int
+    bad: list[int] = field(default_factory=list)
+    """Where the malformed lines are: their indices among the lines scanned (0-based)."""
 
     @property
     def lines(self) -> int:
@@ -57,15 +59,16 @@ class Batch:
         """One batch of several read one after the other."""
         statuses: list[int] = []
         runs: Runs | None = None
-        bad = 0
+        bad: list[int] = []
         for b in batches:
+            at = len(statuses) + len(bad)
+            bad += (at + i for i in b.bad)
             statuses += b.statuses
-            bad += b.malformed
             if b.runs is not None:
                 runs = runs if runs is not None else Runs()
                 for t, n in b.runs:
                     runs.add(t, n)
-        return cls(statuses, runs, bad)
+        return cls(statuses, runs, len(bad), bad)
 
     def by_time(self) -> list[tuple[float, Counter[int]]]:
         """Status counts per run of lines sharing a time, in order: what a detector window eats."""
@@ -190,10 +193,10 @@ class Scanner:
 
     def _scan_nl(self, view: bytes | memoryview) -> Batch:
         """The hot path: ``view`` is ``\\nLINE\\nLINE...`` with no final newline."""
-        runs, out = Runs(), list[int]()
+        runs, out, bad = Runs(), list[int](), list[int]()
         if self._block is None:
-            bad = self._rest(view, out, runs)
-            return Batch(out, runs if self._tc is not None else None, bad)
+            self._rest(view, out, runs, bad)
+            return Batch(out, runs if self._tc is not None else None, len(bad), bad)
         parts = self._block(view)
         timed = self._tc is not None
         stride = 1 + BLOCK + timed
@@ -210,25 +213,27 @@ class Scanner:
         if not holes and not unread:  # the common case: no copy
             for t, group in itertools.groupby(btimes):
                 runs.add(t, len(list(group)) * BLOCK)
-            bad = self._rest(gaps[last], statuses, runs)
-            return Batch(statuses, runs if timed else None, bad)
-        bad = lo = 0
+            self._rest(gaps[last], statuses, runs, bad)
+            return Batch(statuses, runs if timed else None, len(bad), bad)
+        lo = 0
         for hi in [*holes, last]:  # blocks lo..hi-1, then what lies between blocks hi-1 and hi
             for t, group in itertools.groupby(btimes[lo:hi]):
                 n = len(list(group))
                 if math.isnan(t):
-                    bad += n * BLOCK
+                    at = len(out) + len(bad)
+                    bad += range(at, at + n * BLOCK)
                 else:
                     out += statuses[lo * BLOCK : (lo + n) * BLOCK]
                     runs.add(t, n * BLOCK)
                 lo += n
-            bad += self._rest(gaps[hi], out, runs)
-        return Batch(out, runs if timed else None, bad)
+            self._rest(gaps[hi], out, runs, bad)
+        return Batch(out, runs if timed else None, len(bad), bad)
 
-    def _rest(self, view: bytes | memoryview, out: list[int], runs: Runs) -> int:
-        """Read ``\\nLINE...`` a match per line into ``out`` and ``runs``; count the malformed."""
+    def _rest(self, view: bytes | memoryview, out: list[int], runs: Runs, bad: list[int]) -> None:
+        """Read ``\\nLINE...`` a match per line into ``out`` and ``runs``; the malformed lines'
+        indices (counting every line scanned so far: ``len(out) + len(bad)``) into ``bad``."""
         if not view:
-            return 0
+            return
         parts = self._split(view)
         timed = self._tc is not None
         step = 2 + timed
@@ -241,19 +246,17 @@ class Scanner:
             out += statuses
             for t, group in itertools.groupby(times):
                 runs.add(t, len(list(group)))
-            return 0
-        bad = 0
+            return
         for i, gap in enumerate(gaps):
             pairs = [self.one(line) for line in gap.split(b"\n")[1:]]
             if i < len(statuses):
                 pairs.append((times[i], statuses[i]))
             for r in pairs:
                 if r is None or (timed and math.isnan(r[0] or 0.0)):
-                    bad += 1
+                    bad.append(len(out) + len(bad))
                 else:
                     out.append(r[1])
                     runs.add(r[0] or 0.0, 1)
-        return bad
 
     def _times(self, raw: list[bytes]) -> tuple[list[float], int]:
         """Epoch seconds (NaN where unreadable) and how many were unreadable."""

@@ -124,6 +124,8 @@ def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     except replay.ReplayError as exc:
         print(f"remediator replay: {escape.text(exc)}", file=err)
         return Exit.CONFIG
+    for path, what in summary.get("formats_guessed", {}).items():
+        print(escape.text(f"{path}: --format auto: read as {what}"), file=err)
     for warning in summary.get("warnings", ()):
         print(f"warning: {escape.text(warning)}", file=err)
     if args.json:
@@ -428,7 +430,9 @@ def _add_replay(sub: Any) -> None:
     which = r.add_mutually_exclusive_group()
     which.add_argument("--source", help="read every LOG as this configured source")
     which.add_argument(
-        "--format", help="read every LOG in this format (nginx-combined, nginx-error, ...)"
+        "--format",
+        help="read every LOG in this format (nginx-combined, nginx-error, ...); auto: guess "
+        "among the built-in access log formats from each file's first lines, and say which",
     )
     r.add_argument(
         "--tz",

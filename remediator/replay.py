@@ -13,6 +13,7 @@ import datetime as dt
 import gzip
 import heapq
 import io
+import itertools
 import json
 import re
 import tempfile
@@ -32,6 +33,7 @@ from remediator.events import Event
 from remediator.feed import Feeder, error_times
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
+from remediator.sources.access.guess import AUTO, Guess, guess
 from remediator.sources.formats import access_format, error_format
 from remediator.system import DryRunSystem
 from remediator.timezone import Span, describe, hour_skews, stamp
@@ -123,6 +125,8 @@ def match_inputs(
                     f"--source {source}: no access_log or error_log source of that name"
                 )
             out.append(_input(p, source, src))
+        elif fmt == AUTO:
+            out.append(Input(p, None, "access", _guess(p).format.name))
         elif fmt is not None:
             kind = "access" if access_format(fmt) is not None else "error"
             out.append(Input(p, None, kind, fmt))
@@ -143,10 +147,30 @@ def match_inputs(
     return out
 
 
+GUESS_LINES = 1000  # --format auto reads this many of a file's first lines
+
+
+def _guess(path: Path) -> Guess:
+    """The built-in format of ``path``, from its first lines."""
+    with _open(path) as f:
+        head = list(itertools.islice(f, GUESS_LINES))
+    found = guess([line.rstrip(b"\r\n") for line in head])
+    if found is None:
+        raise ReplayError(
+            f"{path}: --format auto: no built-in format reads any of its first {len(head)} "
+            "lines; give the server's log_format (or LogFormat) in a source, and --source"
+        )
+    return found
+
+
+def guessed(paths: Iterable[Path], fmt: str | None) -> dict[str, str]:
+    """What ``--format auto`` made of each file, to say so."""
+    return {str(p): _guess(p).describe() for p in paths} if fmt == AUTO else {}
+
+
 def _input(path: Path, name: str, src: AccessLogSource | ErrorLogSource) -> Input:
     if isinstance(src, AccessLogSource):
-        custom = src.log_format is not None or src.apache_format is not None
-        return Input(path, name, "access", "custom" if custom else src.format)
+        return Input(path, name, "access", src.format_name)
     return Input(path, name, "error", src.format)
 
 
@@ -337,6 +361,7 @@ def replay(
         "from": _iso(seen.first) if seen.first is not None else None,
         "to": _iso(seen.last) if seen.last is not None else None,
         "tz": describe(tz),
+        "formats_guessed": guessed(paths, fmt),
         "warnings": hour_skews(
             (Span(k, f, last, k in seen.zoned) for k, (f, last) in seen.spans.items()), tz
         ),

@@ -60,6 +60,8 @@ def test_registry_has_exactly_the_built_in_formats() -> None:
         "apache-common",
         "apache-combined",
         "apache-combined-time",
+        "nginx-json",
+        "apache-vhost-combined",
     }
 
 

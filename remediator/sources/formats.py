@@ -29,12 +29,15 @@ def check_custom_format(flavour: str, text: str) -> str | None:
     return None
 
 
-def access_format(name: str, source: Any = None) -> AccessFormat | None:
-    """The parser for a built-in format name, or for an access_log source's own format."""
+def access_format(name: str | None, source: Any = None) -> AccessFormat | None:
+    """The parser for a built-in format name, or for an access_log source's own format
+    (``name`` None: the source's, which is ``nginx-combined`` when it names none)."""
     if source is not None and source.log_format is not None:
         return accesslog.compile_nginx_format(source.log_format)
     if source is not None and source.apache_format is not None:
         return accesslog.compile_apache_format(source.apache_format)
+    if name is None:
+        name = source.format_name if source is not None else "nginx-combined"
     return accesslog.ACCESS_FORMATS.get(name)
 
 

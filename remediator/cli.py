@@ -53,6 +53,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         print(f"{loaded.path}: {_plural(n, 'error')}, configuration not usable", file=err)
         return Exit.CONFIG
     cfg = loaded.config
+    if not _check_logs(cfg, out, err):
+        return Exit.CONFIG
     print(
         f"ok: {_plural(len(cfg.sources), 'source')}, {_plural(len(cfg.services), 'service')}, "
         f"{_plural(len(loaded.playbooks), 'playbook')} "
@@ -60,6 +62,20 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
         file=out,
     )
     return Exit.OK
+
+
+def _check_logs(cfg: Any, out: TextIO, err: TextIO) -> bool:
+    """The configured logs read in their formats (``remediator.logcheck``); False on an error."""
+    from remediator import logcheck  # noqa: PLC0415 - only check reads the logs
+
+    report = logcheck.check_logs(cfg)
+    for note in report.notes:
+        print(note, file=out)
+    for w in report.warnings:
+        print(f"warning: {w}", file=err)
+    for e in report.errors:
+        print(f"error: {e}", file=err)
+    return not report.errors
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:

@@ -33,9 +33,10 @@ def example(tmp_path: Path) -> Path:
 def test_check_on_valid_config_prints_summary_and_exits_0(example: Path) -> None:
     rc, out, err = run("-c", str(example), "check")
     assert rc == 0
-    assert err == ""
-    assert out.startswith("ok: 8 sources, 3 services, 8 playbooks (7 playbook files; ")
-    assert out.count("\n") == 1
+    # the example's logs are this host's /var/log: a missing one is a warning, nothing else
+    assert all(line.startswith("warning: source ") for line in err.splitlines()), err
+    last = out.splitlines()[-1]
+    assert last.startswith("ok: 8 sources, 3 services, 8 playbooks (7 playbook files; ")
 
 
 def test_check_on_broken_playbook_exits_2_with_one_located_line_per_error(example: Path) -> None:

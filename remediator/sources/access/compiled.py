@@ -115,6 +115,11 @@ class AccessFormat:
         values = (v.decode("utf-8", "backslashreplace") for v in m.groups())
         return dict(zip(self.field_names, values, strict=True))
 
+    def natural(self, lines: list[bytes]) -> int:
+        """How many of ``lines`` the fast regex reads as they are: the lines a format was
+        written for, where another one may read them only by stretching a text field."""
+        return sum(1 for line in lines if self._scanner.fast(line))
+
     # ---- many lines: replay, bursts --------------------------------------------------------
     def scan(self, buf: bytes) -> Batch:
         """Read a buffer of whole lines (the last may lack its newline)."""

@@ -28,11 +28,18 @@ class Guess:
 
 def guess(lines: list[bytes]) -> Guess | None:
     """The built-in that reads most of ``lines`` (without their newlines; blank ones are left
-    out), the first in the registry's order on a tie; None when none reads a single line."""
+    out); on a tie, the one that reads most without stretching a field (``vhost:port ip - -``
+    reads as Apache's combined only with a user name ``- -``), then the first in the
+    registry's order. None when none reads a single line."""
     lines = [line for line in lines if line.strip()]
-    scores = [(f.scan_lines(lines).malformed, i, f) for i, f in enumerate(ACCESS_FORMATS.values())]
-    bad, _, best = min(scores, key=lambda s: (s[0], s[1]))
-    if not lines or bad == len(lines):
+    if not lines:
         return None
-    also = tuple(f.name for b, _, f in scores if b == bad and f is not best)
-    return Guess(best, len(lines) - bad, len(lines), also)
+    scores = []
+    for i, f in enumerate(ACCESS_FORMATS.values()):
+        parsed = len(lines) - f.scan_lines(lines).malformed
+        scores.append(((parsed, f.natural(lines) if parsed else 0, -i), f))
+    (parsed, natural, _), best = max(scores, key=lambda s: s[0])
+    if not parsed:
+        return None
+    also = tuple(f.name for s, f in scores if s[:2] == (parsed, natural) and f is not best)
+    return Guess(best, parsed, len(lines), also)

@@ -80,7 +80,7 @@ def _pasted(text: str) -> tuple[str, list[tuple[int, int]], str | None] | None:
         raise
     offset = keyword.end() if keyword else 0
     args = [directive.Word(w.text, w.start + offset, w.quoted) for w in args]
-    if args and not args[0].quoted and _NAME.fullmatch(args[0].text) and len(args) > 1:
+    if args and not args[0].quoted and _NAME.fullmatch(args[0].text) and (keyword or args[1:]):
         args = args[1:]  # the format's name
     escape = None
     while args and not args[0].quoted and args[0].text.startswith("escape="):

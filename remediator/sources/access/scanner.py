@@ -131,6 +131,10 @@ class Scanner:
             r = self._pair(e.group(*self._picks) if len(self._picks) > 1 else (e[self._picks[0]],))
         return r
 
+    def fast(self, line: bytes) -> bool:
+        """Whether the fast regex alone reads ``line`` (no newline)."""
+        return self._line.match(line) is not None
+
     def _pair(self, g: tuple[bytes, ...]) -> Pair | None:
         if self._tc is None:
             return None, STATUS[g[0]]

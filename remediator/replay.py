@@ -34,6 +34,7 @@ from remediator.feed import Feeder, error_times
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
 from remediator.sources.access.guess import AUTO, Guess, guess
+from remediator.sources.accesslog import AccessFormat
 from remediator.sources.formats import access_format, error_format
 from remediator.system import DryRunSystem
 from remediator.timezone import Span, describe, hour_skews, stamp
@@ -211,15 +212,16 @@ def _events(
         with _open(inp.path) as f:
             rest = b""
             while block := f.read(BLOCK):
-                data = rest + block
+                data = b"".join((b"\n", rest, block))  # the scanner's regions lead with \n
                 cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
+                if cut == 0:
+                    rest = data[1:]
                     continue
-                yield from _access_runs(fmt, data[:cut], key, order, feeder)
+                yield from _access_runs(fmt, data, cut, key, order, feeder)
                 rest = data[cut + 1 :]
             if rest:
-                yield from _access_runs(fmt, rest, key, order, feeder)
+                data = b"\n" + rest
+                yield from _access_runs(fmt, data, len(data), key, order, feeder)
         return
     efmt = error_format(inp.format)
     if efmt is None:
@@ -256,25 +258,33 @@ class _Lines(Sequence[bytes]):
 
 
 class _Block:
-    __slots__ = ("_lines", "buf")
+    """Lines 1 to ``end`` of ``buf`` (a region that leads with a newline), split only when
+    a line is asked for."""
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
+    __slots__ = ("_lines", "buf", "end")
+
+    def __init__(self, buf: bytes, end: int) -> None:
+        self.buf, self.end = buf, end
         self._lines: list[bytes] | None = None
 
     @property
     def lines(self) -> list[bytes]:
         if self._lines is None:
-            self._lines = self.buf.split(b"\n")
+            self._lines = self.buf[1 : self.end].split(b"\n")
         return self._lines
 
 
-def _access_runs(fmt: Any, buf: bytes, key: str, order: int, feeder: Feeder) -> Iterator[Run]:
-    """A block of whole lines in runs sharing a time, each with its statuses (scanned once,
-    in C-speed passes over the block). Malformed lines are counted and left out."""
-    batch = fmt.scan(buf)
+def _access_runs(
+    fmt: AccessFormat, buf: bytes, end: int, key: str, order: int, feeder: Feeder
+) -> Iterator[Run]:
+    """The lines of ``buf[1:end]`` (``buf`` leads with a newline) in runs sharing a time,
+    each with its statuses (scanned once, in C-speed passes over the block, in place).
+    Malformed lines are counted and left out."""
+    with memoryview(buf) as mv, mv[:end] as region:
+        batch = fmt.scan_region(region)
+    block = _Block(buf, end)
     if not batch.malformed:
-        block, i = _Block(buf), 0
+        i = 0
         for t, n in batch.runs or ():
             yield (t, order, "status", key, _Lines(block, i, n), batch.statuses[i : i + n])
             i += n
@@ -282,7 +292,7 @@ def _access_runs(fmt: Any, buf: bytes, key: str, order: int, feeder: Feeder) -> 
     # rare: leave out the malformed lines, which the scan located
     feeder.statuses(key, [], [], batch.malformed, feeder.stats[key].last_line_at or 0.0)
     skip = set(batch.bad)
-    lines = [line for i, line in enumerate(buf.split(b"\n")) if i not in skip]
+    lines = [line for i, line in enumerate(block.lines) if i not in skip]
     i = 0
     for t, n in batch.runs or ():
         yield (t, order, "status", key, lines[i : i + n], batch.statuses[i : i + n])
@@ -340,8 +350,7 @@ def replay(
             clock.advance(t)
             seen.span(key, kind, t)
             if kind == "status":
-                w.feeder.statuses(key, lines, codes, 0, t)
-                seen.statuses.update(codes)
+                seen.statuses.update(w.feeder.statuses(key, lines, codes, 0, t))
             else:
                 seen.causes.update(str(c) for c in w.feeder.causes(key, lines, t))
         clock.finish()

@@ -125,6 +125,11 @@ class AccessFormat:
         """Read a buffer of whole lines (the last may lack its newline)."""
         return self._scanner.scan(buf)
 
+    def scan_region(self, view: bytes | memoryview) -> Batch:
+        """Read ``\\nLINE\\nLINE...`` (a newline before each line, none after the last) in
+        place: what a caller with its own buffer hands over without a copy."""
+        return self._scanner.scan_region(view)
+
     def scan_lines(self, lines: list[bytes]) -> Batch:
         """Read lines without their newlines (what a tailer hands over)."""
         return self._scanner.scan_lines(lines)

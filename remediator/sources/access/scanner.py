@@ -148,6 +148,10 @@ class Scanner:
             return Batch.join(self.scan_file(io.BytesIO(buf), WINDOW))
         return self._scan_nl(b"\n" + buf.removesuffix(b"\n") if buf else b"")
 
+    def scan_region(self, view: bytes | memoryview) -> Batch:
+        """Read ``\\nLINE\\nLINE...`` in place (no final newline)."""
+        return self._scan_nl(view)
+
     def scan_lines(self, lines: list[bytes]) -> Batch:
         """Read lines without their newlines (what a tailer hands over)."""
         return self._scan_nl(b"\n" + b"\n".join(lines) if lines else b"")

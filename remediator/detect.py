@@ -290,6 +290,24 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
         return all(holds(c, sig, now, since=since) for c in cond.conditions)
     if isinstance(cond, AnyOf):
         return any(holds(c, sig, now, since=since) for c in cond.conditions)
+    if isinstance(cond, StatusRate):  # the log conditions, judged every second: no reading
+        win = sig.statuses.get(cond.source)
+        matched, total = (
+            win.count(now, _span(cond.window, now, since), cond.status)
+            if win is not None
+            else (0, 0)
+        )
+        if matched < cond.at_least:
+            return False
+        if cond.ratio is None:
+            return True
+        return total >= cond.min_sample and (matched / total if total else 0.0) >= cond.ratio
+    if isinstance(cond, ErrorCause):
+        cwin = sig.causes.get(cond.source)
+        span = _span(cond.window, now, since)
+        return (
+            cwin.count(now, span, frozenset(cond.cause))[0] if cwin is not None else 0
+        ) >= cond.at_least
     return _leaf(cond, sig, now, since).holds
 
 
@@ -323,7 +341,7 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
     if isinstance(cond, ErrorCause):
         win = sig.causes.get(cond.source)
         span = _span(cond.window, now, since)
-        matched = win.count(now, span, frozenset(cond.cause))[0] if win else 0
+        matched = win.count(now, span, frozenset(cond.cause))[0] if win is not None else 0
         return Reading(
             "error_cause",
             matched >= cond.at_least,
@@ -364,7 +382,7 @@ def _status_rate(
     cond: StatusRate, win: Windows | None, now: float, since: float | None = None
 ) -> Reading:
     span = _span(cond.window, now, since)
-    matched, total = win.count(now, span, cond.status) if win else (0, 0)
+    matched, total = win.count(now, span, cond.status) if win is not None else (0, 0)
     holds = matched >= cond.at_least
     ratio = matched / total if total else 0.0
     if cond.ratio is not None:

@@ -52,7 +52,7 @@ def _exact_piece(tokens: list[Token], i: int, esc: Escaping) -> bytes:
     return b"(" + (timeparse.strf_regex(tok.strf) if tok.strf else EXACT[tok.kind]) + b")"
 
 
-def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool, guard: bytes) -> bytes:
+def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool) -> bytes:
     """Strict for the fields it reads, lenient for the fields it skips.
 
     A skipped field is "anything up to the byte that ends it". Between quotes (request,
@@ -70,7 +70,7 @@ def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool, guard
     elif esc is Escaping.BACKSLASH and quoted:
         body = rb'[^"\\\n]*(?:\\.[^"\\\n]*)*'  # \" does not end it
     elif quoted and esc is Escaping.NGINX:
-        body = rb'[^"]*' + guard
+        body = rb'[^"]*'
     elif stop and esc is not Escaping.NONE:
         body = _printable_but(stop[0])
     elif i == len(tokens) - 1 and tok.kind is Kind.TEXT:  # the rest of the line
@@ -89,24 +89,6 @@ def _printable_but(stop: int) -> bytes:
     return b"[" + lo + hi + b"]*"
 
 
-def _crossing_guard(tokens: list[Token]) -> bytes:
-    """A lookbehind that stops a quoted field from ending on the next line.
-
-    ``[^"]*`` stops at a newline only because a line holds its closing quote. Should a line be
-    cut inside a quoted field (a full disk: nginx writes lines whole), the field would run on
-    to the next line's first quote, so it would end with the bytes the format puts before that
-    quote (`` ] `` in ``combined``): a value ending so is refused by the fast regex and read
-    by the exact one instead.
-    """
-    for i, tok in enumerate(tokens):
-        if isinstance(tok, bytes) and b'"' in tok:
-            before = tok[: tok.index(b'"')]
-            if not before:
-                return rb"(?<!\n)" if i == 0 else b""
-            return b"(?<!" + re.escape(before[-2:]) + b")"
-    return b""
-
-
 def fast_line(
     tokens: list[Token], esc: Escaping, status: Field, tfield: Field | None
 ) -> tuple[bytes, bytes]:
@@ -115,14 +97,16 @@ def fast_line(
 
     It reads the whole line, so that a line with fields the format does not have (the wrong
     format chosen) or cut short (no closing quote) fails it, and then the exact regex too:
-    such a line is malformed, never counted as valid.
+    such a line is malformed, never counted as valid. That also keeps a quoted field from
+    running on into the next line: ``[^"]*`` stops at a newline only because a line holds its
+    closing quote, and a line cut inside one would have the next line's rest, from its first
+    quote to its end, fit the rest of the format.
     """
     ref = rb"(?:\1)" if tfield and tokens.index(tfield) < tokens.index(status) else rb"(?:\2)"
-    g = _crossing_guard(tokens)
     n = len(tokens)
-    first = [_fast_piece(tokens, i, esc, tokens[i] in (status, tfield), g) for i in range(n)]
+    first = [_fast_piece(tokens, i, esc, tokens[i] in (status, tfield)) for i in range(n)]
     same = [
-        ref if tokens[i] is tfield else _fast_piece(tokens, i, esc, tokens[i] is status, g)
+        ref if tokens[i] is tfield else _fast_piece(tokens, i, esc, tokens[i] is status)
         for i in range(n)
     ]
     end = rb"\r?(?![^\n])"  # a CRLF file: its CR is no field

@@ -58,6 +58,9 @@ def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool) -> by
     A skipped field is "anything up to the byte that ends it". Between quotes (request,
     referer, user agent: most of a line) that is ``[^"]*``, one negated byte, which sre runs in
     a tight loop about five times faster than any set. ``fields()`` is the strict reader.
+    Such a field is possessive (``*+``): its class leaves out the byte that ends it, so giving
+    bytes back could never let what follows match, and sre skips keeping track of them
+    (a quarter of the time of a combined line).
     """
     tok = tokens[i]
     if isinstance(tok, bytes):
@@ -68,9 +71,9 @@ def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool) -> by
     elif capture or tok.strf:
         body = timeparse.strf_regex(tok.strf) if tok.strf else EXACT[tok.kind]
     elif esc is Escaping.BACKSLASH and quoted:
-        body = rb'[^"\\\n]*(?:\\.[^"\\\n]*)*'  # \" does not end it
+        body = rb'[^"\\\n]*+(?:\\.[^"\\\n]*+)*'  # \" does not end it
     elif quoted and esc is Escaping.NGINX:
-        body = rb'[^"]*'
+        body = rb'[^"]*+'
     elif stop and esc is not Escaping.NONE:
         body = _printable_but(stop[0])
     elif i == len(tokens) - 1 and tok.kind is Kind.TEXT:  # the rest of the line
@@ -86,7 +89,7 @@ def _printable_but(stop: int) -> bytes:
     which holds no newline, so a match cannot run from a cut line into the next."""
     lo = rb"!-" + re.escape(bytes([stop - 1])) if stop > 0x21 else b""
     hi = re.escape(bytes([max(stop + 1, 0x21)])) + rb"-\xff" if stop < 0xFF else b""
-    return b"[" + lo + hi + b"]*"
+    return b"[" + lo + hi + b"]*+"
 
 
 def fast_line(

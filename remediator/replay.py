@@ -55,6 +55,7 @@ class Input:
     source: str | None
     kind: str  # access or error
     format: str  # a format name, or "custom" for a source's own log_format
+    guessed: str | None = None  # --format auto: what it made of the file, to say so
 
 
 class _MemoryLog(ActionLog):
@@ -127,7 +128,8 @@ def match_inputs(
                 )
             out.append(_input(p, source, src))
         elif fmt == AUTO:
-            out.append(Input(p, None, "access", _guess(p).format.name))
+            guessed = _guess(p)
+            out.append(Input(p, None, "access", guessed.format.name, guessed.describe()))
         elif fmt is not None:
             kind = "access" if access_format(fmt) is not None else "error"
             out.append(Input(p, None, kind, fmt))
@@ -162,11 +164,6 @@ def _guess(path: Path) -> Guess:
             "lines; give the server's log_format (or LogFormat) in a source, and --source"
         )
     return found
-
-
-def guessed(paths: Iterable[Path], fmt: str | None) -> dict[str, str]:
-    """What ``--format auto`` made of each file, to say so."""
-    return {str(p): _guess(p).describe() for p in paths} if fmt == AUTO else {}
 
 
 def _input(path: Path, name: str, src: AccessLogSource | ErrorLogSource) -> Input:
@@ -370,7 +367,7 @@ def replay(
         "from": _iso(seen.first) if seen.first is not None else None,
         "to": _iso(seen.last) if seen.last is not None else None,
         "tz": describe(tz),
-        "formats_guessed": guessed(paths, fmt),
+        "formats_guessed": {str(i.path): i.guessed for i in inputs if i.guessed},
         "warnings": hour_skews(
             (Span(k, f, last, k in seen.zoned) for k, (f, last) in seen.spans.items()), tz
         ),

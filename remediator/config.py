@@ -24,6 +24,7 @@ from remediator.schema import (
     Url,
     opt,
 )
+from remediator.sources.access.guess import AUTO
 from remediator.sources.formats import ACCESS_FORMATS, ERROR_FORMATS, check_custom_format
 
 DEFAULT_CONFIG = Path("/etc/remediator/remediator.yaml")
@@ -48,9 +49,11 @@ class AccessLogSource:
     kind: ClassVar[str] = "access_log"
     path: Path = opt(PathSpec(), "The log file to follow; rotation and truncation are handled.")
     format: str | None = opt(
-        Choice(ACCESS_FORMATS, what="access log format"),
-        "A built-in format (see the table of formats below); `nginx-combined` when neither "
-        "this nor `log_format` / `apache_format` is given.",
+        Choice([*ACCESS_FORMATS, AUTO], what="access log format"),
+        "A built-in format (see the table of formats below), or `auto`: the one that reads "
+        "most of the log's last lines when the daemon starts (or reloads; `nginx-combined` "
+        "if the log is empty or missing then); `nginx-combined` when neither this nor "
+        "`log_format` / `apache_format` is given.",
         None,
     )
     log_format: str | None = opt(

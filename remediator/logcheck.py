@@ -10,18 +10,16 @@ the daemon reports that source blind until it appears.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
 from remediator import escape
 from remediator.config import AccessLogSource, Config, ErrorLogSource
+from remediator.sources.access.guess import AUTO, last_lines
 from remediator.sources.formats import access_format, error_format
 
 LINES: Final = 1000
 GOOD: Final = 0.99
-_TAIL_BYTES: Final = 4 << 20  # at most this much of the file's end is read
 _SHOWN: Final = 200  # characters of a failing line shown
 
 
@@ -43,19 +41,6 @@ def check_logs(config: Config) -> LogReport:
     return report
 
 
-def last_lines(path: Path, n: int = LINES) -> list[bytes]:
-    """The last ``n`` complete lines of ``path`` (without newlines; blank ones left out)."""
-    with path.open("rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        start = max(0, size - _TAIL_BYTES)
-        f.seek(start)
-        data = f.read(_TAIL_BYTES)
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # begun mid-line
-    return [line.removesuffix(b"\r") for line in lines if line.strip()][-n:]
-
-
 def _check_source(name: str, src: AccessLogSource | ErrorLogSource, report: LogReport) -> None:
     where = f"source {name}: {src.path}"
     try:
@@ -72,7 +57,7 @@ def _check_source(name: str, src: AccessLogSource | ErrorLogSource, report: LogR
         return  # nothing to check: a log just rotated
     if isinstance(src, AccessLogSource):
         fmt = access_format(src.format, src)
-        label = src.format_name
+        label = src.format_name if fmt is None or src.format_name != AUTO else f"{fmt.name} (auto)"
         ok = [fmt is not None and fmt.time(line) is not None for line in lines]
     else:
         efmt = error_format(src.format)

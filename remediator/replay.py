@@ -168,6 +168,9 @@ def _guess(path: Path) -> Guess:
 
 def _input(path: Path, name: str, src: AccessLogSource | ErrorLogSource) -> Input:
     if isinstance(src, AccessLogSource):
+        if src.format_name == AUTO:  # the file replayed says, not the one on this host
+            guessed = _guess(path)
+            return Input(path, name, "access", guessed.format.name, guessed.describe())
         return Input(path, name, "access", src.format_name)
     return Input(path, name, "error", src.format)
 
@@ -199,13 +202,13 @@ def _events(
     key = _key(inp)
     if inp.kind == "access":
         src = config.sources.get(inp.source) if config and inp.source else None
-        fmt = access_format(inp.format, src if isinstance(src, AccessLogSource) else None)
+        own = isinstance(src, AccessLogSource) and src.format_name == "custom"
+        fmt = access_format(inp.format, src if own else None)
         if fmt is None:
             raise ReplayError(f"{inp.path}: unknown access log format {inp.format}")
         if not fmt.has_time:
             raise ReplayError(f"{inp.path}: its format has no time field; replay needs one")
-        if key not in feeder.formats:
-            feeder.add_source(key, fmt)
+        feeder.add_source(key, fmt)  # the format this file is read in (format: auto)
         with _open(inp.path) as f:
             rest = b""
             while block := f.read(BLOCK):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from remediator.cli import main
-from remediator.logcheck import last_lines
+from remediator.detect import Signals
+from remediator.feed import Feeder
+from remediator.load import load
+from remediator.sources.access.guess import last_lines
 
 SAMPLES = Path(__file__).parent / "samples"
 TIMED = SAMPLES / "access" / "nginx-timed.log"  # 50 lines a real nginx wrote
@@ -106,3 +110,34 @@ def test_last_lines_reads_only_the_end_of_a_big_file(tmp_path: Path) -> None:
     got = last_lines(log)
     assert len(got) == 1000
     assert got[-1] == b"line 999999"
+
+
+# ---- format: auto ----------------------------------------------------------------------------
+def test_format_auto_in_check_says_which_format_it_read(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, _access("web", TIMED, "format: auto"))
+    rc, out, err = run("-c", str(cfg), "check")
+    assert rc == 0, err
+    assert f"source web: {TIMED}: 50 of the last 50 lines read as nginx-timed (auto)" in out
+
+
+def test_format_auto_in_the_daemon_guesses_from_the_log_at_start(tmp_path: Path) -> None:
+    missing = tmp_path / "later.log"
+    cfg = _config(
+        tmp_path, _access("web", TIMED, "format: auto") + _access("new", missing, "format: auto")
+    )
+    loaded = load(cfg)
+    assert loaded.config is not None
+    feeder = Feeder(loaded.config, Signals())
+    assert feeder.formats["web"].name == "nginx-timed"
+    assert feeder.formats["new"].name == "nginx-combined"  # nothing to guess from yet
+
+
+def test_format_auto_in_replay_reads_the_replayed_file(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(TIMED.read_bytes())
+    cfg = _config(tmp_path, _access("web", log, "format: auto"))
+    rc, out, err = run("-c", str(cfg), "replay", "--json", str(log))
+    assert rc == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert (summary["lines"], summary["malformed"]) == (50, 0)
+    assert summary["formats_guessed"] == {str(log): "nginx-timed: 50 of 50 lines read"}

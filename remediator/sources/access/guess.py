@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
 
 from remediator.sources.access.builtin import ACCESS_FORMATS
 from remediator.sources.access.compiled import AccessFormat
 
 AUTO = "auto"
 """The format name that asks for a guess."""
+_TAIL_BYTES: Final = 4 << 20  # at most this much of a file's end is read
 
 
 @dataclass(frozen=True)
@@ -43,3 +47,17 @@ def guess(lines: list[bytes]) -> Guess | None:
         return None
     also = tuple(f.name for s, f in scores if s[:2] == (parsed, natural) and f is not best)
     return Guess(best, parsed, len(lines), also)
+
+
+def last_lines(path: Path, n: int = 1000) -> list[bytes]:
+    """The last ``n`` complete lines of ``path`` (without newlines; blank ones left out);
+    OSError when it cannot be read."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        start = max(0, size - _TAIL_BYTES)
+        f.seek(start)
+        data = f.read(_TAIL_BYTES)
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # begun mid-line
+    return [line.removesuffix(b"\r") for line in lines if line.strip()][-n:]

@@ -66,8 +66,9 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
 
 def _check_logs(cfg: Any, out: TextIO, err: TextIO) -> bool:
     """The configured logs read in their formats (``remediator.logcheck``); False on an error."""
-    from remediator import logcheck  # noqa: PLC0415 - only check reads the logs
+    from remediator import logcheck, logs  # noqa: PLC0415 - only check reads the logs
 
+    logs.setup(level="error")  # what check found is its output (format: auto says it too)
     report = logcheck.check_logs(cfg)
     for note in report.notes:
         print(note, file=out)

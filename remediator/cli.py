@@ -59,6 +59,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     cfg = loaded.config
     for w in _trust_warnings(cfg, loaded.playbooks):
         print(f"warning: {escape.text(w)}", file=err)
+    if not _check_logs(cfg, out, err):
+        return Exit.CONFIG
     print(
         f"ok: {_plural(len(cfg.sources), 'source')}, {_plural(len(cfg.services), 'service')}, "
         f"{_plural(len(loaded.playbooks), 'playbook')} "
@@ -74,6 +76,21 @@ def _trust_warnings(cfg: Config, playbooks: list[Playbook]) -> list[str]:
     from remediator import corroborate, logtrust  # noqa: PLC0415
 
     return [*logtrust.warnings(cfg), *corroborate.warnings(cfg, playbooks)]
+
+
+def _check_logs(cfg: Any, out: TextIO, err: TextIO) -> bool:
+    """The configured logs read in their formats (``remediator.logcheck``); False on an error."""
+    from remediator import logcheck, logs  # noqa: PLC0415 - only check reads the logs
+
+    logs.setup(level="error")  # what check found is its output (format: auto says it too)
+    report = logcheck.check_logs(cfg)
+    for note in report.notes:
+        print(note, file=out)
+    for w in report.warnings:
+        print(f"warning: {w}", file=err)
+    for e in report.errors:
+        print(f"error: {e}", file=err)
+    return not report.errors
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
@@ -151,6 +168,8 @@ def cmd_replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     except replay.ReplayError as exc:
         print(f"remediator replay: {escape.text(exc)}", file=err)
         return Exit.CONFIG
+    for path, what in summary.get("formats_guessed", {}).items():
+        print(escape.text(f"{path}: --format auto: read as {what}"), file=err)
     for warning in summary.get("warnings", ()):
         print(f"warning: {escape.text(warning)}", file=err)
     if args.json:
@@ -503,7 +522,9 @@ def _add_replay(sub: Any) -> None:
     which = r.add_mutually_exclusive_group()
     which.add_argument("--source", help="read every LOG as this configured source")
     which.add_argument(
-        "--format", help="read every LOG in this format (nginx-combined, nginx-error, ...)"
+        "--format",
+        help="read every LOG in this format (nginx-combined, nginx-error, ...); auto: guess "
+        "among the built-in access log formats from each file's first lines, and say which",
     )
     r.add_argument(
         "--tz",

@@ -24,9 +24,11 @@ from remediator.schema import (
     Url,
     opt,
 )
+from remediator.sources.access.guess import AUTO
 from remediator.sources.formats import ACCESS_FORMATS, ERROR_FORMATS, check_custom_format
 
 DEFAULT_CONFIG = Path("/etc/remediator/remediator.yaml")
+DEFAULT_ACCESS_FORMAT = "nginx-combined"
 
 UNIT = Str(
     pattern=r"[A-Za-z0-9:_.@\\-]+\.(service|socket|target)",
@@ -46,27 +48,42 @@ class AccessLogSource:
 
     kind: ClassVar[str] = "access_log"
     path: Path = opt(PathSpec(), "The log file to follow; rotation and truncation are handled.")
-    format: str = opt(
-        Choice(ACCESS_FORMATS, what="access log format"),
-        "A built-in format; see the table of formats below.",
-        "nginx-combined",
+    format: str | None = opt(
+        Choice([*ACCESS_FORMATS, AUTO], what="access log format"),
+        "A built-in format (see the table of formats below), or `auto`: the one that reads "
+        "most of the log's last lines when the daemon starts (or reloads; `nginx-combined` "
+        "if the log is empty or missing then); `nginx-combined` when neither this nor "
+        "`log_format` / `apache_format` is given.",
+        None,
     )
     log_format: str | None = opt(
-        Str(what="nginx log_format string"),
-        "Your nginx `log_format` string, used instead of `format`.",
+        Str(what="nginx log_format"),
+        "Your nginx `log_format`, used instead of `format`: the format string, or the whole "
+        "directive pasted from nginx.conf (`log_format main escape=json '...' '...';`).",
         None,
     )
     apache_format: str | None = opt(
-        Str(what="Apache LogFormat string"),
-        "Your Apache `LogFormat` string, used instead of `format`.",
+        Str(what="Apache LogFormat"),
+        "Your Apache `LogFormat`, used instead of `format`: the format string, or the whole "
+        'directive pasted from the server\'s config (`LogFormat "..." nickname`).',
         None,
     )
+
+    @property
+    def format_name(self) -> str:
+        """The built-in format read, or ``custom`` for the source's own."""
+        if self.log_format is not None or self.apache_format is not None:
+            return "custom"
+        return self.format or DEFAULT_ACCESS_FORMAT
 
     def check(self) -> list[tuple[str, str]]:
         if self.log_format is not None and self.apache_format is not None:
             return [
                 ("apache_format", "give log_format (nginx) or apache_format (Apache), not both")
             ]
+        own = "log_format" if self.log_format is not None else "apache_format"
+        if self.format is not None and (self.log_format or self.apache_format) is not None:
+            return [("format", f"give format (a built-in) or {own} (your own), not both")]
         for key, flavour, text in (
             ("log_format", "nginx", self.log_format),
             ("apache_format", "apache", self.apache_format),

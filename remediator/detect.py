@@ -11,7 +11,7 @@ buckets matter for verification, which counts only the requests made after an ac
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +57,17 @@ class Window:
         self._sum[key] += n
 
     def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
-        for key, n in counts.items():
-            self.add(now, key, n)
+        """``add`` of every key and count, at once."""
+        if not counts:
+            return
+        buckets = self._buckets
+        start = now - now % self.resolution
+        if buckets and buckets[-1][0] >= start:
+            buckets[-1][1].update(counts)
+        else:
+            buckets.append((start, collections.Counter(counts)))
+            self._expire(now)
+        self._sum.update(counts)
 
     def _expire(self, now: float) -> None:
         """Drop buckets no window of this length can reach (a bucket counts while its start
@@ -194,6 +203,27 @@ class HostReading:
 SAMPLE_LINES = 20
 
 
+class Evidence:
+    """The newest SAMPLE_LINES lines of a source. A line may be kept as a callable that
+    gives it: found cheaply, decoded (and split from its block, in replay) only if read,
+    since most are pushed out by newer ones first. Reading gives the lines as text."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self) -> None:
+        self._q: collections.deque[str | Callable[[], str]] = collections.deque(maxlen=SAMPLE_LINES)
+
+    def append(self, line: str | Callable[[], str]) -> None:
+        self._q.append(line)
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def __iter__(self) -> Iterator[str]:
+        for item in self._q:
+            yield item if isinstance(item, str) else item()
+
+
 @dataclass
 class Signals:
     """Everything detectors know: per-source windows, probe states, the latest host reading,
@@ -204,7 +234,7 @@ class Signals:
     probes: dict[str, ProbeState] = field(default_factory=dict)
     services: dict[str, ServiceWatch] = field(default_factory=dict)
     host: HostReading | None = None
-    samples: dict[str, collections.deque[str]] = field(default_factory=dict)
+    samples: dict[str, Evidence] = field(default_factory=dict)
     # While a step is verified: when it acted, and per access-log source the requests logged
     # since that had started before it (by their logged duration), to leave out of the count
     acted_at: float | None = None
@@ -215,11 +245,11 @@ class Signals:
         self.acted_at = acted_at
         self.early.clear()
 
-    def sample(self, source: str, line: str) -> None:
+    def sample(self, source: str, line: str | Callable[[], str]) -> None:
         """Keep ``line`` as evidence (bounded: the newest SAMPLE_LINES per source)."""
         q = self.samples.get(source)
         if q is None:
-            q = self.samples[source] = collections.deque(maxlen=SAMPLE_LINES)
+            q = self.samples[source] = Evidence()
         q.append(line)
 
     @classmethod
@@ -269,6 +299,24 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
         return all(holds(c, sig, now, since=since) for c in cond.conditions)
     if isinstance(cond, AnyOf):
         return any(holds(c, sig, now, since=since) for c in cond.conditions)
+    if isinstance(cond, StatusRate):  # the log conditions, judged every second: no reading
+        win = sig.statuses.get(cond.source)
+        matched, total = (
+            win.count(now, _span(cond.window, now, since), cond.status)
+            if win is not None
+            else (0, 0)
+        )
+        if matched < cond.at_least:
+            return False
+        if cond.ratio is None or (cond.count_alone is not None and matched >= cond.count_alone):
+            return True
+        return total >= cond.min_sample and (matched / total if total else 0.0) >= cond.ratio
+    if isinstance(cond, ErrorCause):
+        cwin = sig.causes.get(cond.source)
+        span = _span(cond.window, now, since)
+        return (
+            cwin.count(now, span, frozenset(cond.cause))[0] if cwin is not None else 0
+        ) >= cond.at_least
     return _leaf(cond, sig, now, since).holds
 
 
@@ -302,7 +350,7 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
     if isinstance(cond, ErrorCause):
         win = sig.causes.get(cond.source)
         span = _span(cond.window, now, since)
-        matched = win.count(now, span, frozenset(cond.cause))[0] if win else 0
+        matched = win.count(now, span, frozenset(cond.cause))[0] if win is not None else 0
         return Reading(
             "error_cause",
             matched >= cond.at_least,
@@ -343,7 +391,7 @@ def _status_rate(
     cond: StatusRate, win: Windows | None, now: float, since: float | None = None
 ) -> Reading:
     span = _span(cond.window, now, since)
-    matched, total = win.count(now, span, cond.status) if win else (0, 0)
+    matched, total = win.count(now, span, cond.status) if win is not None else (0, 0)
     holds = matched >= cond.at_least
     ratio = matched / total if total else 0.0
     if cond.ratio is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +78,10 @@ class Feeder:
 
     def statuses(
         self, name: str, lines: Sequence[bytes], statuses: list[int], malformed: int, now: float
-    ) -> None:
+    ) -> collections.Counter[int]:
         """Count an access-log source's lines, scanned already into ``statuses`` (one per
-        well-formed line, in order), at ``now``; keep the newest 5xx lines as evidence."""
+        well-formed line, in order), at ``now``; keep the newest 5xx lines as evidence.
+        Returns the counts per status."""
         st = self.stats[name]
         st.lines += len(statuses) + malformed
         st.malformed += malformed
@@ -95,6 +98,7 @@ class Feeder:
         acted_at = self.signals.acted_at
         if acted_at is not None and win is not None and now >= acted_at:
             self._early(name, lines, statuses if aligned else None, now, acted_at, win)
+        return counts
 
     def _early(
         self,
@@ -151,23 +155,29 @@ class Feeder:
         ``statuses`` aligned to ``lines`` they are found from the scan already made; otherwise
         lines are parsed again from the newest back, until enough are found."""
         want = min(errors, SAMPLE_LINES)
+        if statuses is not None:  # the newest 5xx, found at C speed from the end
+            n = len(statuses)
+            found = itertools.compress(range(n - 1, -1, -1), map(_FIVE.__le__, reversed(statuses)))
+            for i in reversed(list(itertools.islice(found, want))):
+                self.signals.sample(name, functools.partial(_text, lines, i))
+            return
         newest: list[bytes] = []
-        if statuses is not None:
-            for i in range(len(statuses) - 1, -1, -1):
-                if statuses[i] >= 500:
-                    newest.append(lines[i])
-                    if len(newest) == want:
-                        break
-        else:
-            fmt = self.formats[name]
-            for line in reversed(lines):
-                status = fmt.status(line)
-                if status is not None and status >= 500:
-                    newest.append(line)
-                    if len(newest) == want:
-                        break
+        fmt = self.formats[name]
+        for line in reversed(lines):
+            status = fmt.status(line)
+            if status is not None and status >= 500:
+                newest.append(line)
+                if len(newest) == want:
+                    break
         for line in reversed(newest):
             self.signals.sample(name, line.decode("utf-8", "replace"))
+
+
+_FIVE = 500
+
+
+def _text(lines: Sequence[bytes], i: int) -> str:
+    return lines[i].decode("utf-8", "replace")
 
 
 UNTIMED_WAITING = 100_000  # lines kept waiting for a file's first time (memory bound)

@@ -49,7 +49,13 @@ def writers(st: os.stat_result, *, directory: bool = False) -> list[str]:
 
 
 def _server(src: AccessLogSource | ErrorLogSource) -> str:
-    name = src.format.split("-", 1)[0]
+    if isinstance(src, AccessLogSource):
+        if src.apache_format is not None:
+            return "Apache"
+        fmt = "nginx" if src.log_format is not None else src.format_name
+    else:
+        fmt = src.format
+    name = fmt.split("-", 1)[0]
     return {"apache": "Apache", "php": "PHP-FPM"}.get(name, name)
 
 

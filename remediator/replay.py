@@ -14,6 +14,7 @@ import datetime as dt
 import gzip
 import heapq
 import io
+import itertools
 import json
 import os
 import re
@@ -36,6 +37,8 @@ from remediator.feed import Feeder, error_times
 from remediator.filekind import not_regular
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
+from remediator.sources.access.guess import AUTO, Guess, guess
+from remediator.sources.accesslog import AccessFormat
 from remediator.sources.formats import access_format, error_format
 from remediator.system import DryRunSystem
 from remediator.timezone import Span, describe, hour_skews, stamp
@@ -56,6 +59,7 @@ class Input:
     source: str | None
     kind: str  # access or error
     format: str  # a format name, or "custom" for a source's own log_format
+    guessed: str | None = None  # --format auto: what it made of the file, to say so
 
 
 class _MemoryLog(ActionLog):
@@ -127,6 +131,9 @@ def match_inputs(
                     f"--source {source}: no access_log or error_log source of that name"
                 )
             out.append(_input(p, source, src))
+        elif fmt == AUTO:
+            guessed = _guess(p)
+            out.append(Input(p, None, "access", guessed.format.name, guessed.describe()))
         elif fmt is not None:
             kind = "access" if access_format(fmt) is not None else "error"
             out.append(Input(p, None, kind, fmt))
@@ -147,10 +154,28 @@ def match_inputs(
     return out
 
 
+GUESS_LINES = 1000  # --format auto reads this many of a file's first lines
+
+
+def _guess(path: Path) -> Guess:
+    """The built-in format of ``path``, from its first lines."""
+    with _open(path) as f:
+        head = list(itertools.islice(f, GUESS_LINES))
+    found = guess([line.rstrip(b"\r\n") for line in head])
+    if found is None:
+        raise ReplayError(
+            f"{path}: --format auto: no built-in format reads any of its first {len(head)} "
+            "lines; give the server's log_format (or LogFormat) in a source, and --source"
+        )
+    return found
+
+
 def _input(path: Path, name: str, src: AccessLogSource | ErrorLogSource) -> Input:
     if isinstance(src, AccessLogSource):
-        custom = src.log_format is not None or src.apache_format is not None
-        return Input(path, name, "access", "custom" if custom else src.format)
+        if src.format_name == AUTO:  # the file replayed says, not the one on this host
+            guessed = _guess(path)
+            return Input(path, name, "access", guessed.format.name, guessed.describe())
+        return Input(path, name, "access", src.format_name)
     return Input(path, name, "error", src.format)
 
 
@@ -194,25 +219,26 @@ def _events(
     key = _key(inp)
     if inp.kind == "access":
         src = config.sources.get(inp.source) if config and inp.source else None
-        fmt = access_format(inp.format, src if isinstance(src, AccessLogSource) else None)
+        own = isinstance(src, AccessLogSource) and src.format_name == "custom"
+        fmt = access_format(inp.format, src if own else None)
         if fmt is None:
             raise ReplayError(f"{inp.path}: unknown access log format {inp.format}")
         if not fmt.has_time:
             raise ReplayError(f"{inp.path}: its format has no time field; replay needs one")
-        if key not in feeder.formats:
-            feeder.add_source(key, fmt)
+        feeder.add_source(key, fmt)  # the format this file is read in (format: auto)
         with _open(inp.path) as f:
             rest = b""
             while block := f.read(BLOCK):
-                data = rest + block
+                data = b"".join((b"\n", rest, block))  # the scanner's regions lead with \n
                 cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
+                if cut == 0:
+                    rest = data[1:]
                     continue
-                yield from _access_runs(fmt, data[:cut], key, order, feeder)
+                yield from _access_runs(fmt, data, cut, key, order, feeder)
                 rest = data[cut + 1 :]
             if rest:
-                yield from _access_runs(fmt, rest, key, order, feeder)
+                data = b"\n" + rest
+                yield from _access_runs(fmt, data, len(data), key, order, feeder)
         return
     efmt = error_format(inp.format)
     if efmt is None:
@@ -249,37 +275,41 @@ class _Lines(Sequence[bytes]):
 
 
 class _Block:
-    __slots__ = ("_lines", "buf")
+    """Lines 1 to ``end`` of ``buf`` (a region that leads with a newline), split only when
+    a line is asked for."""
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
+    __slots__ = ("_lines", "buf", "end")
+
+    def __init__(self, buf: bytes, end: int) -> None:
+        self.buf, self.end = buf, end
         self._lines: list[bytes] | None = None
 
     @property
     def lines(self) -> list[bytes]:
         if self._lines is None:
-            self._lines = self.buf.split(b"\n")
+            self._lines = self.buf[1 : self.end].split(b"\n")
         return self._lines
 
 
-def _access_runs(fmt: Any, buf: bytes, key: str, order: int, feeder: Feeder) -> Iterator[Run]:
-    """A block of whole lines in runs sharing a time, each with its statuses (scanned once,
-    in C-speed passes over the block). Malformed lines are counted and left out."""
-    batch = fmt.scan(buf)
+def _access_runs(
+    fmt: AccessFormat, buf: bytes, end: int, key: str, order: int, feeder: Feeder
+) -> Iterator[Run]:
+    """The lines of ``buf[1:end]`` (``buf`` leads with a newline) in runs sharing a time,
+    each with its statuses (scanned once, in C-speed passes over the block, in place).
+    Malformed lines are counted and left out."""
+    with memoryview(buf) as mv, mv[:end] as region:
+        batch = fmt.scan_region(region)
+    block = _Block(buf, end)
     if not batch.malformed:
-        block, i = _Block(buf), 0
+        i = 0
         for t, n in batch.runs or ():
             yield (t, order, "status", key, _Lines(block, i, n), batch.statuses[i : i + n])
             i += n
         return
-    good: list[bytes] = []  # rare: find which lines are malformed, one at a time
-    for line in buf.split(b"\n"):
-        if fmt.scan_lines([line]).malformed:
-            feeder.statuses(key, [], [], 1, feeder.stats[key].last_line_at or 0.0)
-        else:
-            good.append(line)
-    lines = good
-    batch = fmt.scan_lines(lines)
+    # rare: leave out the malformed lines, which the scan located
+    feeder.statuses(key, [], [], batch.malformed, feeder.stats[key].last_line_at or 0.0)
+    skip = set(batch.bad)
+    lines = [line for i, line in enumerate(block.lines) if i not in skip]
     i = 0
     for t, n in batch.runs or ():
         yield (t, order, "status", key, lines[i : i + n], batch.statuses[i : i + n])
@@ -337,8 +367,7 @@ def replay(
             clock.advance(t)
             seen.span(key, kind, t)
             if kind == "status":
-                w.feeder.statuses(key, lines, codes, 0, t)
-                seen.statuses.update(codes)
+                seen.statuses.update(w.feeder.statuses(key, lines, codes, 0, t))
             else:
                 seen.causes.update(str(c) for c in w.feeder.causes(key, lines, t))
         clock.finish()
@@ -358,6 +387,7 @@ def replay(
         "from": _iso(seen.first) if seen.first is not None else None,
         "to": _iso(seen.last) if seen.last is not None else None,
         "tz": describe(tz),
+        "formats_guessed": {str(i.path): i.guessed for i in inputs if i.guessed},
         "warnings": hour_skews(
             (Span(k, f, last, k in seen.zoned) for k, (f, last) in seen.spans.items()), tz
         ),

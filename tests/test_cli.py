@@ -33,11 +33,16 @@ def example(tmp_path: Path) -> Path:
 def test_check_on_valid_config_prints_summary_and_exits_0(example: Path) -> None:
     rc, out, err = run("-c", str(example), "check")
     assert rc == 0
-    # The example reads /var/log/nginx: on a host where nginx's logs are www-data's (Debian's
-    # logrotate), check says so (see test_corroborate.py); nothing else is to be said.
-    assert [line for line in err.splitlines() if "can forge lines" not in line] == []
-    assert out.startswith("ok: 8 sources, 3 services, 8 playbooks (7 playbook files; ")
-    assert out.count("\n") == 1
+    # The example reads this host's /var/log: a missing log is a warning, and where nginx's
+    # logs are www-data's (Debian's logrotate), check says so (test_corroborate.py); nothing else
+    others = [
+        line
+        for line in err.splitlines()
+        if "can forge lines" not in line and not line.startswith("warning: source ")
+    ]
+    assert others == [], err
+    last = out.splitlines()[-1]
+    assert last.startswith("ok: 8 sources, 3 services, 8 playbooks (7 playbook files; ")
 
 
 def test_check_on_broken_playbook_exits_2_with_one_located_line_per_error(example: Path) -> None:

@@ -179,3 +179,51 @@ def test_short_circuit_holds_agrees_with_the_full_evaluation() -> None:
             sig.probes["site"].record(True, "status 200", 5)
         for tree in trees:
             assert holds(tree, sig, 5) == evaluate(tree, sig, 5)[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at_least=st.integers(1, 30),
+    ratio=st.one_of(st.none(), st.floats(0.01, 0.9)),
+    count_alone=st.one_of(st.none(), st.integers(1, 60)),
+    min_sample=st.integers(1, 40),
+    events=st.lists(
+        st.tuples(st.floats(0, 40), st.sampled_from([200, 404, 502, 503]), st.integers(1, 30)),
+        max_size=20,
+    ),
+    cause_events=st.lists(st.tuples(st.floats(0, 40), st.integers(1, 5)), max_size=5),
+    since=st.one_of(st.none(), st.floats(0, 40)),
+)
+def test_the_fast_holds_agrees_with_the_readings_evaluate_gives(
+    at_least: int,
+    ratio: float | None,
+    count_alone: int | None,
+    min_sample: int,
+    events: list[tuple[float, int, int]],
+    cause_events: list[tuple[float, int]],
+    since: float | None,
+) -> None:
+    """``holds`` judges log conditions every second without building readings; it must never
+    say otherwise than ``evaluate`` (which says why, in the records)."""
+    if ratio is None or (count_alone is not None and count_alone < at_least):
+        count_alone = None
+    rate = StatusRate(
+        source="acc",
+        status=frozenset({502, 503}),
+        window=20.0,
+        at_least=at_least,
+        ratio=ratio,
+        min_sample=min_sample,
+        count_alone=count_alone,
+    )
+    cause = ErrorCause(source="err", cause=(Cause.UPSTREAM_REFUSED,), window=10.0, at_least=3)
+    cond = AnyOf((AllOf((rate, cause)), rate))
+    sig = signals(rate, cause)
+    for t, status, n in sorted(events):
+        sig.statuses["acc"].add(1000 + t, status, n)
+    for t, n in sorted(cause_events):
+        sig.causes["err"].add(1000 + t, Cause.UPSTREAM_REFUSED, n)
+    now = 1040.0
+    at = None if since is None else 1000 + since
+    assert holds(cond, sig, now, since=at) == evaluate(cond, sig, now, since=at)[0]
+    assert holds(rate, sig, now, since=at) == evaluate(rate, sig, now, since=at)[0]

@@ -125,7 +125,7 @@ def test_format_works_without_any_config(outage_logs: tuple[Path, Path], tmp_pat
         "replay",
         "--json",
         "--format",
-        "nginx-combined",
+        "nginx-timed",
         str(access),
     )
     assert rc == 0, err

@@ -152,10 +152,19 @@ def _line(rec: dict[str, Any]) -> str:
 def _below(rec: dict[str, Any], all_evidence: bool) -> list[str]:
     """The lines under a record: an opening's evidence, a step's commands."""
     if rec.get("event") == "incident_opened":
-        return _evidence(rec.get("evidence"), all_evidence)
+        return _corroboration(rec.get("corroboration")) + _evidence(
+            rec.get("evidence"), all_evidence
+        )
     if "details" in rec:
         return commands(rec.get("details"), dry_run=bool(rec.get("dry_run")))
     return []
+
+
+def _corroboration(c: Any) -> list[str]:
+    """What backed a trigger that rested on log lines (forgeable) before it acted."""
+    if not isinstance(c, dict) or not c.get("by"):
+        return []
+    return [f"corroborated by: {c['by']}"]
 
 
 def _evidence(ev: Any, all_lines: bool) -> list[str]:

@@ -90,6 +90,8 @@ def test_log_shows_the_incident_as_a_timeline(incident: Path) -> None:
     lines = out.splitlines()
     assert lines[0].startswith("incident ") and "fpm-down  resolved" in lines[0]
     assert "opened: 30 x 502 of 30 requests (100.0%) in 20s on acc" in out
+    said = [line.strip() for line in lines if "corroborated by:" in line]
+    assert said == ["corroborated by: fpm unit failed (Result=signal)"], out
     assert "step 1 restart fpm: ok (" in out
     assert "step 1 restart fpm verified: recovered 1.50s after the action" in out
     assert "closed: resolved" in out

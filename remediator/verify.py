@@ -160,6 +160,10 @@ class Verifier:
                 limit = c.ratio if isinstance(c, StatusRate) and c.ratio is not None else None
                 limit = DEFAULT_RATIO if limit is None else limit
                 ok = matched / total < limit
+                # a count forged 200s cannot dilute: as many failures as trip the trigger
+                alone = c.count_alone if isinstance(c, StatusRate) else None
+                if alone is not None and matched >= alone:
+                    ok = False
                 out.append((Health.HEALTHY if ok else Health.FAILING, JudgedOn.REQUESTS, what))
             elif isinstance(c, ProbeFailing):
                 if self.probes:

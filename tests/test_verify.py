@@ -291,3 +291,21 @@ def test_requests_that_started_before_the_action_are_left_out_by_their_logged_du
     assert reason.startswith(f"recovered {healthy_after} after the action")
     assert ("20 that started before the action left out" in reason) is (took > 0.3)
     assert not w.engine.signals.early and w.engine.signals.acted_at is None  # the count ended
+
+
+def test_count_alone_keeps_forged_200s_from_faking_a_recovery(tmp_path: Path) -> None:
+    """With ``count_alone`` on the trigger, as many 5xx after the action as would trip it are
+    a failure whatever the ratio: 1,000 forged 200s a second cannot verify a broken restart."""
+    text = CONFIG.replace(
+        "at_least: 10, ratio: 5%}", "at_least: 10, ratio: 5%, count_alone: 25}"
+    ).replace("verify: {probe: site, within: 5s, settle: 2s}", "verify: {within: 5s, settle: 2s}")
+    w = wired(tmp_path, text, Calls().actions())
+    outage(w.engine, 100)
+    w.engine.tick(100)
+    for t in range(101, 107):
+        w.engine.signals.statuses["acc"].add(t, 502, 30)  # real failures go on
+        w.engine.signals.statuses["acc"].add(t, 200, 1000)  # forged lines dilute them to 3 %
+        w.engine.tick(t)
+    alog = tmp_path / "actions.jsonl"
+    assert not records(alog, "verify_passed")
+    assert records(alog, "verify_failed")

@@ -102,10 +102,30 @@ def done_line(step: Step, result: ActionResult) -> str:
 
 
 def reading(r: Reading) -> dict[str, Any]:
-    return {"condition": r.condition, "holds": r.holds, **r.detail}
+    out = {"condition": r.condition, "holds": r.holds, **r.detail}
+    if r.negated:
+        out["negated"] = True
+    if not r.known:
+        out["known"] = False  # no evidence yet: a `not` of it cannot hold
+    return out
+
+
+def tripped(r: Reading) -> bool:
+    """Whether ``r`` is part of why a trigger holds: a leaf that holds, or under a ``not``
+    one known not to."""
+    return (not r.holds and r.known) if r.negated else r.holds
 
 
 def describe(r: Reading) -> str:
+    d = r.detail
+    if r.negated:
+        if r.condition == "probe_failing":
+            return f"probe {d['probe']} answers ({d['last']})"
+        return f"not ({_describe(r)})"
+    return _describe(r)
+
+
+def _describe(r: Reading) -> str:
     d = r.detail
     if r.condition == "status_rate":
         return (
@@ -120,6 +140,8 @@ def describe(r: Reading) -> str:
         return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
     if r.condition == "probe_failing":
         return f"probe {d['probe']} failed {d['consecutive_failures']} times ({d['last']})"
+    if r.condition == "dns_mismatch":
+        return f"{d['source']} resolving wrong for {d['wrong_for_s']:g}s: {d['detail']}"
     return f"{r.condition}: {d}"
 
 

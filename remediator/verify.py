@@ -31,7 +31,7 @@ from remediator.playbook import (
     StatusRate,
     StatusSpike,
     Verify,
-    walk_conditions,
+    positive_conditions,
 )
 
 MIN_SAMPLE = 3  # requests after an action before a 5xx share says anything
@@ -141,7 +141,7 @@ class Verifier:
     def _symptoms(
         self, when: Condition, since: float, now: float
     ) -> list[tuple[Health, JudgedOn, str]]:
-        leaves = walk_conditions(when)
+        leaves = positive_conditions(when)  # a negated leaf says what works: not a symptom
         out: list[tuple[Health, JudgedOn, str]] = []
         span = max(now - since, 1e-6)
         for c in leaves:

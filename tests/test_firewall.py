@@ -1,0 +1,214 @@
+"""diagnose's firewall report against real nftables and iptables rules, in a network namespace
+of the test's own (the host's firewall is never touched)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from remediator.actions.declare import DiagnoseArgs
+from remediator.actions.firewall import Upstream, iptables_rules, nft_rules, parse_upstream
+from tests.netns import NetNs, unavailable
+
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+
+OUTPUT_CHAIN = """
+table inet guard {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        %s
+    }
+}
+"""
+
+_RUNNER = """
+import json, sys
+from remediator.actions.declare import DiagnoseArgs
+from remediator.actions.base import ActionContext, ActionResult, Outcome
+from remediator.actions.diagnose import diagnose
+from remediator.system import System
+
+ctx = ActionContext(System(), {}, {}, "fw", "inc-1")
+args = DiagnoseArgs(firewall=tuple(sys.argv[1:]), snapshot=False)
+r = diagnose(args, ctx, config_test=lambda n, c: ActionResult(Outcome.OK, ""))
+print(json.dumps({"outcome": r.outcome.value, "reason": r.reason, "details": r.details}))
+"""
+
+
+@pytest.fixture
+def ns() -> Iterator[NetNs]:
+    with NetNs() as space:
+        yield space
+
+
+def diagnose_in(ns: NetNs, *upstreams: str) -> dict[str, Any]:
+    """``diagnose`` with ``firewall: upstreams`` run inside ``ns`` (its ruleset, its nft)."""
+    out = ns.run([sys.executable, "-c", _RUNNER, *upstreams])
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def matching(result: dict[str, Any], backend: str = "nftables") -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = result["details"]["firewall"][backend]["matching"]
+    return found
+
+
+def test_a_rule_dropping_the_upstreams_port_is_in_the_diagnosis(ns: NetNs) -> None:
+    ns.nft(OUTPUT_CHAIN % 'tcp dport 9000 drop comment "no fastcgi"')
+    result = diagnose_in(ns, "127.0.0.1:9000")
+    assert result["outcome"] == "ok"
+    [rule] = matching(result)
+    assert rule["upstream"] == "127.0.0.1:9000" and rule["direction"] == "to"
+    assert (rule["table"], rule["chain"], rule["hook"]) == ("inet guard", "out", "output")
+    assert rule["verdict"] == "drop"
+    assert rule["rule"] == 'tcp dport 9000 drop comment "no fastcgi"'
+    assert "firewall: 1 rule(s) match" in result["reason"]
+    assert "tcp dport 9000 drop" in result["reason"]
+
+
+def test_rules_for_other_ports_and_addresses_are_left_out(ns: NetNs) -> None:
+    ns.nft(OUTPUT_CHAIN % "tcp dport 9001 drop\n ip daddr 10.0.0.0/8 tcp dport 9000 drop")
+    result = diagnose_in(ns, "127.0.0.1:9000")
+    assert matching(result) == []
+    assert "firewall: no rule matches 127.0.0.1:9000" in result["reason"]
+
+
+def test_prefixes_sets_and_ranges_match(ns: NetNs) -> None:
+    ns.nft(
+        OUTPUT_CHAIN % "ip daddr 10.1.0.0/16 tcp dport { 80, 9000 } reject\n"
+        " tcp dport 8000-8999 counter accept\n"
+        " ip daddr != 10.1.2.3 drop"
+    )
+    got = {r["rule"]: r for r in matching(diagnose_in(ns, "10.1.2.3:9000", "10.9.9.9:8080"))}
+    assert got["ip daddr 10.1.0.0/16 tcp dport { 80, 9000 } reject"]["upstream"] == "10.1.2.3:9000"
+    assert got["tcp dport 8000-8999 accept"]["upstream"] == "10.9.9.9:8080"
+    assert got["ip daddr != 10.1.2.3 drop"]["upstream"] == "10.9.9.9:8080"
+    assert len(got) == 3
+
+
+def test_a_rule_on_the_replies_matches_from_the_upstream(ns: NetNs) -> None:
+    ns.nft(
+        "table ip guard { chain inbound { type filter hook input priority 0; policy accept;"
+        " ip saddr 127.0.0.1 tcp sport 9000 drop; }; }"
+    )
+    [rule] = matching(diagnose_in(ns, "127.0.0.1:9000"))
+    assert rule["direction"] == "from" and rule["hook"] == "input"
+
+
+def test_a_chain_that_drops_by_policy_is_reported(ns: NetNs) -> None:
+    ns.nft(OUTPUT_CHAIN.replace("policy accept", "policy drop") % "oif lo accept")
+    wall = diagnose_in(ns, "127.0.0.1:9000")["details"]["firewall"]
+    assert wall["nftables"]["drop_policies"] == [
+        {"table": "inet guard", "chain": "out", "hook": "output", "policy": "drop"}
+    ]
+
+
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="iptables is not installed")
+def test_an_iptables_rule_is_in_the_diagnosis(ns: NetNs) -> None:
+    rule = "-A OUTPUT -d 127.0.0.1/32 -p tcp --dport 9000 -j REJECT"
+    ns.run(["iptables", *rule.split()])
+    result = diagnose_in(ns, "127.0.0.1:9000")
+    [rule] = matching(result, "iptables")
+    assert rule["chain"] == "OUTPUT" and rule["verdict"] == "reject"
+    assert rule["rule"].startswith("-A OUTPUT -d 127.0.0.1/32 -p tcp")
+
+
+def test_the_diagnosis_changes_no_rule(ns: NetNs) -> None:
+    ns.nft(OUTPUT_CHAIN % "tcp dport 9000 drop")
+    before = ns.ruleset()
+    diagnose_in(ns, "127.0.0.1:9000", "[::1]:9000")
+    assert ns.ruleset() == before
+
+
+def test_an_empty_firewall_is_read_and_matches_nothing(ns: NetNs) -> None:
+    wall = diagnose_in(ns, ":9000")["details"]["firewall"]
+    assert wall["nftables"]["ok"] and wall["nftables"]["matching"] == []
+    assert wall["matching"] == 0
+
+
+# --- the parsers on what the tools print, and the arguments ------------------------------------
+
+
+def test_a_named_set_is_reported_as_a_maybe() -> None:
+    ruleset = {
+        "nftables": [
+            {"chain": {"family": "inet", "table": "t", "name": "o", "hook": "output"}},
+            {
+                "rule": {
+                    "family": "inet",
+                    "table": "t",
+                    "chain": "o",
+                    "handle": 3,
+                    "expr": [
+                        {
+                            "match": {
+                                "op": "==",
+                                "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                                "right": "@blocked",
+                            }
+                        },
+                        {
+                            "match": {
+                                "op": "==",
+                                "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                "right": 9000,
+                            }
+                        },
+                        {"drop": None},
+                    ],
+                }
+            },
+        ]
+    }
+    rules, _ = nft_rules(ruleset)
+    up = parse_upstream("127.0.0.1:9000")
+    assert isinstance(up, Upstream)
+    assert rules[0].matches(up) == "to"
+    assert rules[0].record(up, "to")["maybe"] is True
+
+
+def test_iptables_multiport_ranges_and_negation() -> None:
+    rules, policies = iptables_rules(
+        "*filter\n:OUTPUT DROP [0:0]\n"
+        "-A OUTPUT -p tcp -m multiport --dports 80,9000:9010 -j DROP\n"
+        '-A OUTPUT ! -d 127.0.0.0/8 -p tcp -m comment --comment "a \\"quoted\\" one" -j ACCEPT\n'
+        "COMMIT\n"
+    )
+    up = parse_upstream("127.0.0.1:9005")
+    assert isinstance(up, Upstream)
+    assert [r.matches(up) for r in rules] == ["to", None]
+    assert policies == [{"table": "filter", "chain": "OUTPUT", "policy": "drop"}]
+
+
+def test_garbage_from_nft_reads_as_no_rule() -> None:
+    rules, _ = nft_rules({"nftables": [1, "x", {"rule": {"expr": [{"match": 5}, {}, 7]}}]})
+    up = parse_upstream(":9000")
+    assert isinstance(up, Upstream)
+    assert len(rules) == 1 and not rules[0].constraints and rules[0].matches(up) is None
+    assert nft_rules([]) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("127.0.0.1:9000", True),
+        ("[::1]:9000", True),
+        ("10.0.0.5", True),
+        ("2001:db8::5", True),
+        (":9000", True),
+        ("php-upstream:9000", False),
+        ("127.0.0.1:70000", False),
+        ("unix:/run/php/php-fpm.sock", False),
+    ],
+)
+def test_firewall_upstreams_are_addresses_or_ports(text: str, ok: bool) -> None:
+    assert isinstance(parse_upstream(text), Upstream) is ok
+
+
+def test_diagnose_args_default_to_no_firewall() -> None:
+    assert DiagnoseArgs().firewall == ()

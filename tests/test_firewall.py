@@ -110,8 +110,8 @@ def test_a_chain_that_drops_by_policy_is_reported(ns: NetNs) -> None:
 
 @pytest.mark.skipif(shutil.which("iptables") is None, reason="iptables is not installed")
 def test_an_iptables_rule_is_in_the_diagnosis(ns: NetNs) -> None:
-    rule = "-A OUTPUT -d 127.0.0.1/32 -p tcp --dport 9000 -j REJECT"
-    ns.run(["iptables", *rule.split()])
+    added = "-A OUTPUT -d 127.0.0.1/32 -p tcp --dport 9000 -j REJECT"
+    ns.run(["iptables", *added.split()])
     result = diagnose_in(ns, "127.0.0.1:9000")
     [rule] = matching(result, "iptables")
     assert rule["chain"] == "OUTPUT" and rule["verdict"] == "reject"

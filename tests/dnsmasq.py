@@ -47,6 +47,7 @@ class Dnsmasq(Closing):
         self.cnames = list(cnames)
         self.proc: subprocess.Popen[bytes] | None = None
         self.records: dict[str, tuple[str, ...]] = {}
+        self.query_log = workdir / "dnsmasq-queries.log"
 
     @property
     def server(self) -> str:
@@ -66,6 +67,8 @@ class Dnsmasq(Closing):
             "--bind-interfaces",
             f"--local=/{ZONE}/",
             "--user=root",  # the hosts file under the test's private tmp stays readable
+            "--log-queries",
+            f"--log-facility={self.query_log}",
             *(f"--cname={alias},{target}" for alias, target in self.cnames),
         ]
         log = (self.workdir / "dnsmasq.log").open("ab")
@@ -83,6 +86,14 @@ class Dnsmasq(Closing):
         if self.proc is not None:
             self.proc.send_signal(signal.SIGHUP)
             wait_for(self._answers, 5.0, "dnsmasq to serve the new records", interval=0.02)
+
+    def queries(self, name: str) -> int:
+        """How many A questions for ``name`` it was asked (its own query log)."""
+        try:
+            text = self.query_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return text.count(f"query[A] {name} from")
 
     def _write(self) -> None:
         lines = [f"{a} {name}" for name, addrs in self.records.items() for a in addrs]

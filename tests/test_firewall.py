@@ -7,13 +7,18 @@ import json
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from remediator.actions.declare import DiagnoseArgs
 from remediator.actions.firewall import Upstream, iptables_rules, nft_rules, parse_upstream
+from tests.e2e import DaemonProcess, config, nginx_sources
 from tests.netns import NetNs, unavailable
+from tests.stack import NGINX, Nginx, free_port
+
+CURL = shutil.which("curl") or "/usr/bin/curl"
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
@@ -212,3 +217,46 @@ def test_firewall_upstreams_are_addresses_or_ports(text: str, ok: bool) -> None:
 
 def test_diagnose_args_default_to_no_firewall() -> None:
     assert DiagnoseArgs().firewall == ()
+
+
+# --- end to end: nginx meets a firewall rule, the daemon diagnoses it ---------------------------
+
+
+def test_an_upstream_behind_a_firewall_rule_is_diagnosed_by_the_daemon(
+    ns: NetNs, tmp_path: Path
+) -> None:
+    """In the namespace: a rule answers connections to the FastCGI port with host-unreachable;
+    a real nginx logs `(113: No route to host)`; the daemon (in the namespace too) classifies
+    it `upstream_unreachable` and its diagnose step reports that rule, changing nothing."""
+    upstream = f"127.0.0.1:{free_port()}"
+    port = upstream.rsplit(":", 1)[1]
+    ns.nft(OUTPUT_CHAIN % f"tcp dport {port} reject with icmp type host-unreachable")
+    before = ns.ruleset()
+    nginx = Nginx(upstream=upstream)  # its own readable workdir (workers run as nobody)
+    playbook = {
+        "name": "upstream-unreachable",
+        "when": {"error_cause": {"source": "errors", "cause": "upstream_unreachable"}},
+        "steps": [{"diagnose": {"firewall": upstream, "connect": upstream, "snapshot": False}}],
+    }
+    cfg = config(
+        tmp_path / "d",
+        sources={"errors": nginx_sources(nginx)["errors"]},
+        services={},
+        playbooks=[playbook],
+    )
+    try:
+        ns.run([NGINX, "-c", str(nginx.conf), "-e", str(nginx.error_log)])
+        with DaemonProcess(tmp_path / "d", cfg, prefix=ns.prefix()) as daemon:
+            curl = [CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}", nginx.url()]
+            assert ns.run(curl).stdout == "502"
+            [result] = daemon.wait_record("action_result", 15, action="diagnose")
+            daemon.wait_record("incident_closed", 10)
+    finally:
+        nginx.cleanup()
+    wall = result["details"]["firewall"]
+    [rule] = wall["nftables"]["matching"]
+    assert rule["verdict"] == "reject" and rule["upstream"] == upstream
+    assert rule["rule"].startswith(f"tcp dport {port} reject")
+    assert result["details"]["connect"][0]["error"] == "OSError: No route to host"
+    assert f"tcp dport {port} reject" in result["reason"]
+    assert ns.ruleset() == before

@@ -143,7 +143,8 @@ class StatusRate:
     )
     min_sample: int = opt(
         Int(min=1),
-        "The ratio is judged only once the window holds at least this many requests.",
+        "The ratio is judged only once the window holds at least this many requests (and a "
+        "`not` of this condition holds only then).",
         20,
     )
     count_alone: int | None = opt(

@@ -11,9 +11,11 @@ import pytest
 
 from remediator.config import DnsSource
 from remediator.detect import Signals, evaluate, holds
-from remediator.playbook import DnsMismatch, NotOf
+from remediator.events import JudgedOn
+from remediator.playbook import DnsMismatch, NotOf, Verify
 from remediator.sources.dns import Resolver
 from remediator.sources.dnswire import DnsError, QType, encode_name, parse, query, read_name
+from remediator.verify import Health, Verifier
 from tests.dnsmasq import Dnsmasq, Silent
 from tests.wired import load_text
 
@@ -274,3 +276,17 @@ def test_dns_mismatch_must_name_a_dns_source(tmp_path: Path) -> None:
     )
     errors = [str(e) for e in loaded.all_errors()]
     assert any("source 'site' is a probe; dns_mismatch needs a dns" in e for e in errors), errors
+
+
+def test_verification_judges_dns_lookups_made_after_the_action() -> None:
+    when = DnsMismatch(source="site", lasting=0.0)
+    sig = Signals.for_conditions([when])
+    verifier = Verifier(sig)
+    v = Verify(trigger_clear=True)
+    sig.dns["site"].record(True, "www at system: NXDOMAIN", [], 1.0)
+    assert verifier.judge(v, when, 2.0, 2.5).health is Health.UNKNOWN  # nothing since 2.0
+    sig.dns["site"].record(True, "www at system: NXDOMAIN", [], 3.0)
+    assert verifier.judge(v, when, 2.0, 3.0).health is Health.FAILING
+    sig.dns["site"].record(False, "every name resolves as expected", [], 4.0)
+    j = verifier.judge(v, when, 2.0, 4.0)
+    assert j.health is Health.HEALTHY and j.judged_on == (JudgedOn.DNS,)

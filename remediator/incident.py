@@ -96,6 +96,8 @@ def step_reason(step: Step) -> str:
 
 def done_line(step: Step, result: ActionResult) -> str:
     what = step_reason(step)
+    if step.action == "diagnose" and result.reason:  # its findings are what the alert is for
+        return f"{what} ({result.reason})"
     if result.outcome is Outcome.OK:
         return what
     return f"{what} ({result.outcome})"

@@ -4,7 +4,10 @@ of the test's own (the host's firewall is never touched)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +19,26 @@ from remediator.actions.declare import DiagnoseArgs
 from remediator.actions.firewall import Upstream, iptables_rules, nft_rules, parse_upstream
 from tests.e2e import DaemonProcess, config, nginx_sources
 from tests.netns import NetNs, unavailable
-from tests.stack import NGINX, Nginx, free_port
+from tests.stack import NGINX, Nginx, free_port, wait_for
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
+ROOT = Path(__file__).resolve().parent.parent
+
+_HOOK = """
+import json, sys
+from tests.webhook import Receiver
+
+class Kept(list):
+    def append(self, item):
+        super().append(item)
+        with open(sys.argv[1], "a") as out:
+            out.write(json.dumps(item[2]) + "\\n")
+
+hook = Receiver()
+hook.received = Kept()
+print(hook.port, flush=True)
+hook.serve_forever(poll_interval=0.05)
+"""
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
@@ -90,7 +110,12 @@ def test_prefixes_sets_and_ranges_match(ns: NetNs) -> None:
         " ip daddr != 10.1.2.3 drop"
     )
     got = {r["rule"]: r for r in matching(diagnose_in(ns, "10.1.2.3:9000", "10.9.9.9:8080"))}
-    assert got["ip daddr 10.1.0.0/16 tcp dport { 80, 9000 } reject"]["upstream"] == "10.1.2.3:9000"
+    assert (
+        got["ip daddr 10.1.0.0/16 tcp dport { 80, 9000 } reject with icmp port-unreachable"][
+            "upstream"
+        ]
+        == "10.1.2.3:9000"
+    )
     assert got["tcp dport 8000-8999 accept"]["upstream"] == "10.9.9.9:8080"
     assert got["ip daddr != 10.1.2.3 drop"]["upstream"] == "10.9.9.9:8080"
     assert len(got) == 3
@@ -233,16 +258,29 @@ def test_an_upstream_behind_a_firewall_rule_is_diagnosed_by_the_daemon(
     ns.nft(OUTPUT_CHAIN % f"tcp dport {port} reject with icmp type host-unreachable")
     before = ns.ruleset()
     nginx = Nginx(upstream=upstream)  # its own readable workdir (workers run as nobody)
+    alerts = tmp_path / "alerts.jsonl"
+    hook = subprocess.Popen(  # the webhook, inside the namespace too
+        [*ns.prefix(), sys.executable, "-c", _HOOK, str(alerts)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert hook.stdout is not None
+    hook_port = int(hook.stdout.readline())
     playbook = {
         "name": "upstream-unreachable",
         "when": {"error_cause": {"source": "errors", "cause": "upstream_unreachable"}},
-        "steps": [{"diagnose": {"firewall": upstream, "connect": upstream, "snapshot": False}}],
+        "steps": [
+            {"diagnose": {"firewall": upstream, "connect": upstream, "snapshot": False}},
+            {"notify": {"notifier": "oncall", "message": "the upstream is unreachable"}},
+        ],
     }
     cfg = config(
         tmp_path / "d",
         sources={"errors": nginx_sources(nginx)["errors"]},
         services={},
         playbooks=[playbook],
+        notifiers={"oncall": {"url": f"http://127.0.0.1:{hook_port}/hook"}},
     )
     try:
         ns.run([NGINX, "-c", str(nginx.conf), "-e", str(nginx.error_log)])
@@ -250,13 +288,20 @@ def test_an_upstream_behind_a_firewall_rule_is_diagnosed_by_the_daemon(
             curl = [CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}", nginx.url()]
             assert ns.run(curl).stdout == "502"
             [result] = daemon.wait_record("action_result", 15, action="diagnose")
-            daemon.wait_record("incident_closed", 10)
+            [closed] = daemon.wait_record("incident_closed", 10)
+            wait_for(lambda: alerts.exists() and alerts.read_text().endswith("\n"), 5, "alert")
     finally:
         nginx.cleanup()
+        os.killpg(hook.pid, signal.SIGKILL)
+        hook.wait()
+    assert closed["outcome"] == "completed"
+    [alert] = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert alert["message"] == "the upstream is unreachable"
+    assert f"tcp dport {port} reject" in alert["summary"]  # the diagnosis travels with it
     wall = result["details"]["firewall"]
     [rule] = wall["nftables"]["matching"]
     assert rule["verdict"] == "reject" and rule["upstream"] == upstream
-    assert rule["rule"].startswith(f"tcp dport {port} reject")
+    assert rule["rule"] == f"tcp dport {port} reject with icmp host-unreachable"
     assert result["details"]["connect"][0]["error"] == "OSError: No route to host"
     assert f"tcp dport {port} reject" in result["reason"]
     assert ns.ruleset() == before

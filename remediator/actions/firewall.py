@@ -200,8 +200,7 @@ def _nft_rule(r: dict[str, Any], chains: dict[tuple[str, str, str], dict[str, An
                 constraints.append(c)
         elif key in _VERDICTS:
             verdict = key
-            target = val.get("target") if isinstance(val, dict) else None
-            parts.append(f"{key} {target}" if target else key)
+            parts.append(_verdict_text(key, val))
         elif key != "counter":
             parts.append(key)
     if r.get("comment"):
@@ -218,6 +217,17 @@ def _nft_rule(r: dict[str, Any], chains: dict[tuple[str, str, str], dict[str, An
         handle if isinstance(handle, int) else None,
         str(hook) if hook else None,
     )
+
+
+def _verdict_text(key: str, val: Any) -> str:
+    """``drop``, ``jump other``, ``reject with icmp host-unreachable``."""
+    if not isinstance(val, dict):
+        return key
+    if val.get("target"):
+        return f"{key} {val['target']}"
+    if key == "reject" and val.get("expr"):
+        return f"reject with {val.get('type', '')} {val['expr']}".replace("  ", " ")
+    return key
 
 
 def _nft_constraint(m: dict[str, Any]) -> Constraint | None:

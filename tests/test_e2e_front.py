@@ -74,6 +74,7 @@ def test_names_resolving_elsewhere_alert_with_what_each_resolved_to(
     assert f"{WWW} at {dns.server}: unexpected 127.0.0.9" in body["summary"]
 
 
+@pytest.mark.servers
 def test_public_failing_while_local_answers_alerts_instead_of_restarting(
     nginx_fpm: Nginx, tmp_path: Path, hook: Receiver
 ) -> None:

@@ -5,10 +5,12 @@ Declarations only; loading (with playbook files and cross-references) is in ``re
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from remediator.actions.declare import HOSTNAME
 from remediator.playbook import PLAYBOOK, Playbook
 from remediator.schema import (
     Bool,
@@ -156,9 +158,95 @@ class HostSource:
     interval: float = opt(Duration(min=0.5, max=3600), "Time between snapshots.", 5.0)
 
 
-Source = AccessLogSource | ErrorLogSource | JournalSource | ProbeSource | HostSource
+def _check_address(text: str) -> str | None:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return f"'{text}' is not an IP address (like 192.0.2.10 or 2001:db8::10)"
+    return None
+
+
+def split_server(text: str) -> tuple[str, int]:
+    """``192.0.2.53``, ``192.0.2.53:5353``, ``2001:db8::53`` or ``[2001:db8::53]:5353``."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        return host, int(port[1:]) if port.startswith(":") and port[1:].isdigit() else -1
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port) if port.isdigit() else -1
+    return text, 53
+
+
+def _check_server(text: str) -> str | None:
+    host, port = split_server(text)
+    if _check_address(host) is not None or not 0 < port < 65536:
+        return (
+            f"'{text}' is not a DNS server address: an IP address, with :port if not 53 "
+            "(192.0.2.53, 127.0.0.1:5353, [2001:db8::53]:5353); names are not accepted"
+        )
+    return None
+
+
+ADDRESS = Str(check=_check_address, what="IP address")
+DNS_SERVER = Str(check=_check_server, what="DNS server address")
+
+
+@dataclass(frozen=True)
+class DnsSource:
+    """The site's names as resolvers answer them: each name is looked up every `interval`
+    (A and AAAA records by default), by the system resolver or by each of `servers`
+    directly, and compared with the addresses expected (`expect`, or `this_host`). Answers
+    are network input: bounded, kept as evidence, never put into a command."""
+
+    kind: ClassVar[str] = "dns"
+    names: tuple[str, ...] = opt(
+        ListOf(HOSTNAME, min_len=1, single=True), "The names to resolve (the site's)."
+    )
+    expect: tuple[str, ...] = opt(
+        ListOf(ADDRESS, min_len=1, single=True),
+        "The addresses the names must resolve to: every address in an answer must be one of "
+        "these (an answer with an address not listed, or with none, is a mismatch).",
+        (),
+    )
+    this_host: bool = opt(
+        Bool(),
+        "Expect this host's own addresses, read from its interfaces at each lookup (not "
+        "behind NAT, where the public address is not on an interface: list it in `expect`).",
+        False,
+    )
+    servers: tuple[str, ...] = opt(
+        ListOf(DNS_SERVER, single=True),
+        "DNS servers to ask directly (UDP, TCP when an answer is truncated), each on its own: "
+        "the site's authoritative servers, say. Unset: the system resolver (`getaddrinfo`: "
+        "/etc/hosts, nsswitch and resolv.conf as every program on the host sees them).",
+        (),
+    )
+    types: tuple[str, ...] = opt(
+        ListOf(Choice(("A", "AAAA"), what="record type"), min_len=1, single=True),
+        "Record types looked up; a type a name has no record of is no mismatch, but a name "
+        "with no address of any of them is.",
+        ("A", "AAAA"),
+    )
+    tcp: bool = opt(Bool(), "Ask `servers` over TCP rather than UDP.", False)
+    interval: float = opt(Duration(min=1, max=86400), "Time between lookups.", 30.0)
+    timeout: float = opt(
+        Duration(min=0.05, max=60),
+        "A lookup that takes longer counts as failed (reason: timed out).",
+        2.0,
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if bool(self.expect) == self.this_host:
+            return [("expect", "give the addresses expected or this_host: true (one of them)")]
+        if self.timeout > self.interval:
+            return [("timeout", "must not be longer than interval")]
+        return []
+
+
+Source = AccessLogSource | ErrorLogSource | JournalSource | ProbeSource | HostSource | DnsSource
 SOURCE_TYPES: dict[str, type[Any]] = {
-    c.kind: c for c in (AccessLogSource, ErrorLogSource, JournalSource, ProbeSource, HostSource)
+    c.kind: c
+    for c in (AccessLogSource, ErrorLogSource, JournalSource, ProbeSource, HostSource, DnsSource)
 }
 SOURCE: Tagged[Source] = Tagged(
     {k: Record(c, name=f"{k}_source", ignore=("type",)) for k, c in SOURCE_TYPES.items()},

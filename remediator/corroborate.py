@@ -29,7 +29,7 @@ from remediator.playbook import (
     ServiceDown,
     StatusRate,
     StatusSpike,
-    walk_conditions,
+    positive_conditions,
 )
 
 LOG_CONDITIONS = frozenset({"status_rate", "status_spike", "error_cause"})
@@ -92,7 +92,7 @@ def config_probes(config: Config) -> tuple[str, ...]:
 def _probes(pb: Playbook, config: Config) -> tuple[str, ...]:
     """The probes a playbook names (in its trigger or verification), else every probe: on a
     host with several sites, a failing probe of another site backs nothing here."""
-    named = [c.probe for c in walk_conditions(pb.when) if isinstance(c, ProbeFailing)]
+    named = [c.probe for c in positive_conditions(pb.when) if isinstance(c, ProbeFailing)]
     named += [s.verify.probe for s in pb.steps if s.verify is not None and s.verify.probe]
     return tuple(dict.fromkeys(named)) or config_probes(config)
 
@@ -100,7 +100,7 @@ def _probes(pb: Playbook, config: Config) -> tuple[str, ...]:
 def _services(pb: Playbook) -> tuple[str, ...]:
     """The services the playbook changes, and those its trigger watches."""
     names = [getattr(s.args, "service", None) for s in pb.steps if ACTIONS[s.action].changes_host]
-    names += [c.service for c in walk_conditions(pb.when) if isinstance(c, ServiceDown)]
+    names += [c.service for c in positive_conditions(pb.when) if isinstance(c, ServiceDown)]
     return tuple(dict.fromkeys(n for n in names if isinstance(n, str)))
 
 
@@ -126,7 +126,7 @@ def need_of(pb: Playbook, config: Config) -> Need | None:
     services = _services(pb) if mode in (Corroborate.SERVICE, Corroborate.ANY) else ()
     windows = [
         c.window
-        for c in walk_conditions(pb.when)
+        for c in positive_conditions(pb.when)
         if isinstance(c, StatusRate | StatusSpike | ErrorCause)
     ]
     return Need(mode, probes, services, max(windows, default=DEFAULT_WINDOW))
@@ -148,7 +148,8 @@ def judge(
 ) -> Judgement:
     """Whether a trigger that holds (``readings``) may act. ``observed`` False (replay): no
     probe or service state exists, so corroboration is assumed and the record says so."""
-    held = [r.condition for r in readings if r.holds]
+    # A negated leaf (a probe that answers, say) says the site works: it backs no outage.
+    held = [r.condition for r in readings if r.holds and not r.negated]
     beyond = sorted({c for c in held if c not in LOG_CONDITIONS})
     if beyond:
         return Judgement(True, f"the trigger holds on more than log lines ({', '.join(beyond)})")

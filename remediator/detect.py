@@ -19,8 +19,10 @@ from remediator.playbook import (
     AllOf,
     AnyOf,
     Condition,
+    DnsMismatch,
     ErrorCause,
     HostCondition,
+    NotOf,
     ProbeFailing,
     ServiceDown,
     StatusRate,
@@ -190,6 +192,26 @@ class ServiceWatch:
         self.last_at = now
 
 
+@dataclass
+class DnsWatch:
+    """Whether a dns source's names resolve as expected (as its last lookups said), since
+    when they do not, and what each name resolved to."""
+
+    mismatch_since: float | None = None
+    detail: str = ""
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    last_at: float | None = None
+
+    def record(
+        self, mismatch: bool, detail: str, answers: list[dict[str, Any]], now: float
+    ) -> None:
+        if mismatch and self.mismatch_since is None:
+            self.mismatch_since = now
+        elif not mismatch:
+            self.mismatch_since = None
+        self.detail, self.answers, self.last_at = detail, answers, now
+
+
 @dataclass(frozen=True)
 class HostReading:
     """What host conditions are judged on (from the host snapshot)."""
@@ -233,6 +255,7 @@ class Signals:
     causes: dict[str, Windows] = field(default_factory=dict)
     probes: dict[str, ProbeState] = field(default_factory=dict)
     services: dict[str, ServiceWatch] = field(default_factory=dict)
+    dns: dict[str, DnsWatch] = field(default_factory=dict)
     host: HostReading | None = None
     samples: dict[str, Evidence] = field(default_factory=dict)
     # While a step is verified: when it acted, and per access-log source the requests logged
@@ -271,6 +294,9 @@ class Signals:
             elif isinstance(cond, ServiceDown):
                 sig.services.setdefault(cond.service, ServiceWatch())
                 continue
+            elif isinstance(cond, DnsMismatch):
+                sig.dns.setdefault(cond.source, DnsWatch())
+                continue
             else:
                 continue
             horizons.setdefault(key, set()).add(span)
@@ -286,6 +312,10 @@ class Reading:
     condition: str
     holds: bool
     detail: dict[str, Any]
+    # Under a ``not``: what is judged is the opposite of this leaf, and only when it is
+    # ``known`` (evidence came in) can the opposite hold.
+    negated: bool = False
+    known: bool = True
 
 
 def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = None) -> bool:
@@ -299,6 +329,8 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
         return all(holds(c, sig, now, since=since) for c in cond.conditions)
     if isinstance(cond, AnyOf):
         return any(holds(c, sig, now, since=since) for c in cond.conditions)
+    if isinstance(cond, NotOf):
+        return _truth(cond.condition, sig, now, since) is False
     if isinstance(cond, StatusRate):  # the log conditions, judged every second: no reading
         win = sig.statuses.get(cond.source)
         matched, total = (
@@ -324,17 +356,84 @@ def evaluate(
     cond: Condition, sig: Signals, now: float, *, since: float | None = None
 ) -> tuple[bool, list[Reading]]:
     """Whether ``cond`` holds at ``now``, with the readings of every leaf that was judged."""
+    truth, readings = _evaluate(cond, sig, now, since, negated=False)
+    return truth is True, readings
+
+
+Truth = bool | None
+"""A condition's value in three: it holds, it is known not to hold, or nothing says (a probe
+that never answered, a log window with too few requests). ``all``/``any`` combine them as
+Kleene's logic does and ``not`` swaps True and False, leaving None; a trigger fires only on
+True. Without ``not`` this is exactly the two-valued logic (None and False both fail)."""
+
+
+def _both(values: list[Truth], every: bool) -> Truth:
+    if every:
+        return False if False in values else (None if None in values else True)
+    return True if True in values else (None if None in values else False)
+
+
+def _truth(cond: Condition, sig: Signals, now: float, since: float | None) -> Truth:
+    """``cond``'s value in three (see :data:`Truth`), short-circuited like ``holds``."""
+    if isinstance(cond, AllOf | AnyOf):
+        every = isinstance(cond, AllOf)
+        values: list[Truth] = []
+        for c in cond.conditions:
+            v = _truth(c, sig, now, since)
+            if v is (not every):  # all: a False decides; any: a True does
+                return v
+            values.append(v)
+        return _both(values, every)
+    if isinstance(cond, NotOf):
+        v = _truth(cond.condition, sig, now, since)
+        return None if v is None else not v
+    if holds(cond, sig, now, since=since):
+        return True
+    return False if _known(cond, sig, now, since) else None
+
+
+def _evaluate(
+    cond: Condition, sig: Signals, now: float, since: float | None, *, negated: bool
+) -> tuple[Truth, list[Reading]]:
     if isinstance(cond, AllOf | AnyOf):
         readings: list[Reading] = []
-        results = []
+        values = []
         for c in cond.conditions:
-            ok, sub = evaluate(c, sig, now, since=since)
-            results.append(ok)
+            v, sub = _evaluate(c, sig, now, since, negated=negated)
+            values.append(v)
             readings.extend(sub)
-        holds = all(results) if isinstance(cond, AllOf) else any(results)
-        return holds, readings
+        return _both(values, isinstance(cond, AllOf)), readings
+    if isinstance(cond, NotOf):
+        v, readings = _evaluate(cond.condition, sig, now, since, negated=not negated)
+        return (None if v is None else not v), readings
     reading = _leaf(cond, sig, now, since)
-    return reading.holds, [reading]
+    known = reading.holds or _known(cond, sig, now, since)
+    if negated or not known:
+        reading = Reading(reading.condition, reading.holds, reading.detail, negated, known)
+    return (True if reading.holds else (False if known else None)), [reading]
+
+
+def _known(cond: Condition, sig: Signals, now: float, since: float | None) -> bool:
+    """Whether a leaf that does not hold is known not to: evidence came in to say so."""
+    if isinstance(cond, StatusRate | StatusSpike):
+        win = sig.statuses.get(cond.source)
+        if win is None:
+            return False
+        total = win.count(now, _span(cond.window, now, since))[1]
+        need = cond.min_sample if isinstance(cond, StatusRate) else cond.at_least
+        return total >= need
+    if isinstance(cond, ProbeFailing):
+        st = sig.probes.get(cond.probe)
+        return st is not None and st.last_at is not None
+    if isinstance(cond, ServiceDown):
+        sw = sig.services.get(cond.service)
+        return sw is not None and sw.last_at is not None
+    if isinstance(cond, DnsMismatch):
+        dw = sig.dns.get(cond.source)
+        return dw is not None and dw.last_at is not None
+    if isinstance(cond, HostCondition):
+        return sig.host is not None
+    return False  # error_cause: quiet and blind look the same (refused under `not` anyway)
 
 
 def _span(window: float, now: float, since: float | None) -> float:
@@ -384,6 +483,20 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
         )
     if isinstance(cond, HostCondition):
         return _host(cond, sig.host)
+    if isinstance(cond, DnsMismatch):
+        dw = sig.dns.get(cond.source, DnsWatch())
+        wrong_for = 0.0 if dw.mismatch_since is None else now - dw.mismatch_since
+        return Reading(
+            "dns_mismatch",
+            dw.mismatch_since is not None and wrong_for >= cond.lasting,
+            {
+                "source": cond.source,
+                "wrong_for_s": round(wrong_for, 3),
+                "lasting_s": cond.lasting,
+                "detail": dw.detail,
+                "answers": dw.answers,
+            },
+        )
     raise TypeError(f"not a leaf condition: {cond!r}")
 
 

@@ -113,14 +113,15 @@ def markdown() -> str:
     out += [
         "## Conditions (`when`)",
         "",
-        "A condition is a mapping with exactly one of these keys; `all` and `any` nest.",
+        "A condition is a mapping with exactly one of these keys; `all`, `any` and `not` nest.",
         "",
     ]
     for key, spec in CONDITION.variants.items():
         if isinstance(spec, Record):
             out += _section(3, f"`{key}`", spec.cls)
         else:
-            out += [f"### `{key}`", "", CONDITION.helps[key], "", "A list of conditions.", ""]
+            what = "One condition." if key == "not" else "A list of conditions."
+            out += [f"### `{key}`", "", CONDITION.helps[key], "", what, ""]
     out += ["Causes an `error_cause` can name:", "", "| cause | meaning |", "|---|---|"]
     out += [f"| `{c.value}` | {describe(c)} |" for c in Cause]
     out += [

@@ -50,6 +50,7 @@ from remediator.incident import (
     step_reason,
     step_record,
     target_of,
+    tripped,
 )
 from remediator.playbook import Playbook, Step, Verify
 from remediator.state import HostLock
@@ -326,7 +327,7 @@ class Engine:
         # A dry-run incident in a daemon that acts for real changes nothing: it must not
         # use the real budget (cooldowns, back-off, breakers hold back real remediation).
         inc.accounted = self.dry_run or not dry_run
-        summary = "; ".join(describe(r) for r in readings if r.holds)
+        summary = "; ".join(describe(r) for r in readings if tripped(r))
         if manual:
             summary = f"{manual}" + (f"; {summary}" if summary else "")
         inc.reason, inc.manual = summary or "trigger held", manual

@@ -63,5 +63,6 @@ class JudgedOn(enum.StrEnum):
     PROBE = "probe"
     REQUESTS = "requests"  # requests users made after the action (the access log)
     SERVICE = "service"  # the service's own state
+    DNS = "dns"  # a dns source's lookups of the site's names
     ERRORS = "errors"  # error-log causes after the action
     LOGS = "logs"  # replay: the log's own future stood in for a probe

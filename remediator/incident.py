@@ -96,16 +96,38 @@ def step_reason(step: Step) -> str:
 
 def done_line(step: Step, result: ActionResult) -> str:
     what = step_reason(step)
+    if step.action == "diagnose" and result.reason:  # its findings are what the alert is for
+        return f"{what} ({result.reason})"
     if result.outcome is Outcome.OK:
         return what
     return f"{what} ({result.outcome})"
 
 
 def reading(r: Reading) -> dict[str, Any]:
-    return {"condition": r.condition, "holds": r.holds, **r.detail}
+    out = {"condition": r.condition, "holds": r.holds, **r.detail}
+    if r.negated:
+        out["negated"] = True
+    if not r.known:
+        out["known"] = False  # no evidence yet: a `not` of it cannot hold
+    return out
+
+
+def tripped(r: Reading) -> bool:
+    """Whether ``r`` is part of why a trigger holds: a leaf that holds, or under a ``not``
+    one known not to."""
+    return (not r.holds and r.known) if r.negated else r.holds
 
 
 def describe(r: Reading) -> str:
+    d = r.detail
+    if r.negated:
+        if r.condition == "probe_failing":
+            return f"probe {d['probe']} answers ({d['last']})"
+        return f"not ({_describe(r)})"
+    return _describe(r)
+
+
+def _describe(r: Reading) -> str:
     d = r.detail
     if r.condition == "status_rate":
         return (
@@ -120,6 +142,8 @@ def describe(r: Reading) -> str:
         return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
     if r.condition == "probe_failing":
         return f"probe {d['probe']} failed {d['consecutive_failures']} times ({d['last']})"
+    if r.condition == "dns_mismatch":
+        return f"{d['source']} resolving wrong for {d['wrong_for_s']:g}s: {d['detail']}"
     return f"{r.condition}: {d}"
 
 

@@ -143,7 +143,8 @@ class StatusRate:
     )
     min_sample: int = opt(
         Int(min=1),
-        "The ratio is judged only once the window holds at least this many requests.",
+        "The ratio is judged only once the window holds at least this many requests (and a "
+        "`not` of this condition holds only then).",
         20,
     )
     count_alone: int | None = opt(
@@ -240,6 +241,21 @@ class HostCondition:
 
 
 @dataclass(frozen=True)
+class DnsMismatch:
+    """Holds when a `dns` source's names have not resolved to the expected addresses for
+    `lasting`: an answer with an address that is not expected, no address at all, or a failed
+    lookup (NXDOMAIN, SERVFAIL, a timeout), from any of its servers."""
+
+    source: str = opt(Ref("source", ("dns",), "dns_mismatch"), "The dns source.")
+    lasting: float = opt(
+        Duration(max=24 * 3600),
+        "How long the names must keep resolving wrong before this holds (a lookup that times "
+        "out once is not an outage of the records).",
+        30.0,
+    )
+
+
+@dataclass(frozen=True)
 class AllOf:
     conditions: tuple[Condition, ...]
 
@@ -249,6 +265,11 @@ class AnyOf:
     conditions: tuple[Condition, ...]
 
 
+@dataclass(frozen=True)
+class NotOf:
+    condition: Condition
+
+
 Condition = (
     StatusRate
     | StatusSpike
@@ -256,8 +277,10 @@ Condition = (
     | ProbeFailing
     | ServiceDown
     | HostCondition
+    | DnsMismatch
     | AllOf
     | AnyOf
+    | NotOf
 )
 
 CONDITION: OneKey[Condition] = OneKey(what="condition", name="condition")
@@ -265,6 +288,44 @@ CONDITION.add(
     "all", Wrap(ListOf(CONDITION, min_len=1), AllOf), "Every condition in the list holds."
 )
 CONDITION.add("any", Wrap(ListOf(CONDITION, min_len=1), AnyOf), "At least one condition holds.")
+
+
+NOT_HELP = (
+    "The condition is known not to hold: `not` of something with no evidence yet never "
+    "holds. A probe or a service must have answered, a `dns` source must have resolved, the "
+    "host must have had a snapshot, and an access log's window must hold at least "
+    "`min_sample` requests (`status_rate`) or `at_least` requests (`status_spike`): a quiet or "
+    "blind log is no evidence that requests succeed. `error_cause` cannot be negated (an "
+    "error log is as quiet when the site is healthy as when it cannot be read). What is "
+    "negated never corroborates a trigger and is not what verification judges."
+)
+
+
+class _Negation(Spec[NotOf]):
+    """``not: CONDITION``, refusing what absence of lines cannot prove (``error_cause``)."""
+
+    def load(self, node: Node, ctx: Context, key: str) -> NotOf | _Invalid:
+        inner = CONDITION.load(node, ctx, key)
+        if isinstance(inner, _Invalid):
+            return INVALID
+        if any(isinstance(c, ErrorCause) for c in walk_conditions(inner)):
+            return ctx.error(
+                node,
+                key,
+                "error_cause cannot be negated: an error log is as quiet when it cannot be "
+                "read as when the site is healthy (negate a probe_failing or a status_rate "
+                "instead)",
+            )
+        return NotOf(inner)
+
+    def describe(self) -> str:
+        return "condition"
+
+    def _json(self, defs: dict[str, Any]) -> dict[str, Any]:
+        return CONDITION.json_schema(defs)
+
+
+CONDITION.add("not", _Negation(), NOT_HELP)
 CONDITION.add("status_rate", Record(StatusRate, name="status_rate"), StatusRate.__doc__ or "")
 CONDITION.add("status_spike", Record(StatusSpike, name="status_spike"), StatusSpike.__doc__ or "")
 CONDITION.add("error_cause", Record(ErrorCause, name="error_cause"), ErrorCause.__doc__ or "")
@@ -279,13 +340,32 @@ CONDITION.add(
     ServiceDown.__doc__ or "",
 )
 CONDITION.add("host", Record(HostCondition, name="host_condition"), HostCondition.__doc__ or "")
+CONDITION.add(
+    "dns_mismatch",
+    Record(DnsMismatch, name="dns_mismatch", shorthand="source"),
+    DnsMismatch.__doc__ or "",
+)
 
 
 def walk_conditions(cond: Condition) -> list[Condition]:
-    """Every leaf condition of a tree, in order."""
+    """Every leaf condition of a tree, in order, negated or not (what signals to keep, which
+    names it refers to)."""
+    return [leaf for leaf, _ in signed_conditions(cond)]
+
+
+def signed_conditions(cond: Condition, negated: bool = False) -> list[tuple[Condition, bool]]:
+    """Every leaf with whether it is negated (under an odd number of ``not``)."""
     if isinstance(cond, AllOf | AnyOf):
-        return [leaf for c in cond.conditions for leaf in walk_conditions(c)]
-    return [cond]
+        return [pair for c in cond.conditions for pair in signed_conditions(c, negated)]
+    if isinstance(cond, NotOf):
+        return signed_conditions(cond.condition, not negated)
+    return [(cond, negated)]
+
+
+def positive_conditions(cond: Condition) -> list[Condition]:
+    """The leaves that say something is wrong when they hold (not negated): what corroborates
+    a trigger and what verification judges."""
+    return [leaf for leaf, negated in signed_conditions(cond) if not negated]
 
 
 # --- steps ------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                     "reason": "no journal to read" if blind else "",
                 }
             stats = watcher.feeder.stats.get(name)
-            if stats is not None and type(src).kind != "probe":
+            if stats is not None and type(src).kind not in ("probe", "dns"):
                 entry |= {
                     "lines": stats.lines,
                     "malformed": stats.malformed,
@@ -74,6 +74,13 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                     "state": "ok" if healthy else ("waiting" if healthy is None else "failing"),
                     "reason": probe.last_detail,
                     "consecutive_failures": probe.consecutive_failures,
+                }
+            dns = watcher.signals.dns.get(name)
+            if dns is not None:
+                wrong = dns.mismatch_since is not None
+                entry |= {
+                    "state": "waiting" if dns.last_at is None else ("mismatch" if wrong else "ok"),
+                    "reason": dns.detail,
                 }
             sources[name] = entry
         out["sources"] = sources

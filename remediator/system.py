@@ -89,7 +89,11 @@ def endpoint_of(url: str) -> str:
 
 
 def run_command(
-    argv: Sequence[str], timeout: float, *, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    timeout: float,
+    *,
+    env: dict[str, str] | None = None,
+    limit: int = OUTPUT_LIMIT,
 ) -> CommandResult:
     """Run ``argv`` in its own session; kill its process group if it outlives ``timeout``."""
     start = time.monotonic()
@@ -112,7 +116,7 @@ def run_command(
     except subprocess.TimeoutExpired:
         timed_out = True
         out = _kill_group(proc)
-    text = out[:OUTPUT_LIMIT].decode("utf-8", "replace") if out else ""
+    text = out[:limit].decode("utf-8", "replace") if out else ""
     return CommandResult(
         tuple(argv),
         None if timed_out else proc.returncode,
@@ -206,9 +210,12 @@ class System:
     def __init__(self) -> None:
         self.would: list[WouldDo] = []  # what a dry run did not do, in order
 
-    def observe(self, argv: Sequence[str], timeout: float) -> CommandResult:
-        """A command that only looks (a config test, a state query): runs even in dry-run."""
-        return run_command(argv, timeout)
+    def observe(
+        self, argv: Sequence[str], timeout: float, *, limit: int = OUTPUT_LIMIT
+    ) -> CommandResult:
+        """A command that only looks (a config test, a state query): runs even in dry-run.
+        ``limit``: bytes of output kept (a firewall's whole ruleset needs more)."""
+        return run_command(argv, timeout, limit=limit)
 
     def change(self, argv: Sequence[str], timeout: float) -> CommandResult:
         """A command that changes the host (restart, reload)."""

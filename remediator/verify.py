@@ -25,13 +25,14 @@ from remediator.detect import Signals
 from remediator.events import JudgedOn
 from remediator.playbook import (
     Condition,
+    DnsMismatch,
     ErrorCause,
     ProbeFailing,
     ServiceDown,
     StatusRate,
     StatusSpike,
     Verify,
-    walk_conditions,
+    positive_conditions,
 )
 
 MIN_SAMPLE = 3  # requests after an action before a 5xx share says anything
@@ -141,7 +142,7 @@ class Verifier:
     def _symptoms(
         self, when: Condition, since: float, now: float
     ) -> list[tuple[Health, JudgedOn, str]]:
-        leaves = walk_conditions(when)
+        leaves = positive_conditions(when)  # a negated leaf says what works: not a symptom
         out: list[tuple[Health, JudgedOn, str]] = []
         span = max(now - since, 1e-6)
         for c in leaves:
@@ -176,6 +177,14 @@ class Verifier:
                     out.append((Health.HEALTHY, JudgedOn.SERVICE, f"{c.service} is up"))
                 else:
                     out.append((Health.FAILING, JudgedOn.SERVICE, f"{c.service}: {sw.detail}"))
+            elif isinstance(c, DnsMismatch):
+                dw = self.signals.dns.get(c.source)
+                if dw is None or dw.last_at is None or dw.last_at < since:
+                    out.append((Health.UNKNOWN, JudgedOn.DNS, f"{c.source}: no lookup yet"))
+                elif dw.mismatch_since is None:
+                    out.append((Health.HEALTHY, JudgedOn.DNS, f"{c.source}: {dw.detail}"))
+                else:
+                    out.append((Health.FAILING, JudgedOn.DNS, f"{c.source}: {dw.detail}"))
             elif isinstance(c, ErrorCause):
                 win = self.signals.causes.get(c.source)
                 n = win.count(now, span, frozenset(c.cause))[0] if win else 0

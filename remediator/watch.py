@@ -23,6 +23,7 @@ import structlog
 
 from remediator.config import (
     Config,
+    DnsSource,
     HostSource,
     JournalSource,
     ProbeSource,
@@ -32,6 +33,7 @@ from remediator.detect import Signals
 from remediator.feed import Feeder
 from remediator.services.base import control_for, is_down
 from remediator.sources import host as hostmod
+from remediator.sources.dns import DnsThreads
 from remediator.sources.probe import Prober, ProbeResult
 from remediator.sources.tail import Backend, Tailer
 from remediator.state import JsonState
@@ -171,6 +173,8 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         probes = {n: s for n, s in config.sources.items() if isinstance(s, ProbeSource)}
         self.probes = ProbeThreads(probes, self.wake)
+        resolving = {n: s for n, s in config.sources.items() if isinstance(s, DnsSource)}
+        self.dns = DnsThreads({n: s for n, s in resolving.items() if n in signals.dns}, self.wake)
         watched = {n for n in signals.services if n in config.services}
         self.services = ServicePollers(
             {n: config.services[n] for n in watched},
@@ -196,6 +200,7 @@ class Watcher:
     def start(self) -> None:
         self.probes.start()
         self.services.start()
+        self.dns.start()
 
     def wake(self) -> None:
         """Interrupt the wait (from any thread)."""
@@ -247,6 +252,12 @@ class Watcher:
             except queue.Empty:
                 break
             self.signals.services[sname].record(down, detail, now)
+        while True:
+            try:
+                dname, found = self.dns.results.get_nowait()
+            except queue.Empty:
+                break
+            self.signals.dns[dname].record(found.mismatch, found.detail, found.answers(), now)
         if self.host_interval is not None and now >= self._host_due:
             self._host_due = now + self.host_interval
             self.signals.host = hostmod.reading(hostmod.snapshot())
@@ -274,6 +285,7 @@ class Watcher:
     def close(self) -> None:
         self.probes.stop()
         self.services.stop()
+        self.dns.stop()
         self.checkpoint(time.monotonic())
         self.tailer.close()
         for j in self.journals.values():

@@ -84,9 +84,20 @@ class ScaleArgs:
         return out
 
 
+def _check_upstream(text: str) -> str | None:
+    from remediator.actions.firewall import parse_upstream  # noqa: PLC0415
+
+    parsed = parse_upstream(text)
+    return parsed if isinstance(parsed, str) else None
+
+
+UPSTREAM = Str(check=_check_upstream, what="upstream (address:port, address or :port)")
+
+
 @dataclass(frozen=True)
 class DiagnoseArgs:
-    """Collect evidence without changing anything: DNS, TCP connects, config tests, a snapshot."""
+    """Collect evidence without changing anything: DNS, TCP connects, config tests, a snapshot,
+    the local firewall rules that an upstream's traffic meets."""
 
     resolve: tuple[str, ...] = opt(ListOf(HOSTNAME, single=True), "Host names to resolve.", ())
     connect: tuple[str, ...] = opt(
@@ -96,6 +107,14 @@ class DiagnoseArgs:
         ListOf(Ref("service"), single=True), "Services whose config test to run.", ()
     )
     snapshot: bool = opt(Bool(), "Take a host snapshot (memory, load, processes).", True)
+    firewall: tuple[str, ...] = opt(
+        ListOf(UPSTREAM, single=True),
+        "Upstreams (`192.0.2.5:9000`, `[2001:db8::5]:9000`, an address alone, or `:9000`) "
+        "whose local firewall rules to report: every nftables rule (`nft -j list ruleset`) and "
+        "iptables rule (`iptables-save`, `ip6tables-save`) that traffic to or from them meets, "
+        "and chains whose policy drops. Read only: a firewall is never changed.",
+        (),
+    )
 
 
 def _check_env_value(text: str) -> str | None:

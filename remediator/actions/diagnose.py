@@ -22,6 +22,7 @@ import structlog
 
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import DiagnoseArgs
+from remediator.actions.firewall import Upstream, firewall, parse_upstream
 from remediator.sources import host
 
 log = structlog.get_logger(__name__)
@@ -78,6 +79,9 @@ def _collect(
         resolve_timeout + connect_timeout,
     )
     details["config_tests"] = [_config_test(name, ctx, config_test) for name in args.config_test]
+    if args.firewall:
+        ups = [u for u in map(parse_upstream, args.firewall) if isinstance(u, Upstream)]
+        details["firewall"] = _guard(lambda: firewall(ups, ctx.system))
     if args.snapshot:
         details["snapshot"] = _guard(host.snapshot)
     details["resolve"] = resolving.results()
@@ -189,9 +193,40 @@ def _summary(details: dict[str, Any]) -> str:
         if items:
             ok = sum(1 for item in items if item.get("ok"))
             parts.append(f"{label} {ok}/{len(items)}")
+    wall = details.get("firewall")
+    if wall is not None:
+        parts.append(_firewall_summary(wall))
     if "snapshot" in details:
         parts.append("snapshot taken")
     return ", ".join(parts) or "nothing to check"
+
+
+def _firewall_summary(wall: dict[str, Any]) -> str:
+    """``firewall: 1 rule matches (nftables inet filter output: tcp dport 9000 drop)``."""
+    found = [
+        r
+        for backend in ("nftables", "iptables", "ip6tables")
+        for r in (wall.get(backend) or {}).get("matching", [])
+    ]
+    policies = [
+        p
+        for backend in ("nftables", "iptables", "ip6tables")
+        for p in (wall.get(backend) or {}).get("drop_policies", [])
+    ]
+    unread = [b for b in ("nftables", "iptables") if not (wall.get(b) or {}).get("ok")]
+    if not found:
+        text = "firewall: no rule matches " + ", ".join(wall.get("upstreams", []))
+    else:
+        first = found[0]
+        text = (
+            f"firewall: {len(found)} rule(s) match, first {first['table']} {first['chain']}: "
+            f"{first['rule'][:120]} ({first['upstream']}, {first['direction']})"
+        )
+    if policies:
+        text += f"; {len(policies)} chain(s) with policy drop"
+    if unread:
+        text += f"; not read: {', '.join(unread)}"
+    return text
 
 
 def _ms(start: float) -> float:

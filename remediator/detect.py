@@ -15,11 +15,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from remediator import fpmdetect
+from remediator.fpmdetect import FpmState
 from remediator.playbook import (
     AllOf,
     AnyOf,
     Condition,
     ErrorCause,
+    FpmHung,
+    FpmSaturated,
+    FpmSlow,
     HostCondition,
     ProbeFailing,
     ServiceDown,
@@ -233,6 +238,7 @@ class Signals:
     causes: dict[str, Windows] = field(default_factory=dict)
     probes: dict[str, ProbeState] = field(default_factory=dict)
     services: dict[str, ServiceWatch] = field(default_factory=dict)
+    fpm: dict[str, FpmState] = field(default_factory=dict)  # fpm_status sources' reads
     host: HostReading | None = None
     samples: dict[str, Evidence] = field(default_factory=dict)
     # While a step is verified: when it acted, and per access-log source the requests logged
@@ -270,6 +276,9 @@ class Signals:
                 continue
             elif isinstance(cond, ServiceDown):
                 sig.services.setdefault(cond.service, ServiceWatch())
+                continue
+            elif isinstance(cond, FpmSaturated | FpmHung | FpmSlow):
+                sig.fpm.setdefault(cond.source, FpmState())
                 continue
             else:
                 continue
@@ -382,6 +391,12 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
             sw.down_since is not None and down_for >= cond.lasting,
             {"service": cond.service, "down_for_s": round(down_for, 3), "detail": sw.detail},
         )
+    if isinstance(cond, FpmSaturated):
+        return Reading("fpm_saturated", *fpmdetect.saturated(cond, sig.fpm.get(cond.source), now))
+    if isinstance(cond, FpmHung):
+        return Reading("fpm_hung", *fpmdetect.hung(cond, sig.fpm.get(cond.source), now))
+    if isinstance(cond, FpmSlow):
+        return Reading("fpm_slow", *fpmdetect.slow(cond, sig.fpm.get(cond.source), now))
     if isinstance(cond, HostCondition):
         return _host(cond, sig.host)
     raise TypeError(f"not a leaf condition: {cond!r}")

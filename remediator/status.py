@@ -75,6 +75,15 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                     "reason": probe.last_detail,
                     "consecutive_failures": probe.consecutive_failures,
                 }
+            fpm = watcher.signals.fpm.get(name)
+            if fpm is not None:
+                entry |= {
+                    "state": "ok"
+                    if fpm.last_ok
+                    else ("waiting" if fpm.last_at is None else "failing"),
+                    "reason": fpm.last_detail,
+                    "consecutive_failures": fpm.consecutive_failures,
+                }
             sources[name] = entry
         out["sources"] = sources
     if engine is not None:

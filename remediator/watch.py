@@ -23,6 +23,7 @@ import structlog
 
 from remediator.config import (
     Config,
+    FpmStatusSource,
     HostSource,
     JournalSource,
     ProbeSource,
@@ -30,6 +31,7 @@ from remediator.config import (
 )
 from remediator.detect import Signals
 from remediator.feed import Feeder
+from remediator.fpmwatch import FpmStatusThreads
 from remediator.services.base import control_for, is_down
 from remediator.sources import host as hostmod
 from remediator.sources.probe import Prober, ProbeResult
@@ -171,6 +173,8 @@ class Watcher:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         probes = {n: s for n, s in config.sources.items() if isinstance(s, ProbeSource)}
         self.probes = ProbeThreads(probes, self.wake)
+        fpms = {n: s for n, s in config.sources.items() if isinstance(s, FpmStatusSource)}
+        self.fpm = FpmStatusThreads({n: s for n, s in fpms.items() if n in signals.fpm}, self.wake)
         watched = {n for n in signals.services if n in config.services}
         self.services = ServicePollers(
             {n: config.services[n] for n in watched},
@@ -195,6 +199,7 @@ class Watcher:
 
     def start(self) -> None:
         self.probes.start()
+        self.fpm.start()
         self.services.start()
 
     def wake(self) -> None:
@@ -241,6 +246,7 @@ class Watcher:
             for path, lines in self.tailer.read_now(now).items():
                 if lines:
                     self.feeder.feed(path, lines, now)
+        self.fpm.drain(self.signals, now)
         while True:
             try:
                 sname, down, detail = self.services.results.get_nowait()
@@ -273,6 +279,7 @@ class Watcher:
 
     def close(self) -> None:
         self.probes.stop()
+        self.fpm.stop()
         self.services.stop()
         self.checkpoint(time.monotonic())
         self.tailer.close()

@@ -27,6 +27,7 @@ _HEADER = struct.Struct("!BBHHBx")
 _BEGIN_BODY = struct.Struct("!HB5x")
 _END_BODY = struct.Struct("!IB3x")
 _MAX_STDERR = 4096
+_MAX_RECORDS = 4096  # FPM sends a status page in a few records; a flood of empty ones ends
 
 
 class Record(enum.IntEnum):
@@ -186,7 +187,7 @@ def _read_answer(sock: socket.socket, deadline: float, max_bytes: int) -> Answer
     reader = _Reader(sock, deadline, max_bytes + 64 * 1024)
     stdout = bytearray()
     stderr = bytearray()
-    while True:
+    for _ in range(_MAX_RECORDS):
         version, kind, req_id, length, padding = _HEADER.unpack(reader.exactly(_HEADER.size))
         if version != _VERSION:
             raise FastCGIError(Failure.PROTOCOL, f"record version {version}, not 1")
@@ -210,3 +211,4 @@ def _read_answer(sock: socket.socket, deadline: float, max_bytes: int) -> Answer
             return Answer(bytes(stdout), bytes(stderr), app_status)
         else:
             raise FastCGIError(Failure.PROTOCOL, f"unexpected record type {kind}")
+    raise FastCGIError(Failure.PROTOCOL, f"more than {_MAX_RECORDS} records")

@@ -188,11 +188,16 @@ class FpmStatusSource:
         None,
     )
     interval: float = opt(Duration(min=0.1, max=3600), "Time between reads.", 1.0)
-    timeout: float = opt(
+    timeout: float | None = opt(
         Duration(min=0.05, max=600),
-        "A read that takes longer counts as unanswered: the pool took no new request.",
-        0.5,
+        "A read that takes longer counts as unanswered: the pool took no new request. "
+        "Unset: 0.5 s, or the interval if that is shorter.",
+        None,
     )
+
+    @property
+    def read_timeout(self) -> float:
+        return self.timeout if self.timeout is not None else min(0.5, self.interval)
 
     @property
     def status_path(self) -> str:
@@ -208,7 +213,7 @@ class FpmStatusSource:
             return [("path", "with 'socket', give the pool's pm.status_path")]
         if self.url is not None and self.path is not None:
             return [("path", "only with 'socket' (with 'url', the URL's path is the status path)")]
-        if self.timeout > self.interval:
+        if self.timeout is not None and self.timeout > self.interval:
             return [("timeout", "must not be longer than interval")]
         return []
 

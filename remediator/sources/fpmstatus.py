@@ -236,7 +236,7 @@ class StatusReader:
 
     def _fastcgi(self, sock: str) -> bytes:
         answer = fastcgi.request(
-            sock, self._params, timeout=self.spec.timeout, max_bytes=MAX_ANSWER
+            sock, self._params, timeout=self.spec.read_timeout, max_bytes=MAX_ANSWER
         )
         headers, body = _headers_and_body(answer.stdout)
         code = headers.get("status", "200").split(" ", 1)[0]
@@ -251,8 +251,8 @@ class StatusReader:
 
     def _http(self) -> bytes:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        deadline = time.monotonic() + self.spec.timeout
-        conn = cls(self._host, self._port, timeout=self.spec.timeout)
+        deadline = time.monotonic() + self.spec.read_timeout
+        conn = cls(self._host, self._port, timeout=self.spec.read_timeout)
         try:
             conn.request(
                 "GET",
@@ -278,7 +278,7 @@ class StatusReader:
                     raise Refused(f"answer larger than {MAX_ANSWER} bytes")
         except TimeoutError as exc:
             raise fastcgi.FastCGIError(
-                Failure.TIMEOUT, f"no answer within {self.spec.timeout:g}s"
+                Failure.TIMEOUT, f"no answer within {self.spec.read_timeout:g}s"
             ) from exc
         except ConnectionRefusedError as exc:
             raise fastcgi.FastCGIError(Failure.REFUSED, "connection refused") from exc

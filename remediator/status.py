@@ -61,7 +61,7 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                     "reason": "no journal to read" if blind else "",
                 }
             stats = watcher.feeder.stats.get(name)
-            if stats is not None and type(src).kind != "probe":
+            if stats is not None and type(src).kind not in ("probe", "fpm_status"):
                 entry |= {
                     "lines": stats.lines,
                     "malformed": stats.malformed,

@@ -199,7 +199,13 @@ def _empty_records(conn: socket.socket) -> None:
         conn.sendall(_rec(7, b"") * 64)
 
 
+def _not_found_with_an_escape(conn: socket.socket) -> None:
+    conn.sendall(_rec(7, b"\x1b[2J\x1b]0;owned\x07 gone\n"))
+    conn.sendall(_stdout(b"x", b"Status: 404 Not Found\r\nContent-type: text/html\r\n\r\n"))
+
+
 HOSTILE: dict[str, tuple[Callable[[socket.socket], None], Failure, str]] = {
+    "404 with an escape on stderr": (_not_found_with_an_escape, Failure.PROTOCOL, "\\x1b[2J"),
     "huge answer": (_huge, Failure.PROTOCOL, "larger than"),
     "endless empty records": (_empty_records, Failure.PROTOCOL, "records"),
     "drip": (_drip, Failure.TIMEOUT, "no answer within"),
@@ -318,3 +324,29 @@ def test_a_hostile_answer_is_refused_with_a_reason(
     assert result.failure is failure, result.detail
     assert reason in result.detail
     assert "\x1b" not in result.detail
+
+
+def test_a_quiet_pool_wakes_the_main_loop_once_a_busy_one_at_every_read(
+    nginx_fpm: Nginx,
+) -> None:
+    fpm = nginx_fpm.fpm
+    assert fpm is not None
+    wakes: list[float] = []
+    threads = FpmStatusThreads(
+        {"fpm": _socket_source(fpm, interval=0.1, timeout=0.1)}, wake=lambda: wakes.append(1)
+    )
+    threads.start()
+    try:
+        wait_for(lambda: len(threads.results) >= 5, 10, "five reads")
+        assert len(wakes) == 1  # the first read; the same quiet status after it
+        hog = _fill(nginx_fpm.url("/slow.php?s=2"), 1)
+        wait_for(lambda: len(wakes) >= 4, 10, "wake-ups while a worker is busy")
+    finally:
+        threads.stop()
+    signals = Signals.for_conditions([FpmSaturated(source="fpm")])
+    threads.drain(signals, time.monotonic())
+    reads = signals.fpm["fpm"].reads
+    assert len(reads) >= 8
+    assert all(a.at <= b.at for a, b in zip(reads, list(reads)[1:], strict=False))
+    for t in hog:
+        t.join(timeout=15)

@@ -105,8 +105,41 @@ def address(spec: str) -> tuple[int, str | tuple[str, int]]:
     return socket.AF_INET, (host, int(port))
 
 
-def request(spec: str, params: Mapping[str, str], *, timeout: float, max_bytes: int) -> Answer:
-    """One request to ``spec``; raises :class:`FastCGIError` saying why there is no answer."""
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _listener_uid(sock: socket.socket) -> int:
+    """The uid of whoever called listen() on a unix socket (``SO_PEERCRED``): for PHP-FPM, its
+    master, which binds the pool's socket as root before its workers drop to the pool's user."""
+    _pid, uid, _gid = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return int(uid)
+
+
+def _check_listener(sock: socket.socket, uids: frozenset[int]) -> None:
+    uid = _listener_uid(sock)
+    if uid not in uids:
+        raise FastCGIError(
+            Failure.PROTOCOL,
+            f"refused: the socket's listener runs as uid {uid}, not root: not the pool's master",
+        )
+
+
+def request(
+    spec: str,
+    params: Mapping[str, str] | bytes,
+    *,
+    timeout: float,
+    max_bytes: int,
+    listener_uids: frozenset[int] | None = None,
+) -> Answer:
+    """One request to ``spec``; raises :class:`FastCGIError` saying why there is no answer.
+    ``params`` may be given built (:func:`build_request`), for a request made again and again.
+
+    ``listener_uids``: on a unix socket, who may be listening (its peer credentials); a socket
+    anyone else bound (a path in a directory the pool's user can write, replaced) is refused
+    before a byte is sent."""
     deadline = time.monotonic() + timeout
     family, addr = address(spec)
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -119,10 +152,13 @@ def request(spec: str, params: Mapping[str, str], *, timeout: float, max_bytes: 
                 sock.connect(addr)
             except BlockingIOError as exc:
                 raise FastCGIError(Failure.BACKLOG_FULL, "listen backlog full") from exc
+            if listener_uids is not None:
+                _check_listener(sock, listener_uids)
         else:
             sock.settimeout(timeout)
             sock.connect(addr)
-        _send_all(sock, build_request(params), deadline)
+        payload = params if isinstance(params, bytes) else build_request(params)
+        _send_all(sock, payload, deadline)
         return _read_answer(sock, deadline, max_bytes)
     except FastCGIError:
         raise

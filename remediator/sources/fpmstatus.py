@@ -28,8 +28,10 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from remediator import escape
 from remediator.sources import fastcgi
 from remediator.sources.fastcgi import Failure
+from remediator.trust import trusted_uids
 
 if TYPE_CHECKING:
     from remediator.config import FpmStatusSource
@@ -204,17 +206,19 @@ class StatusReader:
         self.name = name
         self.spec = spec
         self.path = spec.status_path
-        self._params = {
-            "GATEWAY_INTERFACE": "CGI/1.1",
-            "REQUEST_METHOD": "GET",
-            "SCRIPT_NAME": self.path,
-            "SCRIPT_FILENAME": self.path,
-            "REQUEST_URI": f"{self.path}?{_QUERY}",
-            "QUERY_STRING": _QUERY,
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "SERVER_SOFTWARE": "remediator",
-            "REMOTE_ADDR": "127.0.0.1",
-        }
+        self._request = fastcgi.build_request(
+            {
+                "GATEWAY_INTERFACE": "CGI/1.1",
+                "REQUEST_METHOD": "GET",
+                "SCRIPT_NAME": self.path,
+                "SCRIPT_FILENAME": self.path,
+                "REQUEST_URI": f"{self.path}?{_QUERY}",
+                "QUERY_STRING": _QUERY,
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "SERVER_SOFTWARE": "remediator",
+                "REMOTE_ADDR": "127.0.0.1",
+            }
+        )
         if spec.url is not None:
             parts = urllib.parse.urlsplit(spec.url)
             self._https = parts.scheme == "https"
@@ -236,12 +240,17 @@ class StatusReader:
 
     def _fastcgi(self, sock: str) -> bytes:
         answer = fastcgi.request(
-            sock, self._params, timeout=self.spec.read_timeout, max_bytes=MAX_ANSWER
+            sock,
+            self._request,
+            timeout=self.spec.read_timeout,
+            max_bytes=MAX_ANSWER,
+            listener_uids=trusted_uids(),
         )
         headers, body = _headers_and_body(answer.stdout)
         code = headers.get("status", "200").split(" ", 1)[0]
         if code != "200":
-            why = answer.stderr[:80].decode("utf-8", "replace").strip()
+            # the pool's own words ("Primary script unknown"), made one safe line
+            why = escape.text(answer.stderr[:80].decode("utf-8", "replace").strip())
             raise Refused(
                 f"status {code[:3]!r} from the pool (is '{self.path}' its pm.status_path?)"
                 + (f": {why}" if why else "")

@@ -4,8 +4,10 @@ Whoever can write a log can forge its lines (logrotate recreates nginx's logs as
 so a compromised PHP app can). A playbook with a changing step (restart, reload, scale,
 command) whose trigger holds on log lines only (``status_rate``, ``status_spike``,
 ``error_cause``) runs only when something the log writer cannot forge agrees within the
-trigger's window: a failing probe, or the playbook's service down, failed or not running
-(``corroborate:`` per playbook). Until then the trigger is held back as ``uncorroborated``:
+trigger's window: a failing probe, an ``fpm_status`` source that could not get the pool to
+serve its status (no answer in time, backlog full, refused: like a probe's failure; a malformed
+answer or the page's numbers do not count, since whatever answers a status URL can write
+them), or the playbook's service down, failed or not running (``corroborate:`` per playbook). Until then the trigger is held back as ``uncorroborated``:
 no run budget is used and no breaker can open, so forged lines can neither act nor use up
 the remediation a real outage will need.
 

@@ -20,7 +20,7 @@ from remediator.detect import Signals, evaluate, holds
 from remediator.fpmwatch import FpmStatusThreads
 from remediator.playbook import Condition, FpmHung, FpmSaturated
 from remediator.sources.fastcgi import Failure
-from remediator.sources.fpmstatus import MAX_ANSWER, StatusReader
+from remediator.sources.fpmstatus import MAX_ANSWER, StatusReader, parse
 from tests.stack import Nginx, PhpFpm, Stack, http_get, wait_for
 
 STATUS_PATH = "/fpm-status"  # tests/stack.py's pm.status_path
@@ -252,17 +252,21 @@ HOSTILE: dict[str, tuple[Callable[[socket.socket], None], Failure, str]] = {
         Failure.PROTOCOL,
         "not JSON",
     ),
-    "more processes than the pool": (
+    "processes not a list": (
         lambda c: c.sendall(
             _stdout(
-                _GOOD_JSON.replace(b'"total processes":2', b'"total processes":1').replace(
-                    b'"idle processes":1,"active processes":1',
-                    b'"idle processes":0,"active processes":1',
-                )
+                _GOOD_JSON.replace(b'"processes":[', b'"processes":{"a":[').replace(b"}]}", b"}]}}")
             )
         ),
         Failure.PROTOCOL,
         "list of the pool's processes",
+    ),
+    "a process without a duration": (
+        lambda c: c.sendall(
+            _stdout(_GOOD_JSON.replace(b'"request duration":5', b'"request duration":"5"'))
+        ),
+        Failure.PROTOCOL,
+        "'request duration' is not a duration",
     ),
 }
 
@@ -350,3 +354,26 @@ def test_a_quiet_pool_wakes_the_main_loop_once_a_busy_one_at_every_read(
     assert all(a.at <= b.at for a, b in zip(reads, list(reads)[1:], strict=False))
     for t in hog:
         t.join(timeout=15)
+
+
+def test_slots_still_spawning_and_status_requests_finishing_are_not_busy_workers() -> None:
+    """What PHP-FPM 8.2 shows while a static pool starts, and right after a read: slots with
+    state ``(null)``, and the worker that served the previous read still ``Finishing``."""
+    body = (
+        b'{"pool":"www","process manager":"static","start time":1,"start since":0,'
+        b'"accepted conn":3,"listen queue":0,"max listen queue":0,"listen queue len":0,'
+        b'"idle processes":0,"active processes":2,"total processes":2,'
+        b'"max active processes":2,"max children reached":0,"slow requests":0,"processes":['
+        b'{"pid":11,"state":"Finishing","request duration":90,"request uri":"\\/s?json&full"},'
+        b'{"pid":0,"state":"(null)","request duration":0,"request uri":"-"},'
+        b'{"pid":0,"state":"(null)","request duration":0,"request uri":"-"},'
+        b'{"pid":12,"state":"Running","request duration":40,"request uri":"\\/s?json&full"}]}'
+    )
+    status = parse(body, "/s")
+    assert (status.busy, status.idle, status.total) == (0, 1, 2)
+    busy = body.replace(
+        b'"Finishing","request duration":90,"request uri":"\\/s?json&full"',
+        b'"Running","request duration":3000000,"request uri":"\\/slow.php"',
+    )
+    assert parse(busy, "/s").busy == 1
+    assert parse(busy, "/s").oldest_busy == 3.0

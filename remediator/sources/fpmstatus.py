@@ -43,6 +43,7 @@ _QUERY = "json&full"
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 _MANAGERS = frozenset({"static", "dynamic", "ondemand"})
 _IDLE = "Idle"
+_NO_PROCESS = "(null)"  # how PHP-FPM 8.2 shows a scoreboard slot with no worker in it yet
 _COUNTS = (
     "accepted conn",
     "listen queue",
@@ -139,21 +140,24 @@ def parse(body: bytes, status_path: str) -> FpmStatus:
     if counts["active processes"] > total or counts["idle processes"] > total:
         raise Refused("more active or idle processes than processes")
     procs = doc.get("processes")
-    if not isinstance(procs, list) or len(procs) > MAX_WORKERS or len(procs) > total:
+    if not isinstance(procs, list) or len(procs) > MAX_WORKERS:
         raise Refused("'processes' is not the list of the pool's processes (json&full)")
     ages: list[float] = []
     idle = 0
     ours: float | None = None
     for proc in procs:
         state, age, uri = _process(proc)
+        if state == _NO_PROCESS:  # a slot whose worker is still being spawned
+            continue
         if state == _IDLE:
             idle += 1
-        elif state == "Running" and uri.partition("?")[0] == status_path:
-            if ours is not None:  # another status reader: busy for a moment, like us
-                ages.append(max(ours, age))
-                ours = min(ours, age)
-            else:
-                ours = age
+        elif uri.partition("?")[0] == status_path:
+            # a status request (this one, the one before it still finishing, another
+            # monitor's): served in microseconds, not load; all but this one's worker are
+            # as good as idle
+            if ours is not None:
+                idle += 1
+            ours = age if ours is None else min(ours, age)
         else:
             ages.append(age)
     return FpmStatus(

@@ -64,4 +64,5 @@ class JudgedOn(enum.StrEnum):
     REQUESTS = "requests"  # requests users made after the action (the access log)
     SERVICE = "service"  # the service's own state
     ERRORS = "errors"  # error-log causes after the action
+    POOL = "pool"  # PHP-FPM's own status (an fpm_status source) read after the action
     LOGS = "logs"  # replay: the log's own future stood in for a probe

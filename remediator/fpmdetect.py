@@ -209,3 +209,25 @@ def _numbers(s: FpmStatus) -> dict[str, Any]:
         "max_children_reached": s.max_children_reached,
         "oldest_busy_s": None if s.oldest_busy is None else round(s.oldest_busy, 3),
     }
+
+
+def after(cond: FpmSaturated | FpmHung | FpmSlow, st: FpmState | None, since: float) -> bool | None:
+    """What the reads made after ``since`` say of ``cond`` (verification): True while the
+    newest still shows it (saturated, stuck, slow requests rising), False once it does not,
+    None without a read that tells (none yet; refused: a pool restarting)."""
+    reads = [r for r in st.reads if r.at >= since] if st else []
+    if isinstance(cond, FpmSlow):
+        answered = [r for r in reads if r.status is not None]
+        if len(answered) < 2:
+            return None
+        return _rise(answered, answered[-1].at, cond.window) >= cond.at_least
+    if not reads:
+        return None
+    newest = reads[-1]
+    if isinstance(cond, FpmSaturated):
+        shows = _saturated(newest)
+    else:
+        shows = _stuck(cond, newest) or newest.failure in UNANSWERED
+    if shows:
+        return True
+    return False if newest.status is not None else None

@@ -160,6 +160,18 @@ def _run(reads: collections.deque[Read], pred: Any) -> list[Read]:
     return out
 
 
+def _newer(reads: collections.deque[Read], since: float, *, inclusive: bool = False) -> list[Read]:
+    """The reads after ``since``, oldest first, found from the newest end (the deque holds
+    minutes of reads; a condition looks at seconds of them)."""
+    out: list[Read] = []
+    for r in reversed(reads):
+        if r.at < since or (r.at == since and not inclusive):
+            break
+        out.append(r)
+    out.reverse()
+    return out
+
+
 def _rise(reads: list[Read], at: float, window: float) -> int:
     """New slow requests counted in ``(at - window, at]`` (counter resets ignored)."""
     rise = 0
@@ -176,7 +188,7 @@ def _rise(reads: list[Read], at: float, window: float) -> int:
 
 
 def slow(cond: FpmSlow, st: FpmState | None, now: float) -> tuple[bool, dict[str, Any]]:
-    reads = [r for r in st.reads if r.at > now - cond.window - cond.lasting - 60] if st else []
+    reads = _newer(st.reads, now - cond.window - cond.lasting - 60) if st else []
     rise = _rise(reads, now, cond.window)
     holds = rise >= cond.at_least
     if holds and cond.lasting > 0:
@@ -215,7 +227,7 @@ def after(cond: FpmSaturated | FpmHung | FpmSlow, st: FpmState | None, since: fl
     """What the reads made after ``since`` say of ``cond`` (verification): True while the
     newest still shows it (saturated, stuck, slow requests rising), False once it does not,
     None without a read that tells (none yet; refused: a pool restarting)."""
-    reads = [r for r in st.reads if r.at >= since] if st else []
+    reads = _newer(st.reads, since, inclusive=True) if st else []
     if isinstance(cond, FpmSlow):
         answered = [r for r in reads if r.status is not None]
         if len(answered) < 2:

@@ -12,9 +12,19 @@ from hypothesis import strategies as st
 from remediator import corroborate
 from remediator.corroborate import Need
 from remediator.detect import Reading, Signals, evaluate, holds
-from remediator.playbook import AllOf, AnyOf, Corroborate, FpmHung, FpmSaturated, FpmSlow
+from remediator.events import JudgedOn
+from remediator.playbook import (
+    AllOf,
+    AnyOf,
+    Corroborate,
+    FpmHung,
+    FpmSaturated,
+    FpmSlow,
+    Verify,
+)
 from remediator.sources.fastcgi import Failure
 from remediator.sources.fpmstatus import FpmStatus
+from remediator.verify import Health, Verifier
 from tests.wired import load_text
 
 
@@ -322,3 +332,24 @@ def test_intervals_go_down_to_100ms_and_the_timeout_fits_in_them(tmp_path: Path)
         tmp_path, "{type: fpm_status, socket: /r.sock, path: /s, interval: 1s, timeout: 2s}"
     )
     assert "must not be longer than interval" in err
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+def test_verification_reads_only_the_pools_answers_after_the_action() -> None:
+    sig = _signals()
+    verifier = Verifier(sig)
+    for t in (10.0, 10.2, 10.4):
+        _fail(sig, t, Failure.TIMEOUT)
+    judged = verifier.judge(Verify(), HUNG, since=10.5, now=10.5)
+    assert judged.health is Health.UNKNOWN  # nothing read since the action
+    _fail(sig, 10.6, Failure.REFUSED)  # the pool restarting
+    assert verifier.judge(Verify(), HUNG, since=10.5, now=10.6).health is Health.UNKNOWN
+    _fail(sig, 10.8, Failure.TIMEOUT)
+    judged = verifier.judge(Verify(), HUNG, since=10.5, now=10.8)
+    assert judged.health is Health.FAILING and judged.judged_on == (JudgedOn.POOL,)
+    _answer(sig, 11.0)
+    judged = verifier.judge(Verify(), AnyOf((SAT, HUNG)), since=10.5, now=11.0)
+    assert judged.health is Health.HEALTHY
+    assert "pool fpm not hung" in judged.detail

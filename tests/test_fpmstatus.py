@@ -94,11 +94,16 @@ def test_a_pool_that_is_not_there_is_refused_not_saturated(fpm: PhpFpm) -> None:
     assert result.failure is Failure.REFUSED
 
 
-def test_slow_requests_filling_every_worker_saturate_the_pool(nginx_fpm: Nginx) -> None:
+@pytest.mark.parametrize("via", ["socket", "nginx"])
+def test_slow_requests_filling_every_worker_saturate_the_pool(nginx_fpm: Nginx, via: str) -> None:
     fpm = nginx_fpm.fpm
     assert fpm is not None
     cond = FpmSaturated(source="fpm", lasting=0.3)
-    source = _socket_source(fpm, interval=0.1, timeout=0.1)
+    source = (
+        _socket_source(fpm, interval=0.1, timeout=0.1)
+        if via == "socket"
+        else FpmStatusSource(url=nginx_fpm.url(STATUS_PATH), interval=0.1, timeout=0.1)
+    )
     hogs = _fill(nginx_fpm.url("/slow.php?s=3"), fpm.max_children + 1)
     try:
         signals = _until(source, cond, timeout=10)

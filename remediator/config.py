@@ -9,6 +9,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from remediator.actions.declare import HOSTNAME
 from remediator.playbook import PLAYBOOK, Playbook
@@ -27,6 +28,7 @@ from remediator.schema import (
     opt,
 )
 from remediator.sources.access.guess import AUTO
+from remediator.sources.fastcgi import address
 from remediator.sources.formats import ACCESS_FORMATS, ERROR_FORMATS, check_custom_format
 
 DEFAULT_CONFIG = Path("/etc/remediator/remediator.yaml")
@@ -150,6 +152,74 @@ class ProbeSource:
         return []
 
 
+def _check_fpm_socket(text: str) -> str | None:
+    try:
+        address(text)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class FpmStatusSource:
+    """PHP-FPM's own status page (`pm.status_path`, read as `?json&full`): busy and idle
+    workers, the listen queue, "max children reached", slow requests. Read straight from the
+    pool's socket over FastCGI (`socket` and `path`: no web server needed, so it works when
+    the web server is the broken part), or through the web server (`url`). The conditions
+    `fpm_saturated`, `fpm_hung` and `fpm_slow` judge it. The status is served by a worker:
+    a pool whose every worker is busy or stopped does not answer it in time, and that is
+    read as the pool taking no new request. The answer is not trusted: capped at 1 MiB,
+    parsed strictly, numbers only kept."""
+
+    kind: ClassVar[str] = "fpm_status"
+    socket: str | None = opt(
+        Str(check=_check_fpm_socket, what="socket"),
+        "The pool's `listen` address: a unix socket path (`/run/php/php8.2-fpm.sock`) or "
+        "`host:port`.",
+        None,
+    )
+    path: str | None = opt(
+        Str(pattern=r"/[A-Za-z0-9._~/-]*", pattern_help=" (like /status)", what="status path"),
+        "The pool's `pm.status_path` (with `socket`; with `url`, the URL's path is used).",
+        None,
+    )
+    url: str | None = opt(
+        Url(),
+        "The status page through the web server, instead of `socket` (the query is set to "
+        "`json&full`).",
+        None,
+    )
+    interval: float = opt(Duration(min=0.1, max=3600), "Time between reads.", 1.0)
+    timeout: float | None = opt(
+        Duration(min=0.05, max=600),
+        "A read that takes longer counts as unanswered: the pool took no new request. "
+        "Unset: 0.5 s, or the interval if that is shorter.",
+        None,
+    )
+
+    @property
+    def read_timeout(self) -> float:
+        return self.timeout if self.timeout is not None else min(0.5, self.interval)
+
+    @property
+    def status_path(self) -> str:
+        """The pool's status path, as the worker serving the read reports its request."""
+        if self.url is not None:
+            return urlsplit(self.url).path or "/"
+        return self.path or "/status"
+
+    def check(self) -> list[tuple[str, str]]:
+        if (self.socket is None) == (self.url is None):
+            return [("socket", "give the pool's 'socket' (and 'path'), or a 'url' (one of them)")]
+        if self.socket is not None and self.path is None:
+            return [("path", "with 'socket', give the pool's pm.status_path")]
+        if self.url is not None and self.path is not None:
+            return [("path", "only with 'socket' (with 'url', the URL's path is the status path)")]
+        if self.timeout is not None and self.timeout > self.interval:
+            return [("timeout", "must not be longer than interval")]
+        return []
+
+
 @dataclass(frozen=True)
 class HostSource:
     """Host resources through psutil: CPU, load, memory, swap, per-service processes."""
@@ -243,10 +313,26 @@ class DnsSource:
         return []
 
 
-Source = AccessLogSource | ErrorLogSource | JournalSource | ProbeSource | HostSource | DnsSource
+Source = (
+    AccessLogSource
+    | ErrorLogSource
+    | JournalSource
+    | ProbeSource
+    | FpmStatusSource
+    | HostSource
+    | DnsSource
+)
 SOURCE_TYPES: dict[str, type[Any]] = {
     c.kind: c
-    for c in (AccessLogSource, ErrorLogSource, JournalSource, ProbeSource, HostSource, DnsSource)
+    for c in (
+        AccessLogSource,
+        ErrorLogSource,
+        JournalSource,
+        ProbeSource,
+        FpmStatusSource,
+        HostSource,
+        DnsSource,
+    )
 }
 SOURCE: Tagged[Source] = Tagged(
     {k: Record(c, name=f"{k}_source", ignore=("type",)) for k, c in SOURCE_TYPES.items()},

@@ -4,8 +4,10 @@ Whoever can write a log can forge its lines (logrotate recreates nginx's logs as
 so a compromised PHP app can). A playbook with a changing step (restart, reload, scale,
 command) whose trigger holds on log lines only (``status_rate``, ``status_spike``,
 ``error_cause``) runs only when something the log writer cannot forge agrees within the
-trigger's window: a failing probe, or the playbook's service down, failed or not running
-(``corroborate:`` per playbook). Until then the trigger is held back as ``uncorroborated``:
+trigger's window: a failing probe, an ``fpm_status`` source that could not get the pool to
+serve its status (no answer in time, backlog full, refused: like a probe's failure; a malformed
+answer or the page's numbers do not count, since whatever answers a status URL can write
+them), or the playbook's service down, failed or not running (``corroborate:`` per playbook). Until then the trigger is held back as ``uncorroborated``:
 no run budget is used and no breaker can open, so forged lines can neither act nor use up
 the remediation a real outage will need.
 
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from remediator.actions.declare import ACTIONS
-from remediator.config import Config, ProbeSource
+from remediator.config import Config, FpmStatusSource, ProbeSource
 from remediator.detect import ProbeState, Reading, ServiceWatch, Signals
+from remediator.fpmdetect import FpmState
 from remediator.playbook import (
     Corroborate,
     ErrorCause,
@@ -44,6 +47,7 @@ class Need:
     probes: tuple[str, ...]
     services: tuple[str, ...]
     window: float
+    fpm: tuple[str, ...] = ()  # fpm_status sources: a pool that could not serve backs it
 
     def wanted(self) -> str:
         """What would corroborate, in words: ``a failure of probe site or fpm down``."""
@@ -52,6 +56,8 @@ class Need:
             parts.append(f"a failure of probe {' or '.join(self.probes)}")
         if self.services:
             parts.append(f"{' or '.join(self.services)} down, failed or not running")
+        if self.fpm:
+            parts.append(f"pool status {' or '.join(self.fpm)} not served")
         what = " or ".join(parts) or "nothing can corroborate it (see `remediator check`)"
         return f"{what} within {self.window:g}s"
 
@@ -89,6 +95,12 @@ def config_probes(config: Config) -> tuple[str, ...]:
     return tuple(n for n, s in config.sources.items() if isinstance(s, ProbeSource))
 
 
+def config_fpm(config: Config) -> tuple[str, ...]:
+    """fpm_status sources: like a probe, their failure to get an answer from the pool is
+    something a log writer cannot forge."""
+    return tuple(n for n, s in config.sources.items() if isinstance(s, FpmStatusSource))
+
+
 def _probes(pb: Playbook, config: Config) -> tuple[str, ...]:
     """The probes a playbook names (in its trigger or verification), else every probe: on a
     host with several sites, a failing probe of another site backs nothing here."""
@@ -109,7 +121,7 @@ def mode_of(pb: Playbook, config: Config) -> Corroborate:
     (a probe in the config, a service the playbook acts on), else ``none``."""
     if pb.corroborate is not None:
         return Corroborate(pb.corroborate)
-    if config_probes(config) or _services(pb):
+    if config_probes(config) or config_fpm(config) or _services(pb):
         return Corroborate.ANY
     return Corroborate.NONE
 
@@ -123,13 +135,14 @@ def need_of(pb: Playbook, config: Config) -> Need | None:
     if mode is Corroborate.NONE:
         return None
     probes = _probes(pb, config) if mode in (Corroborate.PROBE, Corroborate.ANY) else ()
+    fpm = config_fpm(config) if mode in (Corroborate.PROBE, Corroborate.ANY) else ()
     services = _services(pb) if mode in (Corroborate.SERVICE, Corroborate.ANY) else ()
     windows = [
         c.window
         for c in positive_conditions(pb.when)
         if isinstance(c, StatusRate | StatusSpike | ErrorCause)
     ]
-    return Need(mode, probes, services, max(windows, default=DEFAULT_WINDOW))
+    return Need(mode, probes, services, max(windows, default=DEFAULT_WINDOW), fpm)
 
 
 def prepare(signals: Signals, needs: Iterable[Need]) -> None:
@@ -141,6 +154,8 @@ def prepare(signals: Signals, needs: Iterable[Need]) -> None:
             signals.probes.setdefault(p, ProbeState())
         for s in need.services:
             signals.services.setdefault(s, ServiceWatch(on_demand=True))
+        for f in need.fpm:
+            signals.fpm.setdefault(f, FpmState())
 
 
 def judge(
@@ -174,6 +189,19 @@ def judge(
             else f"{'ok' if st.last_ok else 'failing'} {now - st.last_at:.1f}s ago"
             + (f": {st.last_detail}" if st.last_detail else "")
         )
+    for name in need.fpm:
+        fs = signals.fpm.get(name) or FpmState()
+        if fs.last_failed_at is not None and fs.last_failed_at >= since:
+            return Judgement(
+                True,
+                f"pool status {name} not served {now - fs.last_failed_at:.1f}s ago: "
+                f"{fs.last_failure}",
+            )
+        seen[f"pool status {name}"] = (
+            "no read yet"
+            if fs.last_at is None
+            else f"{'served' if fs.last_ok else 'failing'} {now - fs.last_at:.1f}s ago"
+        )
     for name in need.services:
         sw = signals.services.get(name) or ServiceWatch()
         down = sw.down_since is not None or (
@@ -201,7 +229,7 @@ def warnings(config: Config, playbooks: Iterable[Playbook]) -> list[str]:
                 "whoever can write those logs can forge them (fix: add a probe source of the "
                 "site, or give its steps a service, and leave `corroborate` unset or say `any`)"
             )
-        elif need is not None and not need.probes and not need.services:
+        elif need is not None and not need.probes and not need.services and not need.fpm:
             lacks = "no probe source" if mode is Corroborate.PROBE else "no service in its steps"
             out.append(
                 f"playbook '{pb.name}': `corroborate: {mode}` but there is {lacks}: a trigger "

@@ -15,12 +15,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from remediator import fpmdetect
+from remediator.fpmdetect import FpmState
 from remediator.playbook import (
     AllOf,
     AnyOf,
     Condition,
     DnsMismatch,
     ErrorCause,
+    FpmHung,
+    FpmSaturated,
+    FpmSlow,
     HostCondition,
     NotOf,
     ProbeFailing,
@@ -256,6 +261,7 @@ class Signals:
     probes: dict[str, ProbeState] = field(default_factory=dict)
     services: dict[str, ServiceWatch] = field(default_factory=dict)
     dns: dict[str, DnsWatch] = field(default_factory=dict)
+    fpm: dict[str, FpmState] = field(default_factory=dict)  # fpm_status sources' reads
     host: HostReading | None = None
     samples: dict[str, Evidence] = field(default_factory=dict)
     # While a step is verified: when it acted, and per access-log source the requests logged
@@ -296,6 +302,9 @@ class Signals:
                 continue
             elif isinstance(cond, DnsMismatch):
                 sig.dns.setdefault(cond.source, DnsWatch())
+                continue
+            elif isinstance(cond, FpmSaturated | FpmHung | FpmSlow):
+                sig.fpm.setdefault(cond.source, FpmState())
                 continue
             else:
                 continue
@@ -431,6 +440,9 @@ def _known(cond: Condition, sig: Signals, now: float, since: float | None) -> bo
     if isinstance(cond, DnsMismatch):
         dw = sig.dns.get(cond.source)
         return dw is not None and dw.last_at is not None
+    if isinstance(cond, FpmSaturated | FpmHung | FpmSlow):
+        pool = sig.fpm.get(cond.source)
+        return pool is not None and pool.last_at is not None
     if isinstance(cond, HostCondition):
         return sig.host is not None
     return False  # error_cause: quiet and blind look the same (refused under `not` anyway)
@@ -481,6 +493,12 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
             sw.down_since is not None and down_for >= cond.lasting,
             {"service": cond.service, "down_for_s": round(down_for, 3), "detail": sw.detail},
         )
+    if isinstance(cond, FpmSaturated):
+        return Reading("fpm_saturated", *fpmdetect.saturated(cond, sig.fpm.get(cond.source), now))
+    if isinstance(cond, FpmHung):
+        return Reading("fpm_hung", *fpmdetect.hung(cond, sig.fpm.get(cond.source), now))
+    if isinstance(cond, FpmSlow):
+        return Reading("fpm_slow", *fpmdetect.slow(cond, sig.fpm.get(cond.source), now))
     if isinstance(cond, HostCondition):
         return _host(cond, sig.host)
     if isinstance(cond, DnsMismatch):

@@ -65,4 +65,5 @@ class JudgedOn(enum.StrEnum):
     SERVICE = "service"  # the service's own state
     DNS = "dns"  # a dns source's lookups of the site's names
     ERRORS = "errors"  # error-log causes after the action
+    POOL = "pool"  # PHP-FPM's own status (an fpm_status source) read after the action
     LOGS = "logs"  # replay: the log's own future stood in for a probe

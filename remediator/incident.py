@@ -140,6 +140,12 @@ def _describe(r: Reading) -> str:
         return f"{d['count']} x {'/'.join(d['causes'])} in {d['window_s']:g}s on {d['source']}"
     if r.condition == "service_down":
         return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
+    if r.condition == "fpm_saturated":
+        return f"pool on {d['source']} saturated for {d['saturated_for_s']:g}s ({d['last']})"
+    if r.condition == "fpm_hung":
+        return f"pool on {d['source']} stuck for {d['hung_for_s']:g}s ({d['last']})"
+    if r.condition == "fpm_slow":
+        return f"{d['slow_requests_rise']} slow requests in {d['window_s']:g}s on {d['source']}"
     if r.condition == "probe_failing":
         return f"probe {d['probe']} failed {d['consecutive_failures']} times ({d['last']})"
     if r.condition == "dns_mismatch":

@@ -222,6 +222,45 @@ class ServiceDown:
     )
 
 
+FPM_SOURCE = ("fpm_status",)
+LASTING = Duration(max=300)
+
+
+@dataclass(frozen=True)
+class FpmSaturated:
+    """Holds when PHP-FPM's pool has had no room for a new request for `lasting`: requests in
+    its listen queue, "max children reached" rising, or every worker busy (active processes
+    at `pm.max_children`), which shows as the status not answered in time or the backlog
+    full: the status is served by a worker, and none was free."""
+
+    source: str = opt(Ref("source", FPM_SOURCE, "fpm_saturated"), "The fpm_status source.")
+    lasting: float = opt(LASTING, "How long it must stay saturated before this holds.", 1.0)
+
+
+@dataclass(frozen=True)
+class FpmHung:
+    """Holds when PHP-FPM's pool is stuck for `lasting`: every worker busy, each on a
+    request older than `older_than`, or no worker free to answer the status for
+    `older_than` (no request finishing: hung or stopped workers)."""
+
+    source: str = opt(Ref("source", FPM_SOURCE, "fpm_hung"), "The fpm_status source.")
+    older_than: float = opt(
+        Duration(min=0.1, max=3600), "A request this old, or no answer this long, is stuck.", 2.0
+    )
+    lasting: float = opt(LASTING, "How long it must stay stuck before this holds.", 0.0)
+
+
+@dataclass(frozen=True)
+class FpmSlow:
+    """Holds when PHP-FPM's "slow requests" count (requests past
+    `request_slowlog_timeout`) rose by `at_least` within `window`, throughout `lasting`."""
+
+    source: str = opt(Ref("source", FPM_SOURCE, "fpm_slow"), "The fpm_status source.")
+    window: float = opt(WINDOW, "The sliding window the rise is counted over.", 10.0)
+    at_least: int = opt(Int(min=1), "Minimum new slow requests in the window.", 1)
+    lasting: float = opt(LASTING, "How long it must keep holding before this holds.", 0.0)
+
+
 @dataclass(frozen=True)
 class HostCondition:
     """Holds when a host resource crosses a limit (every given limit must hold)."""
@@ -276,6 +315,9 @@ Condition = (
     | ErrorCause
     | ProbeFailing
     | ServiceDown
+    | FpmSaturated
+    | FpmHung
+    | FpmSlow
     | HostCondition
     | DnsMismatch
     | AllOf
@@ -338,6 +380,17 @@ CONDITION.add(
     "service_down",
     Record(ServiceDown, name="service_down", shorthand="service"),
     ServiceDown.__doc__ or "",
+)
+CONDITION.add(
+    "fpm_saturated",
+    Record(FpmSaturated, name="fpm_saturated", shorthand="source"),
+    FpmSaturated.__doc__ or "",
+)
+CONDITION.add(
+    "fpm_hung", Record(FpmHung, name="fpm_hung", shorthand="source"), FpmHung.__doc__ or ""
+)
+CONDITION.add(
+    "fpm_slow", Record(FpmSlow, name="fpm_slow", shorthand="source"), FpmSlow.__doc__ or ""
 )
 CONDITION.add("host", Record(HostCondition, name="host_condition"), HostCondition.__doc__ or "")
 CONDITION.add(

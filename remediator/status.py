@@ -61,7 +61,7 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                     "reason": "no journal to read" if blind else "",
                 }
             stats = watcher.feeder.stats.get(name)
-            if stats is not None and type(src).kind not in ("probe", "dns"):
+            if stats is not None and type(src).kind not in ("probe", "dns", "fpm_status"):
                 entry |= {
                     "lines": stats.lines,
                     "malformed": stats.malformed,
@@ -81,6 +81,15 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                 entry |= {
                     "state": "waiting" if dns.last_at is None else ("mismatch" if wrong else "ok"),
                     "reason": dns.detail,
+                }
+            fpm = watcher.signals.fpm.get(name)
+            if fpm is not None:
+                entry |= {
+                    "state": "ok"
+                    if fpm.last_ok
+                    else ("waiting" if fpm.last_at is None else "failing"),
+                    "reason": fpm.last_detail,
+                    "consecutive_failures": fpm.consecutive_failures,
                 }
             sources[name] = entry
         out["sources"] = sources

@@ -9,7 +9,9 @@ failing since):
   format logs a request's duration, a request logged after the action that had started
   before it (a slow request the old workers timed out) is left out;
 - the service's own state, where the trigger watches it (``service_down``);
-- error-log causes of the trigger, which can only say "still failing".
+- error-log causes of the trigger, which can only say "still failing";
+- PHP-FPM's own status, where the trigger reads it (``fpm_saturated``, ``fpm_hung``,
+  ``fpm_slow``): the newest read after the action (live only).
 
 Any evidence of failure is a failure; otherwise any evidence of health is health; otherwise
 nothing is known yet. A step passes when the site is healthy before the deadline and still
@@ -21,12 +23,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from remediator import fpmdetect
 from remediator.detect import Signals
 from remediator.events import JudgedOn
 from remediator.playbook import (
     Condition,
     DnsMismatch,
     ErrorCause,
+    FpmHung,
+    FpmSaturated,
+    FpmSlow,
     ProbeFailing,
     ServiceDown,
     StatusRate,
@@ -185,6 +191,8 @@ class Verifier:
                     out.append((Health.HEALTHY, JudgedOn.DNS, f"{c.source}: {dw.detail}"))
                 else:
                     out.append((Health.FAILING, JudgedOn.DNS, f"{c.source}: {dw.detail}"))
+            elif isinstance(c, FpmSaturated | FpmHung | FpmSlow):
+                out.append(self._pool(c, since))
             elif isinstance(c, ErrorCause):
                 win = self.signals.causes.get(c.source)
                 n = win.count(now, span, frozenset(c.cause))[0] if win else 0
@@ -192,6 +200,20 @@ class Verifier:
                     what = f"{n} x {'/'.join(c.cause)} on {c.source}"
                     out.append((Health.FAILING, JudgedOn.ERRORS, what))
         return out
+
+    def _pool(
+        self, c: FpmSaturated | FpmHung | FpmSlow, since: float
+    ) -> tuple[Health, JudgedOn, str]:
+        st = self.signals.fpm.get(c.source)
+        shows = fpmdetect.after(c, st, since)
+        what = type(c).__name__.removeprefix("Fpm").lower()
+        if shows is None:
+            last = st.last_detail if st and st.last_at is not None else "no read yet"
+            return Health.UNKNOWN, JudgedOn.POOL, f"pool status {c.source}: {last}"
+        detail = st.last_detail if st else ""
+        if shows:
+            return Health.FAILING, JudgedOn.POOL, f"pool {c.source} still {what} ({detail})"
+        return Health.HEALTHY, JudgedOn.POOL, f"pool {c.source} not {what} ({detail})"
 
 
 def _statuses(c: StatusRate | StatusSpike) -> str:

@@ -24,6 +24,7 @@ import structlog
 from remediator.config import (
     Config,
     DnsSource,
+    FpmStatusSource,
     HostSource,
     JournalSource,
     ProbeSource,
@@ -31,6 +32,7 @@ from remediator.config import (
 )
 from remediator.detect import Signals
 from remediator.feed import Feeder
+from remediator.fpmwatch import FpmStatusThreads
 from remediator.services.base import control_for, is_down
 from remediator.sources import host as hostmod
 from remediator.sources.dns import DnsThreads
@@ -175,6 +177,8 @@ class Watcher:
         self.probes = ProbeThreads(probes, self.wake)
         resolving = {n: s for n, s in config.sources.items() if isinstance(s, DnsSource)}
         self.dns = DnsThreads({n: s for n, s in resolving.items() if n in signals.dns}, self.wake)
+        fpms = {n: s for n, s in config.sources.items() if isinstance(s, FpmStatusSource)}
+        self.fpm = FpmStatusThreads({n: s for n, s in fpms.items() if n in signals.fpm}, self.wake)
         watched = {n for n in signals.services if n in config.services}
         self.services = ServicePollers(
             {n: config.services[n] for n in watched},
@@ -199,6 +203,7 @@ class Watcher:
 
     def start(self) -> None:
         self.probes.start()
+        self.fpm.start()
         self.services.start()
         self.dns.start()
 
@@ -246,6 +251,7 @@ class Watcher:
             for path, lines in self.tailer.read_now(now).items():
                 if lines:
                     self.feeder.feed(path, lines, now)
+        self.fpm.drain(self.signals, now)
         while True:
             try:
                 sname, down, detail = self.services.results.get_nowait()
@@ -284,6 +290,7 @@ class Watcher:
 
     def close(self) -> None:
         self.probes.stop()
+        self.fpm.stop()
         self.services.stop()
         self.dns.stop()
         self.checkpoint(time.monotonic())

@@ -14,10 +14,11 @@ from typing import Any
 
 from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionFn
-from remediator.config import Config, ProbeSource
+from remediator.config import Config, FpmStatusSource, ProbeSource
 from remediator.detect import ProbeState, Signals
 from remediator.engine import Engine, Executor
 from remediator.feed import Feeder
+from remediator.fpmdetect import FpmState
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
 from remediator.state import HostLock
@@ -56,6 +57,8 @@ def wire(
         for name, src in config.sources.items():
             if isinstance(src, ProbeSource):
                 signals.probes.setdefault(name, ProbeState())
+            elif isinstance(src, FpmStatusSource):
+                signals.fpm.setdefault(name, FpmState())
     feeder = Feeder(config, signals)
     engine = Engine(
         config,

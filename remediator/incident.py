@@ -117,7 +117,8 @@ def describe(r: Reading) -> str:
     if r.condition == "error_cause":
         return f"{d['count']} x {'/'.join(d['causes'])} in {d['window_s']:g}s on {d['source']}"
     if r.condition == "service_down":
-        return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
+        how = f"; a crash, seen by {d['seen_by']}" if d.get("definitive") else ""
+        return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']}{how})"
     if r.condition == "probe_failing":
         return f"probe {d['probe']} failed {d['consecutive_failures']} times ({d['last']})"
     return f"{r.condition}: {d}"

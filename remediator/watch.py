@@ -281,7 +281,7 @@ class Watcher:
         self.probes = ProbeThreads(probes, self.wake)
         watched = {n for n in signals.services if n in config.services}
         self.deaths = DeathWatch()
-        self._seen_down: dict[str, bool] = {}
+        self._seen: dict[str, tuple[bool, str]] = {}
         self.services = ServicePollers(
             {n: config.services[n] for n in watched},
             self.wake,
@@ -379,16 +379,20 @@ class Watcher:
             seen_by=str(report.seen_by),
             seen_at=report.seen_at,
         )
-        if self._seen_down.get(report.name) != report.down:
-            self._seen_down[report.name] = report.down
+        # Logged when the verdict changes, and once for each event looked at (an operator's
+        # stop is seen, and found not to be an outage), not for each look while it settles.
+        key = (report.down, report.seen_at if report.seen_by is not Seen.POLL else "")
+        if self._seen.get(report.name) != key:
+            self._seen[report.name] = key
             log.info(
-                "service_seen_down" if report.down else "service_seen_up",
+                "service_seen",
                 service=report.name,
+                down=report.down,
                 detail=report.detail,
                 definitive=report.definitive,
                 seen_by=str(report.seen_by),
                 seen_at=report.seen_at,
-                pidfd_armed=self.deaths.pidfd_of(report.name),
+                pidfd_for=self.deaths.pidfd_of(report.name),
             )
 
     def _host_wait(self, now: float) -> float | None:

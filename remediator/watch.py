@@ -170,6 +170,8 @@ class ServicePollers:
         armed: int | None = None  # the PID whose pidfd the main loop holds, not yet fired
         cause: tuple[Seen, str] | None = None  # the event being followed while systemd settles
         settle_until = 0.0
+        main: int | None = None  # the master last seen
+        died: int | None = None  # the master that was live when the event came
         asked = self._now[name]
         while not self._stop.is_set():
             asked.clear()
@@ -179,6 +181,7 @@ class ServicePollers:
                     armed = None
                 if why[0] is not Seen.ASKED:
                     cause, settle_until = why, time.monotonic() + self.SETTLE_FOR
+                    died = main
             seen_by, seen_at = cause or why or (Seen.POLL, now_rfc3339())
             state: ServiceState | None = None
             try:
@@ -196,8 +199,14 @@ class ServicePollers:
             if down != last or report.pidfd is not None:
                 self._wake()
                 last = down
-            changing = state is not None and state.status is ServiceStatus.CHANGING
-            if changing and time.monotonic() < settle_until:
+            main = state.master_pid if state is not None else None
+            # After an event, look again every 20 ms while systemd is still changing the unit,
+            # or has not yet heard that its main process died (it still names it as running).
+            changing = state is not None and (
+                state.status is ServiceStatus.CHANGING
+                or (state.status is ServiceStatus.RUNNING and died is not None and main == died)
+            )
+            if not down and changing and time.monotonic() < settle_until:
                 every = self.SETTLE_EVERY
             else:
                 cause = None

@@ -56,6 +56,7 @@ def open_pidfd(pid: int) -> int | None:
 class _Cgroup:
     path: Path
     wd: int
+    ino: int
 
 
 class DeathWatch:
@@ -90,21 +91,27 @@ class DeathWatch:
     def watch_cgroup(self, name: str, events: Path) -> None:
         """Watch a unit's ``cgroup.events`` (again, if its cgroup was made anew)."""
         current = self._cgroups.get(name)
-        if current is not None and current.path == events:
+        try:
+            ino = events.stat().st_ino
+        except OSError:
+            return  # no cgroup (yet): the unit is not running
+        # The same path may be a new cgroup (the unit was restarted): kernfs does not always
+        # tell a watch that its file went, so the inode says whether it is still the same.
+        if current is not None and current.path == events and current.ino == ino:
             return
-        ino = self._inotify_instance()
-        if ino is None:
+        inotify = self._inotify_instance()
+        if inotify is None:
             return
         if current is not None:
             with contextlib.suppress(OSError):
-                ino.rm_watch(current.wd)
+                inotify.rm_watch(current.wd)
             del self._cgroups[name]
         try:
-            wd = ino.add_watch(events, _CGROUP_MASK)
+            wd = inotify.add_watch(events, _CGROUP_MASK)
         except OSError as exc:
             log.info("cgroup_events_unwatched", service=name, path=str(events), error=str(exc))
             return
-        self._cgroups[name] = _Cgroup(events, wd)
+        self._cgroups[name] = _Cgroup(events, wd, ino)
 
     def _inotify_instance(self) -> Inotify | None:
         if self._inotify is None and not self._inotify_failed:

@@ -101,6 +101,8 @@ POLL = 0.05
 CONTESTANTS = ("remediator", "monit", "none")
 BASELINE_REPS = 3
 PR_SET_CHILD_SUBREAPER = 36
+# Configs live where the loader trusts them (not under /tmp, which others can write: issue 9).
+WORK_ROOT = Path.home() / ".cache" / "remediator-bench"
 
 
 class Fault(enum.StrEnum):
@@ -597,7 +599,8 @@ def recovered_at(samples: Sequence[Sample], t0: float) -> float | None:
 def run_trial(fault: Fault, name: str, reaper: Reaper, rng: random.Random) -> Trial:
     """One fault under load with one contestant, on a fresh site; everything ended after."""
     with contextlib.ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix=f"bench-mttr-{name}-"))
+        WORK_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-mttr-{name}-", dir=WORK_ROOT))
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
         site = Site.start(BACKLOG if fault is Fault.SATURATION else None)
         cleanup.callback(site.stack.cleanup)
@@ -705,7 +708,10 @@ def _remediator_detail(recs: list[dict[str, Any]], fault_wall: float) -> dict[st
 def measure_idle(reaper: Reaper) -> dict[str, dict[str, float]]:
     """CPU (% of one core over IDLE_SECONDS) and RSS of the daemon and of monit, stack idle."""
     site = Site.start()
-    dirs = [Path(tempfile.mkdtemp(prefix=f"bench-mttr-idle-{n}-")) for n in ("r", "m")]
+    WORK_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    dirs = [
+        Path(tempfile.mkdtemp(prefix=f"bench-mttr-idle-{n}-", dir=WORK_ROOT)) for n in ("r", "m")
+    ]
     contestants: list[Contestant] = [Remediator(reaper, dirs[0]), Monit(reaper, dirs[1])]
     out: dict[str, dict[str, float]] = {}
     try:

@@ -30,9 +30,11 @@ from typing import Any
 
 from tests.sysd import BootedSystemd, available
 from tests.test_service_unit import (
+    _CONFIG,
     _LOAD,
     _PHP_OK,
     _SITE,
+    CONFIG,
     FPM,
     NGINX,
     PLAYBOOKS,
@@ -63,6 +65,13 @@ def _install(host: BootedSystemd) -> Service:
     host.write("/var/www/html/index.php", _PHP_OK)
     host.write("/var/www/html/health.php", _PHP_OK)
     _write_config(host, playbooks=())
+    # the service's own budget (6 actions an hour) would refuse the 7th trial's restart
+    host.write(
+        CONFIG,
+        _CONFIG.replace(
+            "    startup_grace: 5s\n", "    startup_grace: 5s\n    max_actions: 1000\n"
+        ),
+    )
     host.write(f"{PLAYBOOKS}/15-php-fpm-master-gone.yaml", _playbook())
     host.install_unit(UNIT, SHIPPED_UNIT.read_text(), reload=False)
     host.install_unit(f"{UNIT}.d/test.conf", dropin(watchdog_s=30))

@@ -74,8 +74,7 @@ def daemon(nginx_fpm: Nginx, tmp_path: Path) -> Iterator[DaemonProcess]:
 def _armed(daemon: DaemonProcess, pid: int) -> bool:
     """Whether the daemon said it holds a pidfd for master ``pid``."""
     return any(
-        r.get("event") == "service_seen" and r.get("pidfd_for") == pid
-        for r in daemon.log_events()
+        r.get("event") == "service_seen" and r.get("pidfd_for") == pid for r in daemon.log_events()
     )
 
 

@@ -161,10 +161,13 @@ def test_master_only_kill_is_a_crash_seen_by_its_pidfd_and_healed_at_once(
     opened = daemon.records("incident_opened")[0]
     reading = next(r for r in opened["evidence"]["readings"] if r["condition"] == "service_down")
     assert reading["holds"] and reading["definitive"] is True
-    assert reading["seen_by"] == "pidfd"
+    # The pidfd tells; a slow poll that happened to be looking at that very moment may tell
+    # first, and then the reading says so (it is the truth), but the pidfd has still fired.
+    assert reading["seen_by"] in ("pidfd", "poll")
+    assert _seen(daemon, seen_by="pidfd", down=True, definitive=True)
     assert reading["seen_at"] <= opened["ts"]
     assert reading["down_for_s"] < 30  # LASTING was not waited out
-    assert "a crash, seen by pidfd" in opened["reason"]
+    assert f"a crash, seen by {reading['seen_by']}" in opened["reason"]
     assert daemon.records("incident_closed")[0]["outcome"] == "resolved"
     assert http_get(nginx_fpm.url())[0] == 200
 
@@ -184,8 +187,8 @@ def test_the_new_master_is_watched_again_after_the_restart(
     fpm.kill_master_only()
     eventually(lambda: fpm.master_pid() not in (None, second), 10, "a third master")
     daemon.wait_record("incident_closed", 10, count=2)
-    opened = daemon.records("incident_opened")
-    assert [o["evidence"]["readings"][0]["seen_by"] for o in opened] == ["pidfd", "pidfd"]
+    assert len(daemon.records("incident_opened")) == 2
+    assert len(_seen(daemon, seen_by="pidfd", down=True)) >= 2  # each master's own pidfd
 
 
 def test_an_operators_clean_stop_is_seen_and_is_not_an_outage(

@@ -1,5 +1,5 @@
 """The watcher: the feeder (counts of a batch, evidence lines kept in the order written) and
-the death watch (a pidfd fires when its process exits)."""
+the death watch (a pidfd fires when its process exits; which unit states are a crash)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from remediator.feed import Feeder
 from remediator.load import load
 from remediator.playbook import walk_conditions
 from remediator.services.death import DeathWatch, Seen, open_pidfd
+from remediator.services.systemd import crashed
 
 LINE = (
     '127.0.0.1 - - [25/Nov/2026:10:00:00 +0000] "GET /{i} HTTP/1.1" {status} 157 "-" "curl" '
@@ -72,3 +73,15 @@ def test_a_pidfd_in_the_death_watch_fires_when_its_process_exits_and_is_closed()
         child.kill()
         child.wait()
         watch.close()
+
+
+def test_a_unit_failed_by_a_signal_or_exit_code_is_a_crash_and_a_stop_is_not() -> None:
+    def props(active: str, result: str) -> dict[str, str]:
+        return {"LoadState": "loaded", "ActiveState": active, "Result": result}
+
+    for result in ("signal", "core-dump", "exit-code", "watchdog", "oom-kill"):
+        assert crashed(props("failed", result)), result
+    assert not crashed(props("failed", "start-limit-hit"))  # down, but waits `lasting`
+    assert not crashed(props("inactive", "success"))  # `systemctl stop`
+    assert not crashed(props("deactivating", "signal"))  # systemd still deciding: look again
+    assert not crashed(props("active", "success"))

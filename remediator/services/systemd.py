@@ -134,6 +134,12 @@ def status_of(props: dict[str, str]) -> ServiceStatus:
     return ServiceStatus.FAILED
 
 
+def crashed(props: dict[str, str]) -> bool:
+    """Whether a unit failed by dying (a crash's ``Result``), not by a stop, a start limit or
+    a job that could not run: definitive, no ``lasting`` wait."""
+    return status_of(props) is ServiceStatus.FAILED and props.get("Result") in CRASH_RESULTS
+
+
 class SystemdControl(Backend):
     """A systemd unit, controlled with ``systemctl``."""
 
@@ -174,8 +180,7 @@ class SystemdControl(Backend):
             summary += f" main={main}"
         if left:
             summary += f", {len(left)} processes left in its cgroup"
-        crashed = status is ServiceStatus.FAILED and props.get("Result") in CRASH_RESULTS
-        return ServiceState(status, main, summary, props, left, distrust, crashed)
+        return ServiceState(status, main, summary, props, left, distrust, crashed(props))
 
     def open_master_pidfd(self, state: ServiceState) -> int | None:
         """A pidfd of the unit's main process as ``state`` names it (None when it has none, or

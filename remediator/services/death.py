@@ -9,7 +9,7 @@
   away (``IN_IGNORED``: systemd removed the cgroup of a stopped unit) is news too.
 
 Neither says *why*: an operator's stop, a reload's old master and a crash all end a process.
-So an event only makes the service's watcher look now (``ServicePollers.request``), and the
+So an event only makes the service's thread look now (``follow.py``), and the
 backend's state decides: a pid file still naming the dead master, or a unit failed with a
 crash's result, is an outage; a pid file removed by a clean exit, a systemd job in progress or
 a unit stopped on purpose is not.

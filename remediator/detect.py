@@ -185,12 +185,26 @@ class ServiceWatch:
     last_down_at: float | None = None  # when it was last seen down (corroboration looks back)
     last_down: str = ""  # and what was seen then
     on_demand: bool = False  # only corroboration asks about it: polled when asked, and slowly
+    definitive: bool = False  # down by a crash (not a stop in progress): no `lasting` wait
+    seen_by: str = ""  # how the outage was seen: pidfd, cgroup.events, poll, asked
+    seen_at: str = ""  # and when (RFC 3339)
 
-    def record(self, down: bool, detail: str, now: float) -> None:
+    def record(
+        self,
+        down: bool,
+        detail: str,
+        now: float,
+        *,
+        definitive: bool = False,
+        seen_by: str = "poll",
+        seen_at: str = "",
+    ) -> None:
         if down and self.down_since is None:
             self.down_since = now
+            self.seen_by, self.seen_at = seen_by, seen_at
         elif not down:
             self.down_since = None
+        self.definitive = down and definitive
         if down:
             self.last_down_at, self.last_down = now, detail
         self.detail = detail
@@ -488,10 +502,13 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
     if isinstance(cond, ServiceDown):
         sw = sig.services.get(cond.service, ServiceWatch())
         down_for = 0.0 if sw.down_since is None else now - sw.down_since
+        detail = {"service": cond.service, "down_for_s": round(down_for, 3), "detail": sw.detail}
+        if sw.down_since is not None:
+            detail |= {"definitive": sw.definitive, "seen_by": sw.seen_by, "seen_at": sw.seen_at}
         return Reading(
             "service_down",
-            sw.down_since is not None and down_for >= cond.lasting,
-            {"service": cond.service, "down_for_s": round(down_for, 3), "detail": sw.detail},
+            sw.down_since is not None and (sw.definitive or down_for >= cond.lasting),
+            detail,
         )
     if isinstance(cond, FpmSaturated):
         return Reading("fpm_saturated", *fpmdetect.saturated(cond, sig.fpm.get(cond.source), now))

@@ -139,7 +139,8 @@ def _describe(r: Reading) -> str:
     if r.condition == "error_cause":
         return f"{d['count']} x {'/'.join(d['causes'])} in {d['window_s']:g}s on {d['source']}"
     if r.condition == "service_down":
-        return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']})"
+        how = f"; a crash, seen by {d['seen_by']}" if d.get("definitive") else ""
+        return f"{d['service']} down for {d['down_for_s']:g}s ({d['detail']}{how})"
     if r.condition == "fpm_saturated":
         return f"pool on {d['source']} saturated for {d['saturated_for_s']:g}s ({d['last']})"
     if r.condition == "fpm_hung":

@@ -212,12 +212,16 @@ class ProbeFailing:
 class ServiceDown:
     """Holds when a service's master process is gone while it should run: killed or crashed
     (its pid file names a dead process, its unit failed) or only orphaned workers left.
-    Never for a service stopped on purpose (no pid file; a unit stopped by systemctl)."""
+    Never for a service stopped on purpose (no pid file; a unit stopped by systemctl).
+    The master's death is an event (a pidfd; a unit's `cgroup.events`): a crash is seen at
+    once and holds without waiting `lasting`; other ways down (a unit that hit its start
+    limit, say) wait it out. The reading says how the death was seen and when."""
 
     service: str = opt(Ref("service"), "The service to watch.")
     lasting: float = opt(
         Duration(max=600),
-        "How long it must stay down before this holds (a restart in progress is not an outage).",
+        "How long it must stay down before this holds, unless it crashed (a pid file naming "
+        "a dead master, orphans left, a unit failed by a signal, core dump or exit code).",
         0.5,
     )
 

@@ -28,18 +28,17 @@ from remediator.config import (
     HostSource,
     JournalSource,
     ProbeSource,
-    Service,
 )
 from remediator.detect import Signals
 from remediator.feed import Feeder
 from remediator.fpmwatch import FpmStatusThreads
-from remediator.services.base import control_for, is_down
+from remediator.services.death import DeathWatch, Seen
+from remediator.services.follow import ServicePollers, ServiceReport
 from remediator.sources import host as hostmod
 from remediator.sources.dns import DnsThreads
 from remediator.sources.probe import Prober, ProbeResult
 from remediator.sources.tail import Backend, Tailer
 from remediator.state import JsonState
-from remediator.system import System
 
 log = structlog.get_logger(__name__)
 
@@ -91,69 +90,6 @@ class ProbeThreads:
             t.join(timeout=5)
 
 
-class ServicePollers:
-    """One thread per service named by a ``service_down`` condition, asking its backend
-    whether the master is there: cheaply through the pid file (every 200 ms), or through
-    ``systemctl show`` (every 2 s: a subprocess costs more). A service only corroboration
-    asks about (``on_demand``) is asked when the engine requests it, and every 30 s."""
-
-    PIDFILE_EVERY = 0.2
-    SYSTEMD_EVERY = 2.0
-    ON_DEMAND_EVERY = 30.0
-
-    def __init__(
-        self,
-        services: dict[str, Service],
-        wake: Callable[[], None],
-        on_demand: frozenset[str] = frozenset(),
-    ) -> None:
-        self._on_demand = on_demand
-        self.results: queue.SimpleQueue[tuple[str, bool, str]] = queue.SimpleQueue()
-        self._wake = wake
-        self._stop = threading.Event()
-        self._now: dict[str, threading.Event] = {n: threading.Event() for n in services}
-        self._threads = [
-            threading.Thread(target=self._run, args=(n, s), name=f"svc-{n}", daemon=True)
-            for n, s in services.items()
-        ]
-
-    def start(self) -> None:
-        for t in self._threads:
-            t.start()
-
-    def _run(self, name: str, svc: Service) -> None:
-        control = control_for(name, svc, System())
-        every = self.SYSTEMD_EVERY if svc.unit else self.PIDFILE_EVERY
-        if name in self._on_demand:
-            every = self.ON_DEMAND_EVERY
-        last: bool | None = None
-        asked = self._now[name]
-        while not self._stop.is_set():
-            asked.clear()
-            try:
-                down, detail = is_down(control.state(), svc)
-            except Exception as exc:  # a probe of the host must never kill the daemon
-                down, detail = False, f"cannot tell: {type(exc).__name__}: {exc}"
-            self.results.put((name, down, detail))
-            if down != last:
-                self._wake()
-                last = down
-            asked.wait(every)
-
-    def request(self, name: str) -> None:
-        """Ask ``name``'s backend now rather than at its next poll (corroboration)."""
-        ev = self._now.get(name)
-        if ev is not None:
-            ev.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for ev in self._now.values():
-            ev.set()
-        for t in self._threads:
-            t.join(timeout=5)
-
-
 class Watcher:
     """Owns every source; ``run_once`` waits for input and feeds it to the signals."""
 
@@ -180,6 +116,8 @@ class Watcher:
         fpms = {n: s for n, s in config.sources.items() if isinstance(s, FpmStatusSource)}
         self.fpm = FpmStatusThreads({n: s for n, s in fpms.items() if n in signals.fpm}, self.wake)
         watched = {n for n in signals.services if n in config.services}
+        self.deaths = DeathWatch()
+        self._seen: dict[str, tuple[bool, str]] = {}
         self.services = ServicePollers(
             {n: config.services[n] for n in watched},
             self.wake,
@@ -218,9 +156,11 @@ class Watcher:
         for limit in (max_wait, self._host_wait(now), self._checkpoint_wait(now)):
             if limit is not None:
                 timeout = limit if timeout is None else min(timeout, limit)
-        fds = [self.tailer.fileno(), self._wake_r]
+        fds = [self.tailer.fileno(), self._wake_r, *self.deaths.fds()]
         fds += [j.fileno() for j in self.journals.values() if j is not None]
-        select.select([fd for fd in fds if fd >= 0], [], [], timeout)
+        readable, _, _ = select.select([fd for fd in fds if fd >= 0], [], [], timeout)
+        for name, how in self.deaths.fired(set(readable)):
+            self.services.request(name, how)  # its thread looks now: a crash, or a stop?
         now = time.monotonic()
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 4096)
@@ -235,6 +175,15 @@ class Watcher:
             msgs = [e.message for e in j.read()]
             if msgs:
                 self.feeder.feed_messages(name, msgs, now)
+        self._answers(now)
+        if self.host_interval is not None and now >= self._host_due:
+            self._host_due = now + self.host_interval
+            self.signals.host = hostmod.reading(hostmod.snapshot())
+        if self._unsaved and now - self._last_checkpoint >= CHECKPOINT_EVERY:
+            self.checkpoint(now)
+
+    def _answers(self, now: float) -> None:
+        """Record what the probe, pool, service and DNS threads found since the last look."""
         probe_failed = False
         while True:
             try:
@@ -254,21 +203,46 @@ class Watcher:
         self.fpm.drain(self.signals, now)
         while True:
             try:
-                sname, down, detail = self.services.results.get_nowait()
+                report = self.services.results.get_nowait()
             except queue.Empty:
                 break
-            self.signals.services[sname].record(down, detail, now)
+            self._service_report(report, now)
         while True:
             try:
                 dname, found = self.dns.results.get_nowait()
             except queue.Empty:
                 break
             self.signals.dns[dname].record(found.mismatch, found.detail, found.answers(), now)
-        if self.host_interval is not None and now >= self._host_due:
-            self._host_due = now + self.host_interval
-            self.signals.host = hostmod.reading(hostmod.snapshot())
-        if self._unsaved and now - self._last_checkpoint >= CHECKPOINT_EVERY:
-            self.checkpoint(now)
+
+    def _service_report(self, report: ServiceReport, now: float) -> None:
+        """Arm what the report hands over, record its verdict, and log a change."""
+        if report.pidfd is not None:
+            self.deaths.arm_pidfd(report.name, report.pidfd, report.pid)
+        if report.cgroup_events is not None:
+            self.deaths.watch_cgroup(report.name, report.cgroup_events)
+        self.signals.services[report.name].record(
+            report.down,
+            report.detail,
+            now,
+            definitive=report.definitive,
+            seen_by=str(report.seen_by),
+            seen_at=report.seen_at,
+        )
+        # Logged when the verdict changes, and once for each event looked at (an operator's
+        # stop is seen, and found not to be an outage), not for each look while it settles.
+        key = (report.down, report.seen_at if report.seen_by is not Seen.POLL else "")
+        if self._seen.get(report.name) != key:
+            self._seen[report.name] = key
+            log.info(
+                "service_seen",
+                service=report.name,
+                down=report.down,
+                detail=report.detail,
+                definitive=report.definitive,
+                seen_by=str(report.seen_by),
+                seen_at=report.seen_at,
+                pidfd_for=self.deaths.pidfd_of(report.name),
+            )
 
     def _host_wait(self, now: float) -> float | None:
         return None if self.host_interval is None else max(0.0, self._host_due - now)
@@ -293,6 +267,7 @@ class Watcher:
         self.fpm.stop()
         self.services.stop()
         self.dns.stop()
+        self.deaths.close()
         self.checkpoint(time.monotonic())
         self.tailer.close()
         for j in self.journals.values():

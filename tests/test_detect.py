@@ -161,6 +161,37 @@ def test_service_down_holds_only_after_it_lasted() -> None:
     assert not evaluate(cond, sig, 11.0)[0]
 
 
+def test_a_crash_holds_at_once_and_says_how_it_was_seen() -> None:
+    cond = ServiceDown(service="fpm", lasting=30.0)
+    sig = signals(cond)
+    sig.services["fpm"].record(
+        True,
+        "master 12 not running, 2 of its processes left",
+        10.0,
+        definitive=True,
+        seen_by="pidfd",
+        seen_at="2026-12-05T17:00:00.000Z",
+    )
+    holds, readings = evaluate(cond, sig, 10.0)
+    assert holds and readings[0].detail["down_for_s"] == 0.0
+    assert readings[0].detail | {"detail": ""} == {
+        "service": "fpm",
+        "down_for_s": 0.0,
+        "detail": "",
+        "definitive": True,
+        "seen_by": "pidfd",
+        "seen_at": "2026-12-05T17:00:00.000Z",
+    }
+
+
+def test_a_down_that_is_not_a_crash_still_waits_lasting() -> None:
+    cond = ServiceDown(service="fpm", lasting=0.5)
+    sig = signals(cond)
+    sig.services["fpm"].record(True, "failed/failed result=start-limit-hit", 10.0, seen_by="poll")
+    assert not evaluate(cond, sig, 10.4)[0]
+    assert evaluate(cond, sig, 10.5)[0]
+
+
 def test_short_circuit_holds_agrees_with_the_full_evaluation() -> None:
     rate = StatusRate(source="acc", status=S502, window=20.0, at_least=1, ratio=None, min_sample=1)
     probe = ProbeFailing(probe="site", consecutive=1)

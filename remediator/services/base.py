@@ -62,6 +62,10 @@ class ServiceState:
     # Why the master cannot be trusted (an untrusted pid file, a process that is not the
     # service's master, a main PID outside the unit's cgroup): nothing may act on it.
     distrust: str = ""
+    # The master is known to have died, not to have been stopped: a pid file still naming a
+    # dead master, orphans left behind, a unit failed with a crash's result (signal,
+    # core-dump, exit-code...). Definitive: no ``lasting`` wait is needed to call it an outage.
+    crashed: bool = False
 
     @property
     def start_limit_hit(self) -> bool:
@@ -79,6 +83,8 @@ class ServiceState:
             out["leftover_pids"] = list(self.leftover_pids)
         if self.distrust:
             out["distrust"] = self.distrust
+        if self.crashed:
+            out["crashed"] = True
         return out
 
 
@@ -238,6 +244,8 @@ class ServiceControl(Protocol):
 
     def master_pid(self) -> int | None: ...
 
+    def open_master_pidfd(self, state: ServiceState) -> int | None: ...
+
     def config_test(self) -> CommandResult: ...
 
     def reload(self) -> Attempt: ...
@@ -262,6 +270,10 @@ class Backend:
 
     def master_pid(self) -> int | None:
         return self.state().master_pid
+
+    def open_master_pidfd(self, state: ServiceState) -> int | None:
+        """A pidfd of the verified master ``state`` names (see ``services/death.py``)."""
+        return None
 
     def config_test(self) -> CommandResult:
         return self.steps.observe(config_test_argv(self.service), CONFIG_TEST_TIMEOUT)

@@ -50,6 +50,7 @@ from remediator.services.base import (
     first_error,
     wait_until,
 )
+from remediator.services.death import open_pidfd
 from remediator.services.trust import MasterIdentity, PidFileRead, read_pid_file
 from remediator.system import System
 
@@ -208,10 +209,29 @@ class PidFileControl(Backend):
         summary = "no pid file" if pid is None else f"master {pid} not running"
         if left:
             summary += f", {len(left)} of its processes left"
-        return ServiceState(ServiceStatus.DOWN, None, summary, leftover_pids=left)
+        # A pid file still naming a dead master is a crash: a clean stop removes it (PHP-FPM,
+        # nginx and Apache all do, before they exit), and so does a reload's old master.
+        crashed = pid is not None or bool(left)
+        return ServiceState(ServiceStatus.DOWN, None, summary, leftover_pids=left, crashed=crashed)
 
     def master_pid(self) -> int | None:
         return self._master()
+
+    def open_master_pidfd(self, state: ServiceState) -> int | None:
+        """A pidfd of the verified master ``state`` names (None when there is none).
+
+        Verified again after the pidfd is opened: the PID could have been reused since
+        ``state`` was read, and then the pidfd names whatever took it. Once open, it names one
+        process for good, and that process passed every check of ``trust.py`` while it was.
+        """
+        pid = state.master_pid
+        if pid is None or state.distrust:
+            return None
+        fd = open_pidfd(pid)
+        if fd is not None and self._master() != pid:
+            os.close(fd)
+            return None
+        return fd
 
     # -- reload
 

@@ -28,6 +28,7 @@ real action. A dry run goes on: it says what it would run, with the error beside
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from remediator.services.base import (
     excerpt,
     wait_until,
 )
+from remediator.services.death import open_pidfd
 from remediator.services.trust import in_cgroup
 from remediator.system import CommandResult, System
 
@@ -68,6 +70,9 @@ PROPERTIES = (
 # already failed keeps its old Result (e.g. exit-code) when the limit stops its next start, and
 # systemctl then explains the failure with that: only the journal says it.
 _START_LIMIT_TEXT = ("attempted too often", "start request repeated too quickly")
+# Results of a unit that died rather than stopped: its main process was killed or dumped core,
+# exited non-zero, missed its watchdog, or the kernel's OOM killer took it.
+CRASH_RESULTS = frozenset({"signal", "core-dump", "exit-code", "watchdog", "oom-kill"})
 
 
 def cgroup_root() -> Path:
@@ -77,6 +82,13 @@ def cgroup_root() -> Path:
         if (root / "cgroup.controllers").exists():
             return root
     return Path("/sys/fs/cgroup")
+
+
+def cgroup_events(control_group: str) -> Path | None:
+    """A unit's ``cgroup.events`` (``populated 0`` once its last process is gone), or None."""
+    if not control_group:
+        return None
+    return cgroup_root() / control_group.lstrip("/") / "cgroup.events"
 
 
 def cgroup_pids(control_group: str) -> tuple[int, ...]:
@@ -122,6 +134,12 @@ def status_of(props: dict[str, str]) -> ServiceStatus:
     return ServiceStatus.FAILED
 
 
+def crashed(props: dict[str, str]) -> bool:
+    """Whether a unit failed by dying (a crash's ``Result``), not by a stop, a start limit or
+    a job that could not run: definitive, no ``lasting`` wait."""
+    return status_of(props) is ServiceStatus.FAILED and props.get("Result") in CRASH_RESULTS
+
+
 class SystemdControl(Backend):
     """A systemd unit, controlled with ``systemctl``."""
 
@@ -162,7 +180,20 @@ class SystemdControl(Backend):
             summary += f" main={main}"
         if left:
             summary += f", {len(left)} processes left in its cgroup"
-        return ServiceState(status, main, summary, props, left, distrust)
+        return ServiceState(status, main, summary, props, left, distrust, crashed(props))
+
+    def open_master_pidfd(self, state: ServiceState) -> int | None:
+        """A pidfd of the unit's main process as ``state`` names it (None when it has none, or
+        it is not in the unit's cgroup), checked again once the pidfd is open (see pidfile.py)."""
+        group = state.properties.get("ControlGroup", "")
+        pid = state.master_pid
+        if pid is None or not group or state.status is not ServiceStatus.RUNNING:
+            return None
+        fd = open_pidfd(pid)
+        if fd is not None and in_cgroup(pid, group) is not True:
+            os.close(fd)
+            return None
+        return fd
 
     def _settled_state(self) -> ServiceState:
         """The state once systemd is done changing the unit (waiting SETTLE_WAIT at most):

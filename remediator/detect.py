@@ -11,6 +11,8 @@ buckets matter for verification, which counts only the requests made after an ac
 from __future__ import annotations
 
 import collections
+import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +36,7 @@ MIN_RESOLUTION = 0.1
 class Window:
     """Counts of keys (statuses, causes) in time buckets covering ``horizon`` seconds."""
 
-    __slots__ = ("_buckets", "_sum", "horizon", "resolution")
+    __slots__ = ("_buckets", "_sum", "_total", "horizon", "resolution")
 
     def __init__(self, horizon: float) -> None:
         self.horizon = horizon
@@ -44,6 +46,7 @@ class Window:
             collections.deque()
         )
         self._sum: collections.Counter[Any] = collections.Counter()  # of every kept bucket
+        self._total = 0  # and of all its counts
 
     def add(self, now: float, key: Any, n: int = 1) -> None:
         """Count ``n`` events of ``key`` at ``now`` (times may only move forward, roughly)."""
@@ -55,6 +58,7 @@ class Window:
             buckets.append((start, collections.Counter({key: n})))
             self._expire(now)
         self._sum[key] += n
+        self._total += n
 
     def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
         """``add`` of every key and count, at once."""
@@ -68,6 +72,7 @@ class Window:
             buckets.append((start, collections.Counter(counts)))
             self._expire(now)
         self._sum.update(counts)
+        self._total += sum(counts.values())
 
     def _expire(self, now: float) -> None:
         """Drop buckets no window of this length can reach (a bucket counts while its start
@@ -76,7 +81,9 @@ class Window:
         buckets = self._buckets
         total = self._sum
         while buckets and buckets[0][0] <= oldest:
-            total.subtract(buckets.popleft()[1])
+            gone = buckets.popleft()[1]
+            total.subtract(gone)
+            self._total -= gone.total()
         if len(total) > 64:  # keys that left the window: keep the running sum small
             for k in [k for k, n in total.items() if n <= 0]:
                 del total[k]
@@ -91,8 +98,11 @@ class Window:
         if until == 0 and window >= self.horizon:  # the whole window: the running sum
             self._expire(now)
             if keys is None:
-                return 0, self._sum.total()
-            return sum(n for k, n in self._sum.items() if k in keys), self._sum.total()
+                return 0, self._total
+            counts = self._sum
+            return sum(itertools.compress(counts.values(), map(keys.__contains__, counts))), (
+                self._total
+            )
         lo, hi = now - window, now - until
         matched = total = 0
         for start, counts in reversed(self._buckets):
@@ -119,10 +129,11 @@ class Windows:
     20-second window coarse; ``count`` reads the smallest one that covers what is asked.
     """
 
-    __slots__ = ("_by_span",)
+    __slots__ = ("_by_span", "_for")
 
     def __init__(self, spans: Iterable[float]) -> None:
         self._by_span = sorted((Window(s) for s in set(spans)), key=lambda w: w.horizon)
+        self._for: dict[float, Window] = {}  # the window that answers for a length
 
     def add(self, now: float, key: Any, n: int = 1) -> None:
         for w in self._by_span:
@@ -135,10 +146,12 @@ class Windows:
     def count(
         self, now: float, window: float, keys: frozenset[Any] | None = None, *, until: float = 0
     ) -> tuple[int, int]:
-        for w in self._by_span:
-            if w.horizon >= window:
-                return w.count(now, window, keys, until=until)
-        return self._by_span[-1].count(now, window, keys, until=until)
+        w = self._for.get(window)
+        if w is None:
+            w = next((w for w in self._by_span if w.horizon >= window), self._by_span[-1])
+            if len(self._for) < 64:  # the lengths conditions ask for; cut ones vary
+                self._for[window] = w
+        return w.count(now, window, keys, until=until)
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._by_span)
@@ -204,24 +217,47 @@ SAMPLE_LINES = 20
 
 
 class Evidence:
-    """The newest SAMPLE_LINES lines of a source. A line may be kept as a callable that
-    gives it: found cheaply, decoded (and split from its block, in replay) only if read,
-    since most are pushed out by newer ones first. Reading gives the lines as text."""
+    """The newest SAMPLE_LINES lines of a source. Lines may be kept lazily: one as a callable
+    that gives it, or several as :class:`Lazy` (how many, and a callable that gives them):
+    found cheaply, decoded (and found in their block, in replay) only if read, since most are
+    pushed out by newer ones first. Reading gives the lines as text."""
 
-    __slots__ = ("_q",)
+    __slots__ = ("_n", "_q")
 
     def __init__(self) -> None:
-        self._q: collections.deque[str | Callable[[], str]] = collections.deque(maxlen=SAMPLE_LINES)
+        self._q: collections.deque[str | Callable[[], str] | Lazy] = collections.deque()
+        self._n = 0  # lines in _q; only its oldest entry may hold some beyond SAMPLE_LINES
 
-    def append(self, line: str | Callable[[], str]) -> None:
-        self._q.append(line)
+    def append(self, line: str | Callable[[], str] | Lazy) -> None:
+        q = self._q
+        q.append(line)
+        self._n += line.n if isinstance(line, Lazy) else 1
+        while self._n - _size(q[0]) >= SAMPLE_LINES:
+            self._n -= _size(q.popleft())
 
     def __len__(self) -> int:
-        return len(self._q)
+        return min(self._n, SAMPLE_LINES)
 
     def __iter__(self) -> Iterator[str]:
+        skip = max(0, self._n - SAMPLE_LINES)  # of the oldest entry, pushed out already
         for item in self._q:
-            yield item if isinstance(item, str) else item()
+            if isinstance(item, Lazy):
+                yield from item.lines()[skip:]
+            elif not skip:
+                yield item if isinstance(item, str) else item()
+            skip = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Lazy:
+    """``n`` evidence lines, given by ``lines`` when read."""
+
+    n: int
+    lines: Callable[[], list[str]]
+
+
+def _size(item: str | Callable[[], str] | Lazy) -> int:
+    return item.n if isinstance(item, Lazy) else 1
 
 
 @dataclass
@@ -245,7 +281,7 @@ class Signals:
         self.acted_at = acted_at
         self.early.clear()
 
-    def sample(self, source: str, line: str | Callable[[], str]) -> None:
+    def sample(self, source: str, line: str | Callable[[], str] | Lazy) -> None:
         """Keep ``line`` as evidence (bounded: the newest SAMPLE_LINES per source)."""
         q = self.samples.get(source)
         if q is None:
@@ -295,10 +331,16 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
     ``since``: count log evidence (statuses, causes) only from then on, whatever the windows
     (the engine passes the end of the last incident: what came before was acted on).
     """
-    if isinstance(cond, AllOf):
-        return all(holds(c, sig, now, since=since) for c in cond.conditions)
+    if isinstance(cond, AllOf):  # loops, not all(): no generator per judgement
+        for c in cond.conditions:  # noqa: SIM110
+            if not holds(c, sig, now, since=since):
+                return False
+        return True
     if isinstance(cond, AnyOf):
-        return any(holds(c, sig, now, since=since) for c in cond.conditions)
+        for c in cond.conditions:  # noqa: SIM110
+            if holds(c, sig, now, since=since):
+                return True
+        return False
     if isinstance(cond, StatusRate):  # the log conditions, judged every second: no reading
         win = sig.statuses.get(cond.source)
         matched, total = (
@@ -315,8 +357,16 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
         cwin = sig.causes.get(cond.source)
         span = _span(cond.window, now, since)
         return (
-            cwin.count(now, span, frozenset(cond.cause))[0] if cwin is not None else 0
+            cwin.count(now, span, _causes(cond.cause))[0] if cwin is not None else 0
         ) >= cond.at_least
+    if isinstance(cond, StatusSpike):
+        return _spike(cond, sig.statuses.get(cond.source), now, since)[0]
+    if isinstance(cond, ProbeFailing):
+        probe = sig.probes.get(cond.probe)
+        return probe is not None and probe.consecutive_failures >= cond.consecutive
+    if isinstance(cond, ServiceDown):
+        sw = sig.services.get(cond.service)
+        return sw is not None and sw.down_since is not None and now - sw.down_since >= cond.lasting
     return _leaf(cond, sig, now, since).holds
 
 
@@ -337,6 +387,11 @@ def evaluate(
     return reading.holds, [reading]
 
 
+@functools.cache
+def _causes(causes: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(causes)
+
+
 def _span(window: float, now: float, since: float | None) -> float:
     """``window``, cut so that it starts no earlier than ``since``."""
     return window if since is None else max(0.0, min(window, now - since))
@@ -350,7 +405,7 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
     if isinstance(cond, ErrorCause):
         win = sig.causes.get(cond.source)
         span = _span(cond.window, now, since)
-        matched = win.count(now, span, frozenset(cond.cause))[0] if win is not None else 0
+        matched = win.count(now, span, _causes(cond.cause))[0] if win is not None else 0
         return Reading(
             "error_cause",
             matched >= cond.at_least,
@@ -413,13 +468,17 @@ def _status_rate(
     return Reading("status_rate", holds, detail)
 
 
-def _status_spike(
-    cond: StatusSpike, win: Windows | None, now: float, since: float | None = None
-) -> Reading:
+def _spike(
+    cond: StatusSpike, win: Windows | None, now: float, since: float | None, *, full: bool = False
+) -> tuple[bool, int, float, float]:
+    """(holds, recent count, its rate, the baseline's rate). Not ``full``: without enough
+    recent statuses the baseline is not counted (it could not make the spike hold) and 0."""
     if win is None:
         recent = before = 0
     else:
         recent = win.count(now, cond.window, cond.status)[0]
+        if recent < cond.at_least and not full:
+            return False, recent, recent / cond.window, 0.0
         before = win.count(now, cond.baseline, cond.status)[0] - recent
         if since is not None:
             recent = win.count(now, _span(cond.window, now, since), cond.status)[0]
@@ -427,6 +486,13 @@ def _status_spike(
     baseline_rate = max(before / base_span, 1.0 / base_span)  # never divide by an empty past
     rate = recent / cond.window
     holds = recent >= cond.at_least and rate >= cond.factor * baseline_rate
+    return holds, recent, rate, baseline_rate
+
+
+def _status_spike(
+    cond: StatusSpike, win: Windows | None, now: float, since: float | None = None
+) -> Reading:
+    holds, recent, rate, baseline_rate = _spike(cond, win, now, since, full=True)
     return Reading(
         "status_spike",
         holds,

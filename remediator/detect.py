@@ -33,46 +33,54 @@ MAX_BUCKETS = 600
 MIN_RESOLUTION = 0.1
 
 
+class _Bucket:
+    """Counts of one time bucket: since when, per key, and in all."""
+
+    __slots__ = ("counts", "start", "total")
+
+    def __init__(self, start: float, counts: dict[Any, int], total: int) -> None:
+        self.start, self.counts, self.total = start, counts, total
+
+
 class Window:
-    """Counts of keys (statuses, causes) in time buckets covering ``horizon`` seconds."""
+    """Counts of keys (statuses, causes) in time buckets covering ``horizon`` seconds.
+
+    Plain dicts and loops, not ``Counter`` arithmetic: replay adds a second's statuses to
+    every window of a source about once a second of log, and judges them as often."""
 
     __slots__ = ("_buckets", "_sum", "_total", "horizon", "resolution")
 
     def __init__(self, horizon: float) -> None:
         self.horizon = horizon
         self.resolution = max(MIN_RESOLUTION, horizon / MAX_BUCKETS)
-        # (bucket start, counts); newest last
-        self._buckets: collections.deque[tuple[float, collections.Counter[Any]]] = (
-            collections.deque()
-        )
-        self._sum: collections.Counter[Any] = collections.Counter()  # of every kept bucket
+        self._buckets: collections.deque[_Bucket] = collections.deque()  # newest last
+        self._sum: dict[Any, int] = {}  # of every kept bucket
         self._total = 0  # and of all its counts
 
     def add(self, now: float, key: Any, n: int = 1) -> None:
         """Count ``n`` events of ``key`` at ``now`` (times may only move forward, roughly)."""
-        buckets = self._buckets
-        start = now - now % self.resolution
-        if buckets and buckets[-1][0] >= start:
-            buckets[-1][1][key] += n  # same bucket, or a slightly late event: keep it here
-        else:
-            buckets.append((start, collections.Counter({key: n})))
-            self._expire(now)
-        self._sum[key] += n
-        self._total += n
+        self.add_many(now, {key: n}, n)
 
-    def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
-        """``add`` of every key and count, at once."""
+    def add_many(self, now: float, counts: Mapping[Any, int], total: int | None = None) -> None:
+        """``add`` of every key and count, at once (``total``: their sum, if known)."""
         if not counts:
             return
+        n = sum(counts.values()) if total is None else total
         buckets = self._buckets
         start = now - now % self.resolution
-        if buckets and buckets[-1][0] >= start:
-            buckets[-1][1].update(counts)
+        if buckets and buckets[-1].start >= start:
+            last = buckets[-1]  # same bucket, or a slightly late event: keep it here
+            into = last.counts
+            for k, v in counts.items():
+                into[k] = into.get(k, 0) + v
+            last.total += n
         else:
-            buckets.append((start, collections.Counter(counts)))
+            buckets.append(_Bucket(start, dict(counts), n))
             self._expire(now)
-        self._sum.update(counts)
-        self._total += sum(counts.values())
+        into = self._sum
+        for k, v in counts.items():
+            into[k] = into.get(k, 0) + v
+        self._total += n
 
     def _expire(self, now: float) -> None:
         """Drop buckets no window of this length can reach (a bucket counts while its start
@@ -80,10 +88,11 @@ class Window:
         oldest = now - self.horizon
         buckets = self._buckets
         total = self._sum
-        while buckets and buckets[0][0] <= oldest:
-            gone = buckets.popleft()[1]
-            total.subtract(gone)
-            self._total -= gone.total()
+        while buckets and buckets[0].start <= oldest:
+            gone = buckets.popleft()
+            for k, v in gone.counts.items():
+                total[k] = total.get(k, 0) - v
+            self._total -= gone.total
         if len(total) > 64:  # keys that left the window: keep the running sum small
             for k in [k for k, n in total.items() if n <= 0]:
                 del total[k]
@@ -99,27 +108,26 @@ class Window:
             self._expire(now)
             if keys is None:
                 return 0, self._total
-            counts = self._sum
-            return sum(itertools.compress(counts.values(), map(keys.__contains__, counts))), (
-                self._total
-            )
+            return _matching(self._sum, keys), self._total
         lo, hi = now - window, now - until
         matched = total = 0
-        for start, counts in reversed(self._buckets):
-            if start <= lo:
+        for b in reversed(self._buckets):
+            if b.start <= lo:
                 break
-            if start > hi:
+            if b.start > hi:
                 continue
-            total += counts.total()
-            if keys is None:
-                continue
-            for k, n in counts.items():
-                if k in keys:
-                    matched += n
+            total += b.total
+            if keys is not None:
+                matched += _matching(b.counts, keys)
         return matched, total
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def _matching(counts: dict[Any, int], keys: frozenset[Any]) -> int:
+    """The sum of ``counts`` of ``keys``, in C."""
+    return sum(itertools.compress(counts.values(), map(keys.__contains__, counts)))
 
 
 class Windows:
@@ -140,8 +148,9 @@ class Windows:
             w.add(now, key, n)
 
     def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
+        total = sum(counts.values())
         for w in self._by_span:
-            w.add_many(now, counts)
+            w.add_many(now, counts, total)
 
     def count(
         self, now: float, window: float, keys: frozenset[Any] | None = None, *, until: float = 0

@@ -181,6 +181,41 @@ def test_scan_of_several_megabytes_matches_the_lines_one_by_one() -> None:
     assert b.malformed == 26
 
 
+def test_a_200_is_kept_as_no_object_and_read_back_as_200() -> None:
+    lines = [timed_line(0, 200)] * 9 + [timed_line(0, 502), timed_line(0, 404), timed_line(1, 200)]
+    b = TIMED.scan(b"\n".join(lines))
+    assert b.codes == [None] * 9 + [b"502", b"404", None]
+    assert b.statuses == [200] * 9 + [502, 404, 200]
+    run = b.status_run(0, 11)
+    assert (len(run), run[9], list(run[8:])) == (11, 502, [200, 502, 404])
+    assert run.counts() == Counter({200: 9, 502: 1, 404: 1})
+
+
+def test_the_newest_5xx_are_found_from_the_statuses() -> None:
+    statuses = [200, 503, 200, 502, 404, 504, 200]
+    b = TIMED.scan(b"\n".join(timed_line(0, s) for s in statuses))
+    run = b.status_run(0, len(statuses))
+    assert run.newest(500, 2) == [3, 5]
+    assert run.newest(500, 9) == [1, 3, 5]
+    assert run.newest(400, 2) == [4, 5]
+
+
+@pytest.mark.parametrize("at", [0, 3, 7, 8, 15])
+def test_a_field_more_inside_a_block_of_one_second_is_malformed(at: int) -> None:
+    lines = [timed_line(0, 200 + i) for i in range(16)]
+    lines[at] += b' "10.0.0.9"'  # Docker's main format read as nginx-timed
+    b = TIMED.scan(b"\n".join(lines))
+    assert (b.malformed, b.bad) == (1, [at])
+    assert b.statuses == [200 + i for i in range(16) if i != at]
+
+
+@pytest.mark.parametrize("at", [0, 3, 7, 8, 15])
+def test_a_crlf_line_inside_a_block_is_read(at: int) -> None:
+    lines = [timed_line(0, 200 + i) for i in range(16)]
+    lines[at] += b"\r"
+    assert TIMED.scan(b"\n".join(lines)).statuses == [200 + i for i in range(16)]
+
+
 def test_scan_lines_reads_a_tailers_batch() -> None:
     assert TIMED.scan_lines([LINE, b"junk", LINE]).statuses == [502, 502]
 

@@ -320,6 +320,11 @@ def _access_runs(
 _NONE = Statuses([])
 
 
+def _order(run: Run) -> tuple[float, int]:
+    """Runs of several streams in time order, a stream's own order for the same time."""
+    return run[0], run[1]
+
+
 def _key(inp: Input) -> str:
     return inp.source or f"{inp.format}:{inp.path.name}"
 
@@ -365,7 +370,8 @@ def replay(
             streams.append(_chain(group, config, w.feeder, order, tz))
         seen = _Seen()
         clock = _Clock(memlog, engine, _horizon(w))
-        for t, _, kind, key, lines, codes in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_order)
+        for t, _, kind, key, lines, codes in merged:
             if (start is not None and t < start) or (end is not None and t > end):
                 continue
             clock.advance(t)

@@ -11,6 +11,8 @@ buckets matter for verification, which counts only the requests made after an ac
 from __future__ import annotations
 
 import collections
+import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,43 +40,54 @@ MAX_BUCKETS = 600
 MIN_RESOLUTION = 0.1
 
 
-class Window:
-    """Counts of keys (statuses, causes) in time buckets covering ``horizon`` seconds."""
+class _Bucket:
+    """Counts of one time bucket: since when, per key, and in all."""
 
-    __slots__ = ("_buckets", "_sum", "horizon", "resolution")
+    __slots__ = ("counts", "start", "total")
+
+    def __init__(self, start: float, counts: dict[Any, int], total: int) -> None:
+        self.start, self.counts, self.total = start, counts, total
+
+
+class Window:
+    """Counts of keys (statuses, causes) in time buckets covering ``horizon`` seconds.
+
+    Plain dicts and loops, not ``Counter`` arithmetic: replay adds a second's statuses to
+    every window of a source about once a second of log, and judges them as often."""
+
+    __slots__ = ("_buckets", "_sum", "_total", "horizon", "resolution")
 
     def __init__(self, horizon: float) -> None:
         self.horizon = horizon
         self.resolution = max(MIN_RESOLUTION, horizon / MAX_BUCKETS)
-        # (bucket start, counts); newest last
-        self._buckets: collections.deque[tuple[float, collections.Counter[Any]]] = (
-            collections.deque()
-        )
-        self._sum: collections.Counter[Any] = collections.Counter()  # of every kept bucket
+        self._buckets: collections.deque[_Bucket] = collections.deque()  # newest last
+        self._sum: dict[Any, int] = {}  # of every kept bucket
+        self._total = 0  # and of all its counts
 
     def add(self, now: float, key: Any, n: int = 1) -> None:
         """Count ``n`` events of ``key`` at ``now`` (times may only move forward, roughly)."""
-        buckets = self._buckets
-        start = now - now % self.resolution
-        if buckets and buckets[-1][0] >= start:
-            buckets[-1][1][key] += n  # same bucket, or a slightly late event: keep it here
-        else:
-            buckets.append((start, collections.Counter({key: n})))
-            self._expire(now)
-        self._sum[key] += n
+        self.add_many(now, {key: n}, n)
 
-    def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
-        """``add`` of every key and count, at once."""
+    def add_many(self, now: float, counts: Mapping[Any, int], total: int | None = None) -> None:
+        """``add`` of every key and count, at once (``total``: their sum, if known)."""
         if not counts:
             return
+        n = sum(counts.values()) if total is None else total
         buckets = self._buckets
         start = now - now % self.resolution
-        if buckets and buckets[-1][0] >= start:
-            buckets[-1][1].update(counts)
+        if buckets and buckets[-1].start >= start:
+            last = buckets[-1]  # same bucket, or a slightly late event: keep it here
+            into = last.counts
+            for k, v in counts.items():
+                into[k] = into.get(k, 0) + v
+            last.total += n
         else:
-            buckets.append((start, collections.Counter(counts)))
+            buckets.append(_Bucket(start, dict(counts), n))
             self._expire(now)
-        self._sum.update(counts)
+        into = self._sum
+        for k, v in counts.items():
+            into[k] = into.get(k, 0) + v
+        self._total += n
 
     def _expire(self, now: float) -> None:
         """Drop buckets no window of this length can reach (a bucket counts while its start
@@ -82,8 +95,11 @@ class Window:
         oldest = now - self.horizon
         buckets = self._buckets
         total = self._sum
-        while buckets and buckets[0][0] <= oldest:
-            total.subtract(buckets.popleft()[1])
+        while buckets and buckets[0].start <= oldest:
+            gone = buckets.popleft()
+            for k, v in gone.counts.items():
+                total[k] = total.get(k, 0) - v
+            self._total -= gone.total
         if len(total) > 64:  # keys that left the window: keep the running sum small
             for k in [k for k, n in total.items() if n <= 0]:
                 del total[k]
@@ -98,25 +114,27 @@ class Window:
         if until == 0 and window >= self.horizon:  # the whole window: the running sum
             self._expire(now)
             if keys is None:
-                return 0, self._sum.total()
-            return sum(n for k, n in self._sum.items() if k in keys), self._sum.total()
+                return 0, self._total
+            return _matching(self._sum, keys), self._total
         lo, hi = now - window, now - until
         matched = total = 0
-        for start, counts in reversed(self._buckets):
-            if start <= lo:
+        for b in reversed(self._buckets):
+            if b.start <= lo:
                 break
-            if start > hi:
+            if b.start > hi:
                 continue
-            total += counts.total()
-            if keys is None:
-                continue
-            for k, n in counts.items():
-                if k in keys:
-                    matched += n
+            total += b.total
+            if keys is not None:
+                matched += _matching(b.counts, keys)
         return matched, total
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def _matching(counts: dict[Any, int], keys: frozenset[Any]) -> int:
+    """The sum of ``counts`` of ``keys``, in C."""
+    return sum(itertools.compress(counts.values(), map(keys.__contains__, counts)))
 
 
 class Windows:
@@ -126,26 +144,30 @@ class Windows:
     20-second window coarse; ``count`` reads the smallest one that covers what is asked.
     """
 
-    __slots__ = ("_by_span",)
+    __slots__ = ("_by_span", "_for")
 
     def __init__(self, spans: Iterable[float]) -> None:
         self._by_span = sorted((Window(s) for s in set(spans)), key=lambda w: w.horizon)
+        self._for: dict[float, Window] = {}  # the window that answers for a length
 
     def add(self, now: float, key: Any, n: int = 1) -> None:
         for w in self._by_span:
             w.add(now, key, n)
 
     def add_many(self, now: float, counts: Mapping[Any, int]) -> None:
+        total = sum(counts.values())
         for w in self._by_span:
-            w.add_many(now, counts)
+            w.add_many(now, counts, total)
 
     def count(
         self, now: float, window: float, keys: frozenset[Any] | None = None, *, until: float = 0
     ) -> tuple[int, int]:
-        for w in self._by_span:
-            if w.horizon >= window:
-                return w.count(now, window, keys, until=until)
-        return self._by_span[-1].count(now, window, keys, until=until)
+        w = self._for.get(window)
+        if w is None:
+            w = next((w for w in self._by_span if w.horizon >= window), self._by_span[-1])
+            if len(self._for) < 64:  # the lengths conditions ask for; cut ones vary
+                self._for[window] = w
+        return w.count(now, window, keys, until=until)
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._by_span)
@@ -245,24 +267,47 @@ SAMPLE_LINES = 20
 
 
 class Evidence:
-    """The newest SAMPLE_LINES lines of a source. A line may be kept as a callable that
-    gives it: found cheaply, decoded (and split from its block, in replay) only if read,
-    since most are pushed out by newer ones first. Reading gives the lines as text."""
+    """The newest SAMPLE_LINES lines of a source. Lines may be kept lazily: one as a callable
+    that gives it, or several as :class:`Lazy` (how many, and a callable that gives them):
+    found cheaply, decoded (and found in their block, in replay) only if read, since most are
+    pushed out by newer ones first. Reading gives the lines as text."""
 
-    __slots__ = ("_q",)
+    __slots__ = ("_n", "_q")
 
     def __init__(self) -> None:
-        self._q: collections.deque[str | Callable[[], str]] = collections.deque(maxlen=SAMPLE_LINES)
+        self._q: collections.deque[str | Callable[[], str] | Lazy] = collections.deque()
+        self._n = 0  # lines in _q; only its oldest entry may hold some beyond SAMPLE_LINES
 
-    def append(self, line: str | Callable[[], str]) -> None:
-        self._q.append(line)
+    def append(self, line: str | Callable[[], str] | Lazy) -> None:
+        q = self._q
+        q.append(line)
+        self._n += line.n if isinstance(line, Lazy) else 1
+        while self._n - _size(q[0]) >= SAMPLE_LINES:
+            self._n -= _size(q.popleft())
 
     def __len__(self) -> int:
-        return len(self._q)
+        return min(self._n, SAMPLE_LINES)
 
     def __iter__(self) -> Iterator[str]:
+        skip = max(0, self._n - SAMPLE_LINES)  # of the oldest entry, pushed out already
         for item in self._q:
-            yield item if isinstance(item, str) else item()
+            if isinstance(item, Lazy):
+                yield from item.lines()[skip:]
+            elif not skip:
+                yield item if isinstance(item, str) else item()
+            skip = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Lazy:
+    """``n`` evidence lines, given by ``lines`` when read."""
+
+    n: int
+    lines: Callable[[], list[str]]
+
+
+def _size(item: str | Callable[[], str] | Lazy) -> int:
+    return item.n if isinstance(item, Lazy) else 1
 
 
 @dataclass
@@ -288,7 +333,7 @@ class Signals:
         self.acted_at = acted_at
         self.early.clear()
 
-    def sample(self, source: str, line: str | Callable[[], str]) -> None:
+    def sample(self, source: str, line: str | Callable[[], str] | Lazy) -> None:
         """Keep ``line`` as evidence (bounded: the newest SAMPLE_LINES per source)."""
         q = self.samples.get(source)
         if q is None:
@@ -348,10 +393,16 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
     ``since``: count log evidence (statuses, causes) only from then on, whatever the windows
     (the engine passes the end of the last incident: what came before was acted on).
     """
-    if isinstance(cond, AllOf):
-        return all(holds(c, sig, now, since=since) for c in cond.conditions)
+    if isinstance(cond, AllOf):  # loops, not all(): no generator per judgement
+        for c in cond.conditions:  # noqa: SIM110
+            if not holds(c, sig, now, since=since):
+                return False
+        return True
     if isinstance(cond, AnyOf):
-        return any(holds(c, sig, now, since=since) for c in cond.conditions)
+        for c in cond.conditions:  # noqa: SIM110
+            if holds(c, sig, now, since=since):
+                return True
+        return False
     if isinstance(cond, NotOf):
         return _truth(cond.condition, sig, now, since) is False
     if isinstance(cond, StatusRate):  # the log conditions, judged every second: no reading
@@ -370,8 +421,20 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
         cwin = sig.causes.get(cond.source)
         span = _span(cond.window, now, since)
         return (
-            cwin.count(now, span, frozenset(cond.cause))[0] if cwin is not None else 0
+            cwin.count(now, span, _causes(cond.cause))[0] if cwin is not None else 0
         ) >= cond.at_least
+    if isinstance(cond, StatusSpike):
+        return _spike(cond, sig.statuses.get(cond.source), now, since)[0]
+    if isinstance(cond, ProbeFailing):
+        probe = sig.probes.get(cond.probe)
+        return probe is not None and probe.consecutive_failures >= cond.consecutive
+    if isinstance(cond, ServiceDown):
+        sw = sig.services.get(cond.service)
+        return (
+            sw is not None
+            and sw.down_since is not None
+            and (sw.definitive or now - sw.down_since >= cond.lasting)  # a crash: at once
+        )
     return _leaf(cond, sig, now, since).holds
 
 
@@ -462,6 +525,11 @@ def _known(cond: Condition, sig: Signals, now: float, since: float | None) -> bo
     return False  # error_cause: quiet and blind look the same (refused under `not` anyway)
 
 
+@functools.cache
+def _causes(causes: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(causes)
+
+
 def _span(window: float, now: float, since: float | None) -> float:
     """``window``, cut so that it starts no earlier than ``since``."""
     return window if since is None else max(0.0, min(window, now - since))
@@ -475,7 +543,7 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
     if isinstance(cond, ErrorCause):
         win = sig.causes.get(cond.source)
         span = _span(cond.window, now, since)
-        matched = win.count(now, span, frozenset(cond.cause))[0] if win is not None else 0
+        matched = win.count(now, span, _causes(cond.cause))[0] if win is not None else 0
         return Reading(
             "error_cause",
             matched >= cond.at_least,
@@ -561,13 +629,17 @@ def _status_rate(
     return Reading("status_rate", holds, detail)
 
 
-def _status_spike(
-    cond: StatusSpike, win: Windows | None, now: float, since: float | None = None
-) -> Reading:
+def _spike(
+    cond: StatusSpike, win: Windows | None, now: float, since: float | None, *, full: bool = False
+) -> tuple[bool, int, float, float]:
+    """(holds, recent count, its rate, the baseline's rate). Not ``full``: without enough
+    recent statuses the baseline is not counted (it could not make the spike hold) and 0."""
     if win is None:
         recent = before = 0
     else:
         recent = win.count(now, cond.window, cond.status)[0]
+        if recent < cond.at_least and not full:
+            return False, recent, recent / cond.window, 0.0
         before = win.count(now, cond.baseline, cond.status)[0] - recent
         if since is not None:
             recent = win.count(now, _span(cond.window, now, since), cond.status)[0]
@@ -575,6 +647,13 @@ def _status_spike(
     baseline_rate = max(before / base_span, 1.0 / base_span)  # never divide by an empty past
     rate = recent / cond.window
     holds = recent >= cond.at_least and rate >= cond.factor * baseline_rate
+    return holds, recent, rate, baseline_rate
+
+
+def _status_spike(
+    cond: StatusSpike, win: Windows | None, now: float, since: float | None = None
+) -> Reading:
+    holds, recent, rate, baseline_rate = _spike(cond, win, now, since, full=True)
     return Reading(
         "status_spike",
         holds,

@@ -11,14 +11,14 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
-import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from remediator.config import AccessLogSource, Config, ErrorLogSource, JournalSource
-from remediator.detect import SAMPLE_LINES, Signals, Window
+from remediator.detect import SAMPLE_LINES, Lazy, Signals, Window
+from remediator.sources.access.scanner import Statuses
 from remediator.sources.formats import access_format, error_format
 
 
@@ -68,7 +68,7 @@ class Feeder:
         if path in self.access:
             name, fmt = self.access[path]
             batch = fmt.scan_lines(lines)
-            self.statuses(name, lines, batch.statuses, batch.malformed, now)
+            self.statuses(name, lines, Statuses(batch.codes), batch.malformed, now)
         elif path in self.errors:
             self.causes(self.errors[path][0], lines, now)
 
@@ -77,7 +77,7 @@ class Feeder:
         self.causes(name, messages, now)
 
     def statuses(
-        self, name: str, lines: Sequence[bytes], statuses: list[int], malformed: int, now: float
+        self, name: str, lines: Sequence[bytes], statuses: Statuses, malformed: int, now: float
     ) -> collections.Counter[int]:
         """Count an access-log source's lines, scanned already into ``statuses`` (one per
         well-formed line, in order), at ``now``; keep the newest 5xx lines as evidence.
@@ -86,7 +86,7 @@ class Feeder:
         st.lines += len(statuses) + malformed
         st.malformed += malformed
         st.last_line_at = now
-        counts = collections.Counter(statuses)
+        counts = statuses.counts()
         win = self.signals.statuses.get(name)
         if win is not None:
             win.add_many(now, counts)
@@ -104,7 +104,7 @@ class Feeder:
         self,
         name: str,
         lines: Sequence[bytes],
-        statuses: list[int] | None,
+        statuses: Statuses | None,
         now: float,
         acted_at: float,
         win: Any,
@@ -149,17 +149,14 @@ class Feeder:
         return found
 
     def _sample_access(
-        self, name: str, lines: Sequence[bytes], statuses: list[int] | None, errors: int
+        self, name: str, lines: Sequence[bytes], statuses: Statuses | None, errors: int
     ) -> None:
         """Keep the newest few 5xx lines as evidence, in the order they were written. With
         ``statuses`` aligned to ``lines`` they are found from the scan already made; otherwise
         lines are parsed again from the newest back, until enough are found."""
         want = min(errors, SAMPLE_LINES)
-        if statuses is not None:  # the newest 5xx, found at C speed from the end
-            n = len(statuses)
-            found = itertools.compress(range(n - 1, -1, -1), map(_FIVE.__le__, reversed(statuses)))
-            for i in reversed(list(itertools.islice(found, want))):
-                self.signals.sample(name, functools.partial(_text, lines, i))
+        if statuses is not None:  # found from the statuses, only if the evidence is read
+            self.signals.sample(name, Lazy(want, functools.partial(_newest, lines, statuses, want)))
             return
         newest: list[bytes] = []
         fmt = self.formats[name]
@@ -176,8 +173,9 @@ class Feeder:
 _FIVE = 500
 
 
-def _text(lines: Sequence[bytes], i: int) -> str:
-    return lines[i].decode("utf-8", "replace")
+def _newest(lines: Sequence[bytes], statuses: Statuses, want: int) -> list[str]:
+    """The newest ``want`` 5xx lines of ``lines``, oldest first."""
+    return [lines[i].decode("utf-8", "replace") for i in statuses.newest(_FIVE, want)]
 
 
 UNTIMED_WAITING = 100_000  # lines kept waiting for a file's first time (memory bound)

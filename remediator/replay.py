@@ -38,6 +38,7 @@ from remediator.filekind import not_regular
 from remediator.guards import Guards
 from remediator.playbook import Playbook, walk_conditions
 from remediator.sources.access.guess import AUTO, Guess, guess
+from remediator.sources.access.scanner import Statuses
 from remediator.sources.accesslog import AccessFormat
 from remediator.sources.formats import access_format, error_format
 from remediator.system import DryRunSystem
@@ -209,7 +210,7 @@ def _open(path: Path) -> Iterator[io.BufferedIOBase]:
 
 
 # (time, stream order, kind, source, lines, statuses): one run of lines sharing a time
-Run = tuple[float, int, str, str, Sequence[bytes], list[int]]
+Run = tuple[float, int, str, str, Sequence[bytes], Statuses]
 BLOCK = 1 << 19  # bytes read and scanned at once
 
 
@@ -247,7 +248,7 @@ def _events(
         feeder.add_source(key, efmt)
     with _open(inp.path) as f:
         for t, lines in error_times(efmt, f, tz, feeder.stats[key]):
-            yield (t, order, "cause", key, lines, [])
+            yield (t, order, "cause", key, lines, _NONE)
 
 
 class _Lines(Sequence[bytes]):
@@ -303,17 +304,25 @@ def _access_runs(
     if not batch.malformed:
         i = 0
         for t, n in batch.runs or ():
-            yield (t, order, "status", key, _Lines(block, i, n), batch.statuses[i : i + n])
+            yield (t, order, "status", key, _Lines(block, i, n), batch.status_run(i, n))
             i += n
         return
     # rare: leave out the malformed lines, which the scan located
-    feeder.statuses(key, [], [], batch.malformed, feeder.stats[key].last_line_at or 0.0)
+    feeder.statuses(key, [], _NONE, batch.malformed, feeder.stats[key].last_line_at or 0.0)
     skip = set(batch.bad)
     lines = [line for i, line in enumerate(block.lines) if i not in skip]
     i = 0
     for t, n in batch.runs or ():
-        yield (t, order, "status", key, lines[i : i + n], batch.statuses[i : i + n])
+        yield (t, order, "status", key, lines[i : i + n], batch.status_run(i, n))
         i += n
+
+
+_NONE = Statuses([])
+
+
+def _order(run: Run) -> tuple[float, int]:
+    """Runs of several streams in time order, a stream's own order for the same time."""
+    return run[0], run[1]
 
 
 def _key(inp: Input) -> str:
@@ -361,7 +370,8 @@ def replay(
             streams.append(_chain(group, config, w.feeder, order, tz))
         seen = _Seen()
         clock = _Clock(memlog, engine, _horizon(w))
-        for t, _, kind, key, lines, codes in heapq.merge(*streams, key=lambda e: (e[0], e[1])):
+        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_order)
+        for t, _, kind, key, lines, codes in merged:
             if (start is not None and t < start) or (end is not None and t > end):
                 continue
             clock.advance(t)

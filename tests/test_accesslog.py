@@ -181,6 +181,41 @@ def test_scan_of_several_megabytes_matches_the_lines_one_by_one() -> None:
     assert b.malformed == 26
 
 
+def test_a_200_is_kept_as_no_object_and_read_back_as_200() -> None:
+    lines = [timed_line(0, 200)] * 9 + [timed_line(0, 502), timed_line(0, 404), timed_line(1, 200)]
+    b = TIMED.scan(b"\n".join(lines))
+    assert b.codes == [None] * 9 + [b"502", b"404", None]
+    assert b.statuses == [200] * 9 + [502, 404, 200]
+    run = b.status_run(0, 11)
+    assert (len(run), run[9], list(run[8:])) == (11, 502, [200, 502, 404])
+    assert run.counts() == Counter({200: 9, 502: 1, 404: 1})
+
+
+def test_the_newest_5xx_are_found_from_the_statuses() -> None:
+    statuses = [200, 503, 200, 502, 404, 504, 200]
+    b = TIMED.scan(b"\n".join(timed_line(0, s) for s in statuses))
+    run = b.status_run(0, len(statuses))
+    assert run.newest(500, 2) == [3, 5]
+    assert run.newest(500, 9) == [1, 3, 5]
+    assert run.newest(400, 2) == [4, 5]
+
+
+@pytest.mark.parametrize("at", [0, 3, 7, 8, 15])
+def test_a_field_more_inside_a_block_of_one_second_is_malformed(at: int) -> None:
+    lines = [timed_line(0, 200 + i) for i in range(16)]
+    lines[at] += b' "10.0.0.9"'  # Docker's main format read as nginx-timed
+    b = TIMED.scan(b"\n".join(lines))
+    assert (b.malformed, b.bad) == (1, [at])
+    assert b.statuses == [200 + i for i in range(16) if i != at]
+
+
+@pytest.mark.parametrize("at", [0, 3, 7, 8, 15])
+def test_a_crlf_line_inside_a_block_is_read(at: int) -> None:
+    lines = [timed_line(0, 200 + i) for i in range(16)]
+    lines[at] += b"\r"
+    assert TIMED.scan(b"\n".join(lines)).statuses == [200 + i for i in range(16)]
+
+
 def test_scan_lines_reads_a_tailers_batch() -> None:
     assert TIMED.scan_lines([LINE, b"junk", LINE]).statuses == [502, 502]
 
@@ -400,6 +435,52 @@ def test_scan_agrees_with_reading_the_lines_one_by_one(lines: list[bytes]) -> No
     assert b.statuses == [s for _, s in good]
     assert b.times == [t for t, _ in good]
     assert b.malformed == len(lines) - len(good)
+
+
+COMBINED = ACCESS_FORMATS["nginx-combined"]
+
+
+@st.composite
+def combined_lines(draw: st.DrawFn) -> list[bytes]:
+    """nginx-combined lines as nginx writes them (most of them 200s, seconds shared by many
+    lines, so that the scan reads them eight at a time), some spoilt: a field more, cut
+    anywhere, empty."""
+    lines = []
+    t = 0
+    for _ in range(draw(st.integers(0, 40))):
+        t += draw(st.sampled_from([0, 0, 0, 0, 1]))
+        status = draw(st.sampled_from([200, 200, 200, 304, 404, 502, 504, 100, 599]))
+        user, request, referer, agent = (nginx_escape(draw(st.binary(max_size=30))) for _ in "....")
+        line = b'10.0.0.1 - %b [%b] "%b" %d 5 "%b" "%b"' % (
+            user.replace(b" ", b"") or b"-",
+            _clf(T0 + t),
+            request,
+            status,
+            referer,
+            agent,
+        )
+        spoil = draw(st.sampled_from(["none"] * 6 + ["more", "cut", "empty"]))
+        if spoil == "more":
+            line += b' "10.0.0.9"'
+        elif spoil == "cut":
+            line = line[: draw(st.integers(0, len(line) - 1))]
+        elif spoil == "empty":
+            line = b""
+        lines.append(line)
+    return [
+        *lines,
+        timed_line(t, 200).rsplit(b" rt=", 1)[0],
+    ]  # a buffer's last line is no empty one
+
+
+@settings(max_examples=300, deadline=None)
+@given(combined_lines())
+def test_the_scan_of_lines_nginx_wrote_agrees_with_the_exact_regex(lines: list[bytes]) -> None:
+    """Fast regex or exact one: the same lines are well-formed, with the same statuses."""
+    fields = [COMBINED.fields(line) for line in lines]
+    want = [int(f["status"]) for f in fields if f is not None]
+    b = COMBINED.scan(b"\n".join(lines))
+    assert (b.statuses, b.malformed) == (want, len(lines) - len(want))
 
 
 _NAMES = st.sampled_from(["http_referer", "http_user_agent", "request", "arg_q", "uri", "host"])

@@ -6,7 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from remediator.causes import Cause
-from remediator.detect import MAX_BUCKETS, HostReading, Signals, Window, evaluate, holds
+from remediator.detect import (
+    MAX_BUCKETS,
+    SAMPLE_LINES,
+    Evidence,
+    HostReading,
+    Lazy,
+    Signals,
+    Window,
+    evaluate,
+    holds,
+)
 from remediator.playbook import (
     AllOf,
     Amount,
@@ -258,3 +268,65 @@ def test_the_fast_holds_agrees_with_the_readings_evaluate_gives(
     at = None if since is None else 1000 + since
     assert holds(cond, sig, now, since=at) == evaluate(cond, sig, now, since=at)[0]
     assert holds(rate, sig, now, since=at) == evaluate(rate, sig, now, since=at)[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(st.tuples(st.floats(0, 1900), st.integers(1, 40)), max_size=30),
+    at_least=st.integers(1, 30),
+    factor=st.floats(1.1, 10),
+    failures=st.integers(0, 4),
+    down_at=st.one_of(st.none(), st.floats(1900, 1940)),
+    crash=st.booleans(),
+    since=st.one_of(st.none(), st.floats(1800, 1940)),
+)
+def test_the_fast_holds_of_spikes_probes_and_services_agrees_with_evaluate(
+    events: list[tuple[float, int]],
+    at_least: int,
+    factor: float,
+    failures: int,
+    down_at: float | None,
+    crash: bool,
+    since: float | None,
+) -> None:
+    spike = StatusSpike(
+        source="acc",
+        status=S502,
+        window=30.0,
+        baseline=1800.0,
+        factor=factor,
+        at_least=at_least,
+    )
+    probe = ProbeFailing(probe="site", consecutive=2)
+    down = ServiceDown(service="fpm", lasting=5.0)
+    sig = signals(spike, probe, down)
+    for t, n in sorted(events):
+        sig.statuses["acc"].add(t, 502, n)
+    for _ in range(failures):
+        sig.probes["site"].record(False, "timed out", 1900)
+    if down_at is not None:  # a crash (definitive) holds at once, without `lasting`
+        sig.services["fpm"].record(True, "master gone", down_at, definitive=crash)
+    now = 1940.0
+    for cond in (spike, probe, down, AnyOf((spike, probe, down))):
+        assert holds(cond, sig, now, since=since) == evaluate(cond, sig, now, since=since)[0]
+
+
+def test_evidence_keeps_the_newest_lines_and_reads_only_lazy_lines_still_kept() -> None:
+    read: list[int] = []
+
+    def lines(start: int, n: int) -> Lazy:
+        def give() -> list[str]:
+            read.append(start)
+            return [f"line {i}" for i in range(start, start + n)]
+
+        return Lazy(n, give)
+
+    ev = Evidence()
+    ev.append(lines(0, 15))
+    ev.append("line 15")
+    ev.append(lambda: "line 16")
+    ev.append(lines(17, 20))
+    ev.append(lines(37, 3))  # 40 lines in all: the first 20 are out
+    assert len(ev) == SAMPLE_LINES
+    assert list(ev) == [f"line {i}" for i in range(20, 40)]
+    assert read == [17, 37]  # the group of lines 0-14 was never read

@@ -2,19 +2,24 @@
 
 ``python -m tests.bench.bench_parse [LINES]`` writes a realistic ``nginx-combined`` log (2 M lines
 by default: browser and bot user agents, referers, query strings, 1-5 % 5xx in bursts, about a
-thousand requests a second) to a temporary directory, then reports medians over five runs of:
+thousand requests a second) to a temporary directory, then reports medians over five rounds of:
 
 * the baseline, ``for line in f: n += 1`` over the file opened ``'rb'``;
 * ``AccessFormat.scan_file``: every line's status and time, malformed lines counted;
+* ``remediator replay`` with the shipped example config and playbooks;
 * ``fail2ban-regex`` with a 502 failregex, run once over a 200 k-line slice and extrapolated
   (it is two orders of magnitude slower; a full run would take minutes).
 
-Both wall-clock and CPU time are shown: other work on a shared host inflates the first only.
+Each round runs the three in turn, so that each ratio compares runs made moments apart: on a
+shared host the load drifts over minutes. Both wall-clock and CPU time are shown: other work
+inflates the first more, but a busy neighbour slows the CPU time too (shared caches).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import platform
 import random
 import re
 import resource
@@ -127,23 +132,33 @@ def replay_with_playbooks(path: Path) -> int:
 
 
 def _example_config() -> Path:
-    """The shipped example config, copied with the permissions an install gives it."""
-    dest = Path(tempfile.mkdtemp(prefix="bench-parse-config-")) / "etc"
+    """The shipped example config, copied with the permissions an install gives it, where
+    the loader trusts it (not under /tmp, which any user may write)."""
+    home = Path.home() / ".cache" / "remediator-bench"
+    home.mkdir(mode=0o755, parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix="bench-parse-config-", dir=home)) / "etc"
     shutil.copytree(Path(__file__).resolve().parents[2] / "config", dest)
     for p in [dest, *dest.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dest / "remediator.yaml"
 
 
-def measure(fn: Callable[[Path], int], path: Path) -> tuple[int, float, float]:
-    """(lines, median wall seconds, median CPU seconds) over RUNS runs, after one warm-up."""
-    walls, cpus, n = [], [], fn(path)
+def measure(fns: list[Callable[[Path], int]], path: Path) -> list[tuple[int, float, float]]:
+    """(lines, median wall seconds, median CPU seconds) of each of ``fns`` over RUNS rounds
+    (each round runs every one in turn), after one warm-up."""
+    lines = [fn(path) for fn in fns]
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
     for _ in range(RUNS):
-        w, c = time.perf_counter(), time.process_time()
-        n = fn(path)
-        cpus.append(time.process_time() - c)
-        walls.append(time.perf_counter() - w)
-    return n, statistics.median(walls), statistics.median(cpus)
+        for i, fn in enumerate(fns):
+            w, c = time.perf_counter(), time.process_time()
+            lines[i] = fn(path)
+            cpus[i].append(time.process_time() - c)
+            walls[i].append(time.perf_counter() - w)
+    return [
+        (n, statistics.median(w), statistics.median(c))
+        for n, w, c in zip(lines, walls, cpus, strict=True)
+    ]
 
 
 def fail2ban(path: Path, tmp: Path) -> tuple[int, float, float] | None:
@@ -172,6 +187,10 @@ def fail2ban(path: Path, tmp: Path) -> tuple[int, float, float] | None:
     return F2B_LINES, wall, cpu
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     lines = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
     with tempfile.TemporaryDirectory(prefix="bench-parse-") as d:
@@ -181,10 +200,12 @@ def main() -> int:
         generate(log, lines)
         size = log.stat().st_size
         print(f"{lines:,} nginx-combined lines, {size / lines:.0f} bytes a line on average, "
-              f"generated in {time.perf_counter() - t0:.1f} s; medians of {RUNS} runs\n")  # fmt: skip
-        base = measure(bare_loop, log)
-        mine = measure(ours, log)
-        whole = measure(replay_with_playbooks, log)
+              f"generated in {time.perf_counter() - t0:.1f} s; medians of {RUNS} rounds")  # fmt: skip
+        print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+              f"{platform.python_implementation()} {platform.python_version()}, "
+              f"load average {_load()} before\n")  # fmt: skip
+        base, mine, whole = measure([bare_loop, ours, replay_with_playbooks], log)
+        print(f"load average {_load()} after the rounds\n")
         f2b = fail2ban(log, tmp)
     rows = [
         ("bare binary line loop (baseline)", *base),
@@ -201,8 +222,9 @@ def main() -> int:
               f"its CPU time is that of the child process.")  # fmt: skip
     else:
         print("\nfail2ban-regex is not installed: skipped.")
-    ok = mine[0] == base[0]
-    print(f"\nscan counted {mine[0]:,} lines of {base[0]:,}: {'ok' if ok else 'MISMATCH'}")
+    ok = mine[0] == base[0] == whole[0]
+    print(f"\nscan counted {mine[0]:,} lines and replay {whole[0]:,} of {base[0]:,}: "
+          f"{'ok' if ok else 'MISMATCH'}")  # fmt: skip
     return 0 if ok else 1
 
 

@@ -66,6 +66,8 @@ def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool) -> by
     if isinstance(tok, bytes):
         return re.escape(tok)
     stop, quoted = _context(tokens, i)
+    if capture and tok.kind is Kind.STATUS:
+        return COMMON_STATUS
     if tok.kind is Kind.TIME_CLF:
         body = rb".{26}"  # the time converter checks it
     elif capture or tok.strf:
@@ -83,6 +85,18 @@ def _fast_piece(tokens: list[Token], i: int, esc: Escaping, capture: bool) -> by
     return b"(" + body + b")" if capture else body
 
 
+COMMON_STATUS: Final = rb"(?>200|(\d\d\d))"
+"""The status read by the fast regex: captured unless it is 200. Most lines of a log are
+200s; for them the group stays unset (None, no object made) and the scan counts them
+without a per-line lookup. Atomic: a 200 that fails what follows fails either way."""
+
+LINE_END: Final = rb"\r?+(?![^\n])"
+"""What ends a line read by itself or last in a block: a CRLF file's CR is no field."""
+INNER_END: Final = rb"\r?+"
+"""What ends a line followed by another in the same match: the next line's own ``\n``
+is the check that nothing more is on it. Possessive: sre keeps no backtracking state."""
+
+
 def _printable_but(stop: int) -> bytes:
     """An unquoted field: printable bytes but the one that ends it. A range, which sre tests
     nearly as fast as one negated byte (sets of single bytes are five times slower), and
@@ -96,7 +110,8 @@ def fast_line(
     tokens: list[Token], esc: Escaping, status: Field, tfield: Field | None
 ) -> tuple[bytes, bytes]:
     """The fast regex of a line (time and status captured, in line order), and that of a later
-    line of a block, whose time must equal the first line's and whose status alone is captured.
+    line of a block, whose time must equal the first line's and whose status alone is captured;
+    neither with its end (:data:`LINE_END` or, inside a block, :data:`INNER_END`).
 
     It reads the whole line, so that a line with fields the format does not have (the wrong
     format chosen) or cut short (no closing quote) fails it, and then the exact regex too:
@@ -112,5 +127,4 @@ def fast_line(
         ref if tokens[i] is tfield else _fast_piece(tokens, i, esc, tokens[i] is status)
         for i in range(n)
     ]
-    end = rb"\r?(?![^\n])"  # a CRLF file: its CR is no field
-    return b"".join(first) + end, b"".join(same) + end
+    return b"".join(first), b"".join(same)

@@ -3,10 +3,13 @@
 A format's *fast* regex reads only the time and the status. :meth:`Scanner.scan` runs it with
 ``Pattern.split`` over a whole buffer so the per-line work happens in C. Eight lines go in one
 match: the time is captured on the first and checked on the others by backreference, so a line
-costs one 3-byte object and no time conversion. Whatever a match leaves (a change of second,
-an odd line) is read line by line, and a line the fast regex rejects (a user name with a
-space) is retried with the exact one: odd but legal lines are slower, never lost. A line that
-fits neither regex is *malformed*: counted, never raised. All of it works on bytes.
+costs no time conversion, and a 200 (most lines) no object at all: its status group is left
+unset, so the scan's statuses are *codes*, None for a 200 and the 3 bytes of any other,
+counted in C (:func:`tally`) and turned into ints only when asked. Whatever a match leaves
+(a change of second, an odd line) is read line by line, and a line the fast regex rejects (a
+user name with a space) is retried with the exact one: odd but legal lines are slower, never
+lost. A line that fits neither regex is *malformed*: counted, never raised. All of it works
+on bytes.
 """
 
 from __future__ import annotations
@@ -20,22 +23,80 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Final, cast, overload
 
+from remediator.sources.access.regex import INNER_END, LINE_END
 from remediator.sources.access.timeparse import TimeCache
 
-STATUS: Final = {b"%03d" % i: i for i in range(1000)}
+Code = bytes | None
+"""A line's status as the fast regex leaves it: None for a 200, else its three digits."""
+COMMON: Final = 200
+STATUS: Final[dict[Code, int]] = {None: COMMON, **{b"%03d" % i: i for i in range(1000)}}
+CODE: Final[dict[int, Code]] = {i: None if i == COMMON else b"%03d" % i for i in range(1000)}
 BLOCK: Final = 8  # lines per match of the block regex
 WINDOW: Final = 1 << 20  # bytes scanned at once
+
+
+def tally(codes: list[Code]) -> Counter[int]:
+    """Counts per status of ``codes``: the 200s counted by identity, the rest hashed, in C."""
+    counts: Counter[int] = Counter()
+    common = codes.count(None)
+    if common:
+        counts[COMMON] = common
+    if common < len(codes):
+        for code, n in Counter(filter(None, codes)).items():
+            counts[STATUS[code]] += n
+    return counts
+
+
+@functools.cache
+def _at_least(status: int) -> frozenset[Code]:
+    return frozenset(CODE[i] for i in range(status, 1000))
+
+
+class Statuses(Sequence[int]):
+    """The statuses of consecutive well-formed lines, kept as codes: read as ints, counted and
+    searched at C speed."""
+
+    __slots__ = ("_codes",)
+
+    def __init__(self, codes: list[Code]) -> None:
+        self._codes = codes
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> Statuses: ...
+    def __getitem__(self, i: int | slice) -> int | Statuses:
+        if isinstance(i, slice):
+            return Statuses(self._codes[i])
+        return STATUS[self._codes[i]]
+
+    def __repr__(self) -> str:
+        return f"Statuses({list(self)!r})"
+
+    def counts(self) -> Counter[int]:
+        return tally(self._codes)
+
+    def newest(self, at_least: int, want: int) -> list[int]:
+        """Where the last ``want`` lines with a status of ``at_least`` or more are, in order."""
+        codes = self._codes
+        hits = map(_at_least(at_least).__contains__, reversed(codes))
+        found = itertools.compress(range(len(codes) - 1, -1, -1), hits)
+        return list(itertools.islice(found, want))[::-1]
 
 
 @dataclass(slots=True)
 class Batch:
     """What a scan read: the status of each well-formed line in file order, and when."""
 
-    statuses: list[int]
+    codes: list[Code]
+    """The status of each well-formed line as a :data:`Code`; :attr:`statuses` as ints."""
     runs: list[tuple[float, int]] | None
     """(epoch seconds, how many consecutive statuses have that time); None without a time
     field. Lines share their second, so this stays short where a time per line would not."""
@@ -45,7 +106,16 @@ class Batch:
 
     @property
     def lines(self) -> int:
-        return len(self.statuses) + self.malformed
+        return len(self.codes) + self.malformed
+
+    @property
+    def statuses(self) -> list[int]:
+        """The status of each well-formed line in file order."""
+        return list(map(STATUS.__getitem__, self.codes))
+
+    def status_run(self, start: int, n: int) -> Statuses:
+        """The statuses of well-formed lines ``start`` to ``start + n``."""
+        return Statuses(self.codes[start : start + n])
 
     @property
     def times(self) -> list[float] | None:
@@ -57,18 +127,18 @@ class Batch:
     @classmethod
     def join(cls, batches: Iterable[Batch]) -> Batch:
         """One batch of several read one after the other."""
-        statuses: list[int] = []
+        codes: list[Code] = []
         runs: Runs | None = None
         bad: list[int] = []
         for b in batches:
-            at = len(statuses) + len(bad)
+            at = len(codes) + len(bad)
             bad += (at + i for i in b.bad)
-            statuses += b.statuses
+            codes += b.codes
             if b.runs is not None:
                 runs = runs if runs is not None else Runs()
                 for t, n in b.runs:
                     runs.add(t, n)
-        return cls(statuses, runs, len(bad), bad)
+        return cls(codes, runs, len(bad), bad)
 
     def by_time(self) -> list[tuple[float, Counter[int]]]:
         """Status counts per run of lines sharing a time, in order: what a detector window eats."""
@@ -76,7 +146,7 @@ class Batch:
             raise ValueError("the format has no time field")
         out, i = [], 0
         for t, n in self.runs:
-            out.append((t, Counter(self.statuses[i : i + n])))
+            out.append((t, tally(self.codes[i : i + n])))
             i += n
         return out
 
@@ -108,15 +178,17 @@ class Scanner:
         scale: float,
         tcache: TimeCache | None,
     ) -> None:
-        self._line = re.compile(line)
-        self._split = re.compile(b"\n" + line).split
+        self._line = re.compile(line + LINE_END)
+        self._split = re.compile(b"\n" + line + LINE_END).split
         self._exact = exact
         self._picks = picks  # exact-regex groups of (time, status), or (status,)
         self._tpos = tpos  # 1 when the status comes before the time in a line
         self._scale = scale  # epoch times: seconds per unit; 0.0 otherwise
         self._tc = tcache
         # Times with sub-second resolution differ on every line: no blocks for them.
-        self._block_src = None if scale else b"\n" + line + (b"\n" + same) * (BLOCK - 1)
+        self._block_src = (
+            None if scale else b"\n" + line + (INNER_END + b"\n" + same) * (BLOCK - 1) + LINE_END
+        )
 
     @functools.cached_property
     def _block(self) -> Callable[[bytes | memoryview], list[bytes]] | None:
@@ -201,7 +273,7 @@ class Scanner:
 
     def _scan_nl(self, view: bytes | memoryview) -> Batch:
         """The hot path: ``view`` is ``\\nLINE\\nLINE...`` with no final newline."""
-        runs, out, bad = Runs(), list[int](), list[int]()
+        runs, out, bad = Runs(), list[Code](), list[int]()
         if self._block is None:
             self._rest(view, out, runs, bad)
             return Batch(out, runs if self._tc is not None else None, len(bad), bad)
@@ -216,13 +288,13 @@ class Scanner:
         del parts[0::stride]
         if timed:
             del parts[self._tpos :: stride - 1]
-        statuses = list(map(STATUS.__getitem__, parts))
+        codes = cast(list[Code], parts)  # what is left: the statuses
         holes = list(itertools.compress(range(last), gaps))  # few: new seconds, odd lines
         if not holes and not unread:  # the common case: no copy
             for t, group in itertools.groupby(btimes):
                 runs.add(t, len(list(group)) * BLOCK)
-            self._rest(gaps[last], statuses, runs, bad)
-            return Batch(statuses, runs if timed else None, len(bad), bad)
+            self._rest(gaps[last], codes, runs, bad)
+            return Batch(codes, runs if timed else None, len(bad), bad)
         lo = 0
         for hi in [*holes, last]:  # blocks lo..hi-1, then what lies between blocks hi-1 and hi
             for t, group in itertools.groupby(btimes[lo:hi]):
@@ -231,13 +303,13 @@ class Scanner:
                     at = len(out) + len(bad)
                     bad += range(at, at + n * BLOCK)
                 else:
-                    out += statuses[lo * BLOCK : (lo + n) * BLOCK]
+                    out += codes[lo * BLOCK : (lo + n) * BLOCK]
                     runs.add(t, n * BLOCK)
                 lo += n
             self._rest(gaps[hi], out, runs, bad)
         return Batch(out, runs if timed else None, len(bad), bad)
 
-    def _rest(self, view: bytes | memoryview, out: list[int], runs: Runs, bad: list[int]) -> None:
+    def _rest(self, view: bytes | memoryview, out: list[Code], runs: Runs, bad: list[int]) -> None:
         """Read ``\\nLINE...`` a match per line into ``out`` and ``runs``; the malformed lines'
         indices (counting every line scanned so far: ``len(out) + len(bad)``) into ``bad``."""
         if not view:
@@ -246,25 +318,28 @@ class Scanner:
         timed = self._tc is not None
         step = 2 + timed
         gaps = parts[0::step]
-        statuses = list(map(STATUS.__getitem__, parts[step - 1 - self._tpos :: step]))
+        codes: list[Code] = parts[step - 1 - self._tpos :: step]
         times, unread = (
-            self._times(parts[1 + self._tpos :: step]) if timed else ([0.0] * len(statuses), 0)
+            self._times(parts[1 + self._tpos :: step]) if timed else ([0.0] * len(codes), 0)
         )
         if not any(gaps) and not unread:
-            out += statuses
+            out += codes
             for t, group in itertools.groupby(times):
                 runs.add(t, len(list(group)))
             return
         for i, gap in enumerate(gaps):
-            pairs = [self.one(line) for line in gap.split(b"\n")[1:]]
-            if i < len(statuses):
-                pairs.append((times[i], statuses[i]))
-            for r in pairs:
-                if r is None or (timed and math.isnan(r[0] or 0.0)):
+            pairs: list[tuple[float | None, Code] | None] = []
+            for line in gap.split(b"\n")[1:]:
+                r = self.one(line)
+                pairs.append(None if r is None else (r[0], CODE[r[1]]))
+            if i < len(codes):
+                pairs.append((times[i], codes[i]))
+            for p in pairs:
+                if p is None or (timed and math.isnan(p[0] or 0.0)):
                     bad.append(len(out) + len(bad))
                 else:
-                    out.append(r[1])
-                    runs.add(r[0] or 0.0, 1)
+                    out.append(p[1])
+                    runs.add(p[0] or 0.0, 1)
 
     def _times(self, raw: list[bytes]) -> tuple[list[float], int]:
         """Epoch seconds (NaN where unreadable) and how many were unreadable."""

@@ -36,7 +36,17 @@ from remediator.events import Event
 from remediator.feed import Feeder, error_times
 from remediator.filekind import not_regular
 from remediator.guards import Guards
-from remediator.playbook import Playbook, walk_conditions
+from remediator.playbook import (
+    AllOf,
+    AnyOf,
+    Condition,
+    ErrorCause,
+    NotOf,
+    Playbook,
+    StatusRate,
+    StatusSpike,
+    walk_conditions,
+)
 from remediator.sources.access.guess import AUTO, Guess, guess
 from remediator.sources.access.scanner import Statuses
 from remediator.sources.accesslog import AccessFormat
@@ -393,6 +403,7 @@ def replay(
         "statuses": {str(k): v for k, v in sorted(seen.statuses.items())},
         "causes": dict(sorted(seen.causes.items())),
         "incidents": incidents,
+        "not_replayed": _not_replayed(playbooks if config is not None else []),
         "open_at_end": still_open,
         "from": _iso(seen.first) if seen.first is not None else None,
         "to": _iso(seen.last) if seen.last is not None else None,
@@ -403,6 +414,48 @@ def replay(
         ),
     }
     return memlog.records, summary
+
+
+_LOG_LEAVES = (StatusRate, StatusSpike, ErrorCause)
+
+
+def _from_logs(cond: Condition) -> bool:
+    """Whether ``cond`` can hold on log lines alone (what a replay has)."""
+    if isinstance(cond, AllOf):
+        return all(_from_logs(c) for c in cond.conditions)
+    if isinstance(cond, AnyOf):
+        return any(_from_logs(c) for c in cond.conditions)
+    if isinstance(cond, NotOf):
+        return _from_logs(cond.condition)
+    return isinstance(cond, _LOG_LEAVES)
+
+
+def _not_replayed(playbooks: Iterable[Playbook]) -> dict[str, str]:
+    """Playbooks whose trigger no log line can set off, with what it needs instead: a replay
+    says so rather than let "no incident" read as "nothing would have happened"."""
+    out = {}
+    for pb in playbooks:
+        if not _from_logs(pb.when):
+            needs = sorted(
+                {_KINDS.get(type(c).__name__, type(c).__name__) for c in walk_conditions(pb.when)}
+                - {"status_rate", "status_spike", "error_cause"}
+            )
+            out[pb.name] = f"its trigger needs {', '.join(needs)}, which logs do not hold"
+    return out
+
+
+_KINDS = {
+    "ProbeFailing": "probe_failing",
+    "ServiceDown": "service_down",
+    "FpmSaturated": "fpm_saturated",
+    "FpmHung": "fpm_hung",
+    "FpmSlow": "fpm_slow",
+    "HostCondition": "host",
+    "DnsMismatch": "dns_mismatch",
+    "StatusRate": "status_rate",
+    "StatusSpike": "status_spike",
+    "ErrorCause": "error_cause",
+}
 
 
 @dataclass
@@ -534,6 +587,8 @@ def print_timeline(
         + (f"causes: {causes}\n" if causes else "")
         + f"incidents: {summary['incidents']}\n"
     )
+    for name, why in (summary.get("not_replayed") or {}).items():
+        out.write(escape.text(f"not replayed: {name} ({why})") + "\n")
 
 
 def _local(iso: str | None, tz: dt.tzinfo | None) -> str:

@@ -89,6 +89,34 @@ def test_replay_json_summary_counts_every_status_and_the_incident(
     assert details["args"]["service"] == "fpm"
 
 
+def test_playbooks_no_log_line_can_set_off_are_named_not_silently_skipped(
+    outage_logs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A crash seen by a pidfd, a failing probe: logs do not hold them, so a replay that opens
+    no incident for such a playbook says so instead of letting 0 read as "nothing to do"."""
+    access, error = outage_logs
+    cfg = _config(tmp_path, access, error)
+    (tmp_path / "playbooks.d" / "master.yaml").write_text(
+        "name: master-gone\n"
+        "when: {any: [{service_down: {service: fpm}}, {probe_failing: {probe: site}}]}\n"
+        "steps: [{restart: fpm}]\n"
+    )
+    cfg.write_text(
+        cfg.read_text().replace(
+            "sources:\n", "sources:\n  site: {type: probe, url: 'http://127.0.0.1:1/'}\n"
+        )
+    )
+    rc, out, err = run("-c", str(cfg), "replay", "--json", str(access), str(error))
+    assert rc == 0, err
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["not_replayed"] == {
+        "master-gone": "its trigger needs probe_failing, service_down, which logs do not hold"
+    }
+    rc, out, _ = run("-c", str(cfg), "replay", str(access), str(error))
+    assert "not replayed: master-gone (its trigger needs probe_failing, service_down" in out
+    assert "fpm-down" not in summary["not_replayed"]
+
+
 def test_replay_timeline_for_a_person(outage_logs: tuple[Path, Path], tmp_path: Path) -> None:
     access, error = outage_logs
     cfg = _config(tmp_path, access, error)

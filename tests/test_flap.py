@@ -7,11 +7,15 @@ probe's answers are fed as the live watcher feeds them; the actions are small re
 
 from __future__ import annotations
 
+import datetime
+import io
+import json
 from pathlib import Path
 from typing import Any
 
 from remediator.actionlog import read
 from remediator.actions.base import ActionContext, ActionResult, Outcome
+from remediator.cli import main
 from remediator.engine import Engine
 from remediator.guards import Guards
 from tests.wired import load_text, wired
@@ -221,3 +225,52 @@ def test_forged_lines_after_a_close_are_no_return(tmp_path: Path) -> None:
     assert all("flapping" not in r for r in records(alog, "incident_opened"))
     held = records(alog, "trigger_held_back")
     assert held and all(r["guard"] in ("uncorroborated", "cooldown") for r in held)
+
+
+REPLAYED = """
+sources:
+  web: {{type: access_log, path: {access}, format: nginx-combined}}
+services:
+  fpm: {{kind: php-fpm, unit: php8.2-fpm.service, startup_grace: 0s, max_actions: 100}}
+playbooks:
+  - name: fpm-stuck
+    when: {{status_rate: {{source: web, status: 502, window: 5s, at_least: 5}}}}
+    steps:
+      - restart: fpm
+        verify: {{within: 5s, settle: 2s}}
+      - scale_workers: fpm
+        name: scale_workers
+        verify: {{within: 5s, settle: 2s}}
+    limits: {{cooldown: 0s, max_runs: 100, per: 1h, backoff: false}}
+    flap: {{after: 2, returns_within: 30s, window: 10m}}
+"""
+
+
+def test_replay_sees_the_same_flapping(tmp_path: Path) -> None:
+    """A log of 502 bursts every 12 s, each followed by 200s: replay (the same engine, on the
+    log's clock) restarts twice, then scales, then alerts and stops."""
+    start = datetime.datetime(2026, 12, 5, 10, 0, 0, tzinfo=datetime.UTC)
+
+    def line(t: float, status: int) -> str:
+        ts = (start + datetime.timedelta(seconds=t)).strftime("%d/%b/%Y:%H:%M:%S +0000")
+        return f'127.0.0.1 - - [{ts}] "GET / HTTP/1.1" {status} 12 "-" "curl"\n'
+
+    lines = []
+    for c in range(5):
+        lines += [line(12 * c, 502)] * 10
+        lines += [line(12 * c + k * 0.5, 200) for k in range(2, 20)]
+    access = tmp_path / "access.log"
+    access.write_text("".join(lines))
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(REPLAYED.format(access=access))
+    (tmp_path / "playbooks.d").mkdir()
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["-c", str(cfg), "replay", "--json", str(access)], out, err) == 0, err.getvalue()
+    recs = [json.loads(x) for x in out.getvalue().splitlines()][:-1]
+    acted = [r["action"] for r in recs if r["event"] == "action_result"]
+    assert acted == ["restart", "restart", "scale_workers"]
+    opened = [r for r in recs if r["event"] == "incident_opened"]
+    assert [r.get("flapping", {}).get("escalated_to_step", 0) for r in opened] == [0, 0, 2, None]
+    assert "escalating to step 2 (scale_workers)" in opened[2]["reason"]
+    closed = [r["outcome"] for r in recs if r["event"] == "incident_closed"]
+    assert closed == ["resolved", "resolved", "resolved", "exhausted"]

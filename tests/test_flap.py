@@ -17,6 +17,7 @@ from remediator.actionlog import read
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.cli import main
 from remediator.engine import Engine
+from remediator.flap import Flap
 from remediator.guards import Guards
 from tests.wired import load_text, wired
 
@@ -274,3 +275,22 @@ def test_replay_sees_the_same_flapping(tmp_path: Path) -> None:
     assert "escalating to step 2 (scale_workers)" in opened[2]["reason"]
     closed = [r["outcome"] for r in recs if r["event"] == "incident_closed"]
     assert closed == ["resolved", "resolved", "resolved", "exhausted"]
+
+
+def test_a_hand_edited_book_with_bad_returns_loads_what_it_can(tmp_path: Path) -> None:
+    loaded = load_text(tmp_path, CONFIG)
+    assert loaded.config is not None
+    guards = Guards(tmp_path / "state", loaded.config.guards, 100)
+    guards.resolved("fpm-stuck", 90, 0)
+    assert guards.trigger_holds("fpm-stuck", loaded.playbooks[0].flap or Flap(), 95) is not None
+    guards.save(100)
+    book = tmp_path / "state" / "guards.json"
+    doc = json.loads(book.read_text())
+    doc["data"]["playbooks"]["fpm-stuck"]["returns"] += [
+        "x",
+        {"closed_at": "yesterday", "after": 1},
+        {"closed_at": 91, "after": True},
+    ]
+    book.write_text(json.dumps(doc))
+    again = Guards(tmp_path / "state", loaded.config.guards, 100).playbooks["fpm-stuck"]
+    assert [(r.closed, r.after, r.step) for r in again.returns] == [(90, 5, 0)]

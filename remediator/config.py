@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from remediator.actions.declare import HOSTNAME
+from remediator.flap import Flap
 from remediator.playbook import PLAYBOOK, Playbook
 from remediator.schema import (
     Bool,
@@ -465,6 +466,11 @@ class Guards:
 
     backoff: Backoff = opt(Record(Backoff, name="backoff"), "Back-off.", Backoff())
     breaker: Breaker = opt(Record(Breaker, name="breaker"), "Circuit breaker.", Breaker())
+    flap: Flap = opt(
+        Record(Flap, name="flap"),
+        "Flap detection, for every playbook without its own `flap`.",
+        Flap(),
+    )
 
 
 # --- the file ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 from remediator.actions.declare import ACTIONS
 from remediator.causes import Cause, describe
 from remediator.config import CONFIG, SOURCE_TYPES, Backoff, Breaker, Notifier, Service
+from remediator.flap import Flap
 from remediator.playbook import (
     CONDITION,
     PLAYBOOK_FILE,
@@ -101,6 +102,7 @@ def markdown() -> str:
     out += ["## Guards", ""]
     out += _section(3, "`guards.backoff`", Backoff)
     out += _section(3, "`guards.breaker`", Breaker)
+    out += _section(3, "`guards.flap` (and a playbook's own `flap`)", Flap)
     out += [
         "## Playbooks",
         "",

@@ -22,6 +22,7 @@ act (fail closed).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -36,6 +37,7 @@ from remediator.actions.declare import ACTIONS, NotifyArgs
 from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import Event, IncidentOutcome, JudgedOn
+from remediator.flap import Flap, Flapping, seconds
 from remediator.guards import Guard, Guards, Verdict
 from remediator.incident import (
     Incident,
@@ -186,6 +188,7 @@ class Engine:
                 self._log_uncorroborated(pb, uncorroborated)
             if not backed.ok:
                 continue
+            self._returned(pb, readings, now)
             verdict = self.guards.may_run(pb, now)
             if verdict.allowed:
                 verdict = self._steps_held(pb, now) or verdict
@@ -196,6 +199,27 @@ class Engine:
                 self._close(supersede, now, IncidentOutcome.SUPERSEDED, success=None)
             self._open(pb, readings, now, backed=backed)
             return
+
+    def _flap(self, pb: Playbook) -> Flap:
+        return pb.flap or self.config.guards.flap
+
+    def _returned(self, pb: Playbook, readings: list[Reading], now: float) -> None:
+        """``pb``'s trigger holds, corroborated: if its last incident was resolved moments
+        ago, the remedy only worked for a moment (counted for flap detection). A trigger on
+        log lines alone counts only when corroborated by what was seen since that close: the
+        failures of the outage just fixed back no forged lines written after it."""
+        resolved = self.guards.awaiting_return(pb.name)
+        if resolved is None:
+            return
+        need = self.corroboration.needs.get(pb.name)
+        if need is not None and self.corroboration.observed:
+            fresh = dataclasses.replace(need, window=max(0.0, now - resolved))
+            if not corroborate.judge(fresh, readings, self.signals, now).ok:
+                return
+        back = self.guards.trigger_holds(pb.name, self._flap(pb), now)
+        if back is not None:
+            log.info("trigger_returned", playbook=pb.name, after=round(back.after, 2))
+            self.guards.save(now)
 
     def _ask(self, need: corroborate.Need) -> bool:
         """Ask every probe and service that could corroborate now (the live watcher answers);
@@ -331,6 +355,15 @@ class Engine:
         if manual:
             summary = f"{manual}" + (f"; {summary}" if summary else "")
         inc.reason, inc.manual = summary or "trigger held", manual
+        if not manual and inc.accounted:  # by hand, an operator asks for the playbook as it is
+            inc.flapping = self.guards.flapping(pb, self._flap(pb), now)
+        flap_why = ""
+        if inc.flapping is not None:
+            start = inc.flapping.start
+            flap_why = inc.flapping.reason(
+                step_reason(pb.steps[start]) if start < len(pb.steps) else ""
+            )
+            inc.reason += f"; {flap_why}"  # notifications say so too
         rec: dict[str, Any] = {
             "event": Event.INCIDENT_OPENED,
             "incident": inc.id,
@@ -340,6 +373,8 @@ class Engine:
             "manual": bool(manual),
             "evidence": self._evidence(pb, readings),
         }
+        if inc.flapping is not None:
+            rec["flapping"] = inc.flapping.record()
         need = self.corroboration.needs.get(pb.name)
         if need is not None and backed is not None:
             rec["corroboration"] = backed.record(need)
@@ -354,8 +389,25 @@ class Engine:
         self.incident = inc
         self._held.pop(pb.name, None)
         log.warning("incident_opened", incident=inc.id, playbook=pb.name, reason=inc.reason)
+        if inc.flapping is not None:
+            log.warning("playbook_flapping", incident=inc.id, playbook=pb.name, reason=flap_why)
+            self._skip_flapping(inc, inc.flapping)
         self._next_step(inc, now)
         return True
+
+    def _skip_flapping(self, inc: Incident, flapping: Flapping) -> None:
+        """Record the steps a flapping playbook does not repeat; the incident goes on from
+        the first one after them (or, none left, to ``on_exhausted``)."""
+        why = (
+            f"flapping: it kept resolving incidents whose trigger returned within "
+            f"{seconds(max(r.after for r in flapping.returns))}: not repeating it"
+        )
+        for _ in range(flapping.start):
+            inc.step += 1
+            rec = step_record(inc, Event.ACTION_HELD, Outcome.SKIPPED, why)
+            self._record(rec | {"guard": Guard.FLAPPING}, must=False)
+            inc.outcomes.append(Outcome.SKIPPED)
+            inc.done.append(f"{step_reason(inc.current)} (skipped: flapping)")
 
     def _evidence(self, pb: Playbook, readings: list[Reading]) -> dict[str, Any]:
         evidence: dict[str, Any] = {
@@ -562,6 +614,8 @@ class Engine:
             inc, IncidentOutcome.CANNOT_ACT if cannot else IncidentOutcome.EXHAUSTED
         )
         what = "cannot act safely, see the action log" if cannot else "no step helped"
+        if inc.flapping is not None and not cannot:
+            what = "flapping: its remedy works only for a moment and no step is left"
 
         def alert() -> list[tuple[str, ActionResult]]:
             out = []
@@ -642,6 +696,8 @@ class Engine:
             self.guards.run_refunded(inc.playbook, inc.opened)  # its cooldown still applies
         if counts:
             opened_breaker = self.guards.run_finished(inc.playbook, now, success=success)
+            if outcome is IncidentOutcome.RESOLVED:  # does its trigger come straight back?
+                self.guards.resolved(inc.playbook.name, now, inc.step)
             self.guards.save(now)
         if success is not None or acted:
             self._acted_until = now
@@ -655,6 +711,8 @@ class Engine:
             "summary": inc.summary(outcome),
             "duration_ms": round((now - inc.opened) * 1000, 1),
         }
+        if inc.flapping is not None:
+            rec["flapping"] = inc.flapping.record()
         self._record(rec, must=False)
         if opened_breaker:
             self._record(
@@ -729,6 +787,10 @@ _CLOSING = {
 
 def _closing_reason(inc: Incident, outcome: IncidentOutcome) -> str:
     why = _CLOSING.get(outcome, str(outcome))
+    if inc.flapping is not None:
+        skipped = inc.flapping.start
+        why += f" (flapping: {skipped} step(s) not repeated"
+        why += ")" if inc.flapping.escalates else ", no step left to escalate to)"
     return f"{outcome} after {len(inc.outcomes)} step(s): {why}"
 
 

@@ -40,6 +40,9 @@ class Outcome(enum.StrEnum):
     # The target could not be acted on safely (an untrusted pid file, a master that is not the
     # service's): nothing was tried, so it is no failed run, no breaker food and no budget used.
     CANNOT_ACT = "cannot_act"
+    # Not repeated: it kept resolving incidents whose trigger came straight back (flapping,
+    # remediator.flap); the incident escalated past it.
+    SKIPPED = "skipped"
 
 
 class IncidentOutcome(enum.StrEnum):

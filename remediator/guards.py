@@ -21,6 +21,7 @@ import structlog
 
 from remediator.config import Guards as GuardsConfig
 from remediator.config import Service
+from remediator.flap import Flap, Flapping, Return, flapping, recent, returned
 from remediator.playbook import Playbook
 from remediator.state import JsonState, Saved, count, text
 
@@ -40,6 +41,7 @@ class Guard(enum.StrEnum):
     SERVICE_BUDGET = "service_budget"
     STARTUP_GRACE = "startup_grace"
     UNCORROBORATED = "uncorroborated"  # log lines alone (see remediator.corroborate)
+    FLAPPING = "flapping"  # a step that kept resolving incidents only for a moment
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,16 @@ class PlaybookBook:
     incident: str | None = None  # that run's incident id
     breaker_opened: float | None = None
     breaker_reason: str = ""
+    resolved: float | None = None  # the last incident resolved, its trigger not back yet
+    resolved_step: int = 0  # the index of the step that resolved it
+    returns: list[Return] = field(default_factory=list)  # flap detection (remediator.flap)
 
     @classmethod
     def read(cls, raw: Any, saved: Saved) -> PlaybookBook:
         if not isinstance(raw, dict):
             return cls()
         incident = raw.get("incident")
+        returns = raw.get("returns")
         return cls(
             runs=saved.times(raw, "runs_at"),
             incidents=count(raw, "incidents"),
@@ -112,6 +118,11 @@ class PlaybookBook:
             incident=incident if isinstance(incident, str) else None,
             breaker_opened=saved.time(raw, "breaker_opened_at"),
             breaker_reason=text(raw, "breaker_reason"),
+            resolved=saved.time(raw, "resolved_at"),
+            resolved_step=count(raw, "resolved_step"),
+            returns=[r for r in (_return(item, saved) for item in returns or ()) if r is not None]
+            if isinstance(returns, list)
+            else [],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -127,7 +138,25 @@ class PlaybookBook:
         if self.breaker_opened is not None:
             out["breaker_opened_at"] = self.breaker_opened
             out["breaker_reason"] = self.breaker_reason
+        if self.resolved is not None:
+            out["resolved_at"] = self.resolved
+            out["resolved_step"] = self.resolved_step
+        if self.returns:
+            out["returns"] = [
+                {"closed_at": r.closed, "after": r.after, "step": r.step} for r in self.returns
+            ]
         return out
+
+
+def _return(raw: Any, saved: Saved) -> Return | None:
+    """One saved return; None when it is not one (a hand-edited or corrupt book)."""
+    if not isinstance(raw, dict):
+        return None
+    closed = saved.time(raw, "closed_at")
+    after = raw.get("after")
+    if closed is None or not isinstance(after, int | float) or isinstance(after, bool):
+        return None
+    return Return(closed, max(0.0, float(after)), count(raw, "step"))
 
 
 @dataclass
@@ -327,7 +356,39 @@ class Guards:
         st.breaker_reason = ""
         st.failures = 0
         st.incidents = 0
+        st.returns.clear()  # the operator has seen to it: flapping starts counting again
+        st.resolved = None
         return was_open
+
+    # --- flapping (remediator.flap) ---
+
+    def resolved(self, name: str, now: float, step: int) -> None:
+        """An incident of ``name`` was resolved at ``now`` by the step at index ``step``:
+        whether its trigger returns soon is judged from here."""
+        st = self._pb(name)
+        st.resolved, st.resolved_step = now, step
+
+    def awaiting_return(self, name: str) -> float | None:
+        """When ``name``'s last incident was resolved, if its trigger has not held since."""
+        st = self.playbooks.get(name)
+        return st.resolved if st is not None else None
+
+    def trigger_holds(self, name: str, flap: Flap, now: float) -> Return | None:
+        """``name``'s trigger holds (corroborated) at ``now``: the return of its last
+        resolved incident when it came back within ``returns_within`` (kept), else None."""
+        st = self.playbooks.get(name)
+        if st is None or st.resolved is None:
+            return None
+        back = returned(flap, st.resolved, st.resolved_step, now)
+        st.resolved = None
+        st.returns = recent(flap, st.returns, now)
+        if back is not None:
+            st.returns.append(back)
+        return back
+
+    def flapping(self, pb: Playbook, flap: Flap, now: float) -> Flapping | None:
+        st = self.playbooks.get(pb.name)
+        return flapping(flap, st.returns, len(pb.steps), now) if st is not None else None
 
     # --- services ---
 

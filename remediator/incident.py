@@ -13,6 +13,7 @@ from typing import Any
 from remediator.actions.base import ActionResult, Outcome
 from remediator.detect import Reading
 from remediator.events import Event
+from remediator.flap import Flapping
 from remediator.playbook import Condition, ErrorCause, Playbook, Step, walk_conditions
 from remediator.verify import Verification
 
@@ -41,6 +42,7 @@ class Incident:
     verification: Verification | None = None
     outcomes: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)  # one line per step: what was done, how it went
+    flapping: Flapping | None = None  # found flapping when opened: its first steps are skipped
 
     @property
     def current(self) -> Step:

@@ -15,6 +15,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from remediator.actions.declare import ACTIONS, VERIFIABLE
 from remediator.causes import Cause
+from remediator.flap import Flap
 from remediator.schema import (
     INVALID,
     NAME_PATTERN,
@@ -618,6 +619,12 @@ class Playbook:
     limits: Limits = opt(Record(Limits, name="limits"), "Run limits.", Limits())
     on_exhausted: OnExhausted = opt(
         Record(OnExhausted, name="on_exhausted"), "When no step helped.", OnExhausted()
+    )
+    flap: Flap | None = opt(
+        Record(Flap, name="flap"),
+        "Flap detection for this playbook: its remedy resolving incidents whose trigger comes "
+        "straight back. Unset: `guards.flap`.",
+        None,
     )
 
 

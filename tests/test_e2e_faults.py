@@ -165,6 +165,9 @@ def test_fpm_killed_is_restarted_each_time(
     fpm = _fpm(nginx_fpm)
     playbook = _fpm_down(
         limits={"cooldown": "2s", "max_runs": 10, "per": "1m", "backoff": False},
+        # the test kills it again 2 s after each recovery, on purpose: by default that is
+        # flapping (tests/test_flap_e2e.py), and the fourth incident would not restart
+        flap={"after": 0},
     )
     daemon = start_daemon(
         _nginx_config(tmp_path, nginx_fpm, [playbook], fpm_options={"max_actions": 10})

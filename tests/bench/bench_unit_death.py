@@ -56,7 +56,11 @@ def _playbook() -> str:
     text = (SHIPPED_PLAYBOOKS / "15-php-fpm-master-gone.yaml").read_text()
     shipped = "limits: {cooldown: 2m, max_runs: 3, per: 1h}"
     assert shipped in text, "the shipped playbook changed: update this benchmark"
-    return text.replace(shipped, "limits: {cooldown: 0s, max_runs: 100, per: 1h, backoff: false}")
+    # each trial kills it again seconds after the last recovery, on purpose: no flap detection
+    return text.replace(
+        shipped,
+        "limits: {cooldown: 0s, max_runs: 100, per: 1h, backoff: false}\nflap: {after: 0}",
+    )
 
 
 def _install(host: BootedSystemd) -> Service:

@@ -12,15 +12,9 @@ import pytest
 
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.actions.declare import ScaleArgs
-from remediator.actions.scale import (
-    PoolError,
-    actions,
-    dynamic_bounds,
-    fit_children,
-    parse_pool,
-    plan,
-    scale_workers,
-)
+from remediator.actions.memory import fit_children, plan
+from remediator.actions.pool_file import PoolError, dynamic_bounds, parse_pool
+from remediator.actions.scale import actions, scale_workers
 from remediator.config import Service
 from remediator.system import DryRunSystem, System
 from tests.stack import PHP_FPM, Nginx, PhpFpm, http_get, is_alive, wait_for

@@ -18,6 +18,7 @@ import yaml
 
 from tests.e2e import DaemonProcess, config, fpm_service, nginx_sources, only, probe
 from tests.stack import Nginx, PhpFpm, Stack, http_get, wait_for
+from tests.webhook import receiving
 
 pytestmark = pytest.mark.servers
 
@@ -73,12 +74,11 @@ def run_ramp(url: str) -> Counter[int]:
     return Counter(statuses)
 
 
-def shipped_playbook() -> dict[str, Any]:
+def shipped_playbook(**scale: Any) -> dict[str, Any]:
     """The shipped playbook as it is, but for the cap on workers (a test host's resources)."""
     pb = yaml.safe_load(PLAYBOOK.read_text())
     [step] = pb["steps"]
-    step["scale_workers"]["max_children"] = CAP
-    step["scale_workers"]["min_children"] = WORKERS
+    step["scale_workers"] |= {"max_children": CAP, "min_children": WORKERS, **scale}
     return dict(pb)
 
 
@@ -93,7 +93,9 @@ def daemons(stack: Stack) -> Iterator[list[DaemonProcess]]:
             d.kill()
 
 
-def _config(workdir: Path, nginx: Nginx, fpm: PhpFpm) -> dict[str, Any]:
+def _config(
+    workdir: Path, nginx: Nginx, fpm: PhpFpm, *, hook: str = "http://127.0.0.1:9/", **scale: Any
+) -> dict[str, Any]:
     """The shipped names (nginx_access, fpm_pool, php-fpm, site, oncall) on the bed's servers."""
     logs = nginx_sources(nginx)
     return config(
@@ -111,8 +113,8 @@ def _config(workdir: Path, nginx: Nginx, fpm: PhpFpm) -> dict[str, Any]:
             },
         },
         services={"php-fpm": fpm_service(fpm)},
-        notifiers={"oncall": {"url": "http://127.0.0.1:9/"}},
-        playbooks=[shipped_playbook()],
+        notifiers={"oncall": {"url": hook}},
+        playbooks=[shipped_playbook(**scale)],
     )
 
 
@@ -163,3 +165,44 @@ def test_rising_slow_load_is_met_by_more_workers_before_the_backlog_overflows(
     assert fpm.pool_option("pm.max_children") == str(details["after"])  # the real pool file
     assert len(fpm.worker_pids()) == details["after"]  # pm static: the reloaded master runs all
     assert only(daemon.records("incident_closed"))["outcome"] == "resolved"
+
+
+@pytest.mark.parametrize("fpm", [{"max_children": WORKERS}], indirect=True)
+def test_a_saturated_pool_with_no_memory_to_scale_into_is_left_alone_and_oncall_told(
+    nginx_fpm: Nginx, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    fpm = nginx_fpm.fpm
+    assert isinstance(fpm, PhpFpm)
+    before = fpm.pool_file.read_bytes()
+    with receiving() as hook:
+        cfg = _config(
+            tmp_path / "daemon", nginx_fpm, fpm, hook=hook.url(), memory_reserve="1024TiB"
+        )
+        daemon = DaemonProcess(tmp_path / "daemon", cfg)
+        daemons.append(daemon)
+        daemon.start()
+        hogs = [
+            threading.Thread(target=_get, args=(nginx_fpm.url("/slow.php?s=4"),), daemon=True)
+            for _ in range(WORKERS + 1)
+        ]
+        for t in hogs:
+            t.start()
+        daemon.wait_record("incident_closed", 30)
+        wait_for(lambda: bool(hook.received), 10, "oncall to be told")
+        for t in hogs:
+            t.join(timeout=30)
+    result = only(daemon.records("action_result"))
+    assert (result["action"], result["outcome"]) == ("scale_workers", "refused")
+    assert "below the reserve" in result["reason"]
+    assert result["details"]["budget"]["headroom"] < 0
+    assert fpm.pool_file.read_bytes() == before  # nothing edited, nothing reloaded
+    assert only(daemon.records("incident_closed"))["outcome"] == "exhausted"
+    [(_, _, alert)] = hook.received
+    assert "php-fpm-saturated" in str(alert)
+
+
+def _get(url: str) -> None:
+    try:
+        http_get(url, timeout=30)
+    except OSError:
+        return

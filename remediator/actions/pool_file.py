@@ -4,9 +4,10 @@
 ``pm = dynamic``, the spare-server lines that must stay within it). A value that is not a plain
 integer, a setting given twice, settings of two pools in one file: each is a
 :class:`PoolError`, never a guess. :meth:`PoolFile.edit` puts new values in place and leaves
-every other byte as it was; :func:`dynamic_bounds` keeps the spare-server settings within a new
-``pm.max_children``. Nothing here touches the disk beyond what it is given: writing, testing
-and reloading are the action's (:mod:`remediator.actions.scale`).
+every other byte as it was; :func:`dynamic_bounds` keeps the spare-server settings within a
+lower ``pm.max_children`` and :func:`dynamic_raised` scales them with a higher one. Nothing here
+touches the disk beyond what it is given: writing, testing and reloading are the action's
+(:mod:`remediator.actions.scale`).
 """
 
 from __future__ import annotations
@@ -158,6 +159,23 @@ def dynamic_bounds(pool: PoolFile, max_children: int) -> dict[str, int]:
     if START in s:
         low = values.get(MIN_SPARE, 1)
         values[START] = max(low, min(s[START].value, max_spare or max_children))
+    return values
+
+
+def dynamic_raised(pool: PoolFile, max_children: int) -> dict[str, int]:
+    """Values for raising ``pm.max_children`` to ``max_children``: a ``pm = dynamic`` pool keeps
+    its shape, each spare-server setting scaled by the same factor (rounded up, at most the
+    new maximum). A reload restarts the pool with ``pm.start_servers`` workers and the master
+    adds spares about once a second: raised from 2 to 12 with one start server, a saturated pool
+    would come back with one worker and grow while its backlog fills."""
+    old = pool.settings[MAX_CHILDREN].value
+    if pool.pm != "dynamic" or max_children <= old:
+        return dynamic_bounds(pool, max_children)
+    values = {MAX_CHILDREN: max_children}
+    for key in (MIN_SPARE, START, MAX_SPARE):  # ceil keeps min <= start <= max as they were
+        if key in pool.settings:
+            scaled = -(-pool.settings[key].value * max_children // old)
+            values[key] = min(max_children, scaled)
     return values
 
 

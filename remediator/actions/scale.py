@@ -3,8 +3,9 @@
 The steps, each through ``ctx.system`` (so a dry run records them and changes nothing):
 
 1. Read the pool file (``Service.pool_file``; :mod:`~remediator.actions.pool_file`): its one
-   ``pm.max_children`` line (and, for ``pm = dynamic``, the spare-server lines that must stay
-   within it). A value we cannot read as a plain integer is refused, never guessed.
+   ``pm.max_children`` line (and, for ``pm = dynamic``, the spare-server lines: lowered, they
+   stay within it; raised, they are scaled with it, so the reloaded pool starts as big,
+   relative to its maximum, as before). A value we cannot read as a plain integer is refused, never guessed.
 2. Measure the running pool and its budget (:mod:`~remediator.actions.memory`): its workers'
    average RSS, and ``workers + floor((available - memory_reserve) / avg_worker_rss)``. No
    running worker means no measurement, and no action; a master that cannot be trusted means
@@ -52,6 +53,7 @@ from remediator.actions.pool_file import (
     PoolError,
     backup_path,
     dynamic_bounds,
+    dynamic_raised,
     parse_pool,
 )
 from remediator.system import System
@@ -126,7 +128,7 @@ def scale_workers(
     ):
         return _refuse(args, _no_change(current, fits, raising, args, budget), details)
 
-    values = dynamic_bounds(pool, p.target)
+    values = (dynamic_raised if p.target > current else dynamic_bounds)(pool, p.target)
     new, changes = pool.edit(values)
     changed = {c["key"] for c in changes}
     details["file"] = str(path)

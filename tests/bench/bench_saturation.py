@@ -29,14 +29,17 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.bench.bench_mttr import MIN_FPM_AGE, Monit, Reaper, Site, _fpm_age
+import psutil
+
+from tests.bench.bench_mttr import MIN_FPM_AGE, Monit, Reaper, Site
 from tests.e2e import DaemonProcess
 from tests.saturation import RAMP, run_ramp, shipped_config, shipped_playbook
-from tests.stack import Nginx, Stack, http_get, wait_for
+from tests.stack import Nginx, PhpFpm, Stack, http_get, wait_for
 
 WORKERS = 2
 BACKLOG = 16
@@ -64,7 +67,7 @@ def _one(contestant: str, reaper: Reaper) -> tuple[Counter[int], str]:
                 monit = Monit(reaper, Path(d))
                 monit.start(Site(stack, fpm, nginx))
                 # monit mutes its connection test while PHP-FPM is younger than 2 s
-                wait_for(lambda: _fpm_age(fpm) >= MIN_FPM_AGE, 10, "PHP-FPM old enough")
+                wait_for(lambda: _age(fpm) >= MIN_FPM_AGE, 10, "PHP-FPM old enough")
             elif contestant != "none":
                 cfg = shipped_config(Path(d), nginx, playbooks=_playbooks(contestant))
                 daemon = DaemonProcess(Path(d), cfg).start()
@@ -85,6 +88,15 @@ def _one(contestant: str, reaper: Reaper) -> tuple[Counter[int], str]:
         if monit is not None:
             monit.stop()
         stack.cleanup()
+
+
+def _age(fpm: PhpFpm) -> float:
+    """Seconds since PHP-FPM's master started (0 when there is none)."""
+    master = fpm.master()
+    try:
+        return 0.0 if master is None else time.time() - master.create_time()
+    except psutil.Error:
+        return 0.0
 
 
 def main() -> int:

@@ -12,15 +12,9 @@ import pytest
 
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.actions.declare import ScaleArgs
-from remediator.actions.scale import (
-    PoolError,
-    actions,
-    dynamic_bounds,
-    fit_children,
-    parse_pool,
-    plan,
-    scale_workers,
-)
+from remediator.actions.memory import fit_children, plan
+from remediator.actions.pool_file import PoolError, dynamic_bounds, dynamic_raised, parse_pool
+from remediator.actions.scale import actions, scale_workers
 from remediator.config import Service
 from remediator.system import DryRunSystem, System
 from tests.stack import PHP_FPM, Nginx, PhpFpm, http_get, is_alive, wait_for
@@ -203,6 +197,31 @@ def test_a_reserve_larger_than_available_memory_refuses(fpm: PhpFpm) -> None:
     assert r.outcome is Outcome.REFUSED
     assert "is below the reserve" in r.reason
     assert fpm.pool_file.read_bytes() == original and fpm.master_pid() == pid
+
+
+def test_raising_a_dynamic_pool_scales_its_spares_with_it(tmp_path: Path) -> None:
+    # Debian's www.conf: reloaded at 5 -> 20 with start_servers 2, a saturated pool would restart
+    # with 2 workers and grow about one a second while its backlog fills
+    text = (
+        b"[www]\npm = dynamic\npm.max_children = 5\npm.start_servers = 2\n"
+        b"pm.min_spare_servers = 1\npm.max_spare_servers = 3\n"
+    )
+    pool = parse_pool(tmp_path / "www.conf", text)
+    assert dynamic_raised(pool, 20) == {
+        "pm.max_children": 20,
+        "pm.min_spare_servers": 4,
+        "pm.start_servers": 8,
+        "pm.max_spare_servers": 12,
+    }
+    assert dynamic_raised(pool, 6) == {  # rounded up, never above the new maximum
+        "pm.max_children": 6,
+        "pm.min_spare_servers": 2,
+        "pm.start_servers": 3,
+        "pm.max_spare_servers": 4,
+    }
+    assert dynamic_raised(pool, 3) == dynamic_bounds(pool, 3)  # lowering: kept within it
+    static = parse_pool(tmp_path / "www.conf", b"[www]\npm = static\npm.max_children = 5\n")
+    assert dynamic_raised(static, 20) == {"pm.max_children": 20}
 
 
 @pytest.mark.parametrize(

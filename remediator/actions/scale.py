@@ -2,18 +2,18 @@
 
 The steps, each through ``ctx.system`` (so a dry run records them and changes nothing):
 
-1. Read the pool file (``Service.pool_file``) and find its one ``pm.max_children`` line (and,
-   for ``pm = dynamic``, the spare-server lines that must stay within it). A value we cannot
-   read as a plain integer is refused, never guessed.
-2. Measure the running pool: its workers (children of the master titled ``php-fpm: pool NAME``)
-   and their average RSS. No running worker means no measurement, and no action.
-3. Budget: the workers already running hold memory that is *not* in "available", so what fits is
-   ``workers + floor((available - memory_reserve) / avg_worker_rss)``. RSS counts pages shared
-   with the master (code, opcache), so the budget errs on the safe side.
-4. New value: unset ``by`` raises to what fits; ``by > 0`` raises by that much; both are capped
+1. Read the pool file (``Service.pool_file``; :mod:`~remediator.actions.pool_file`): its one
+   ``pm.max_children`` line (and, for ``pm = dynamic``, the spare-server lines: lowered, they
+   stay within it; raised, they are scaled with it, so the reloaded pool starts as big,
+   relative to its maximum, as before). A value we cannot read as a plain integer is refused, never guessed.
+2. Measure the running pool and its budget (:mod:`~remediator.actions.memory`): its workers'
+   average RSS, and ``workers + floor((available - memory_reserve) / avg_worker_rss)``. No
+   running worker means no measurement, and no action; a master that cannot be trusted means
+   ``cannot_act``.
+3. New value: unset ``by`` raises to what fits; ``by > 0`` raises by that much; both are capped
    by ``max_children`` and by the budget (a cap is said in the reason). ``by < 0`` lowers, never
    below ``min_children``. Nothing to change is refused: a no-op is not a fix.
-5. Back up the file beside it (``NAME.remediator-bak``, mode and owner kept), replace it
+4. Back up the file beside it (``NAME.remediator-bak``, mode and owner kept), replace it
    atomically (mode and owner kept), run the config test; if it fails, put the original back at
    once and refuse. Else reload; a failed reload also puts the original back (a restart that
    follows then starts from the known config).
@@ -31,29 +31,31 @@ the pool cannot be measured: a dry run still says what it would set, without the
 (``state_error`` beside it; ``set`` is ``null`` when only the measurement could tell).
 
 Config test and reload belong to the service-control actions; they are passed in
-(:func:`actions`) so that this module depends on their behaviour, not their code. The master is
-found through the service's backend (:func:`~remediator.services.base.control_for`), as the
-service-control actions see it.
+(:func:`actions`) so that this module depends on their behaviour, not their code.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import structlog
 
+from remediator.actions import memory
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ScaleArgs
-from remediator.config import Service
-from remediator.services.base import ServiceStatus, control_for
-from remediator.sources import host
+from remediator.actions.memory import find_master, measure_pool, plan
+from remediator.actions.pool_file import (
+    MAX_CHILDREN,
+    PoolError,
+    backup_path,
+    dynamic_bounds,
+    dynamic_raised,
+    parse_pool,
+)
 from remediator.system import System
 
 log = structlog.get_logger(__name__)
@@ -62,245 +64,12 @@ ServiceFn = Callable[[str, ActionContext], ActionResult]
 """``(service name, ctx) -> result``: a config test (OK when it passes) or a graceful reload
 (OK once the service is back up; WOULD_RUN in a dry run)."""
 
-BACKUP_SUFFIX = ".remediator-bak"
-MAX_CHILDREN = "pm.max_children"
-START = "pm.start_servers"
-MIN_SPARE = "pm.min_spare_servers"
-MAX_SPARE = "pm.max_spare_servers"
-_KEYS = frozenset({"pm", MAX_CHILDREN, START, MIN_SPARE, MAX_SPARE})
-PM_KINDS = ("static", "dynamic", "ondemand")
-
-# `value`, `"value"`, either followed by an optional `; comment`.
-_NUMBER = re.compile(r'\s*(?P<q>"?)(?P<num>[0-9]+)(?P=q)\s*(?:;.*)?')
-_WORD = re.compile(r'\s*(?P<q>"?)(?P<word>[A-Za-z]+)(?P=q)\s*(?:;.*)?')
-
 
 def actions(*, config_test: ServiceFn, reload: ServiceFn) -> dict[str, ActionFn]:
     """The registry entry, bound to the service-control functions to use."""
     return {
         "scale_workers": functools.partial(scale_workers, config_test=config_test, reload=reload)
     }
-
-
-# --- the pool file ----------------------------------------------------------------------------
-
-
-class PoolError(ValueError):
-    """The pool file is not one we can edit safely."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """A numeric setting's line: where its digits are, and their value."""
-
-    key: str
-    value: int
-    line: int  # 0-based index into PoolFile.lines
-    start: int  # the digits' span in that line
-    end: int
-
-
-@dataclass(frozen=True)
-class PoolFile:
-    """A pool file's lines (line endings kept) and the settings scaling touches."""
-
-    path: Path
-    lines: tuple[str, ...]
-    pool: str
-    pm: str
-    settings: dict[str, Setting]
-
-    def edit(self, values: dict[str, int]) -> tuple[bytes, list[dict[str, Any]]]:
-        """The file with ``values`` put in place (all else byte for byte), and the changed lines."""
-        lines = list(self.lines)
-        changes: list[dict[str, Any]] = []
-        for key, value in values.items():
-            s = self.settings[key]
-            if value == s.value:
-                continue
-            old = lines[s.line]
-            lines[s.line] = f"{old[: s.start]}{value}{old[s.end :]}"
-            changes.append(
-                {
-                    "line": s.line + 1,
-                    "key": key,
-                    "before": old.rstrip("\r\n"),
-                    "after": lines[s.line].rstrip("\r\n"),
-                }
-            )
-        return "".join(lines).encode("utf-8", "surrogateescape"), changes
-
-
-def parse_pool(path: Path, data: bytes) -> PoolFile:
-    """Find the pool's ``pm`` and its children settings; raise :class:`PoolError` if unsure."""
-    lines = tuple(data.decode("utf-8", "surrogateescape").splitlines(keepends=True))
-    section = ""
-    raw: dict[str, tuple[str, int, str]] = {}  # key -> (section, line index, text after '=')
-    for i, line in enumerate(lines):
-        text = line.strip()
-        if not text or text.startswith((";", "#")):
-            continue
-        if text.startswith("[") and text.endswith("]"):
-            section = text[1:-1].strip()
-            continue
-        name, sep, _ = line.partition("=")
-        key = name.strip()
-        if not sep or key not in _KEYS or section == "global":
-            continue
-        where = f"{path}:{i + 1}"
-        if key in raw:
-            first, at, _ = raw[key]
-            if first != section:
-                raise PoolError(
-                    f"{where}: settings of more than one pool ([{first}], [{section}]); "
-                    "scale_workers edits a file with one pool"
-                )
-            raise PoolError(f"{where}: {key} is set twice (first on line {at + 1})")
-        raw[key] = (section, i, line[len(name) + 1 :].rstrip("\r\n"))
-    if MAX_CHILDREN not in raw:
-        raise PoolError(f"{path}: no {MAX_CHILDREN} line in this file")
-    sections = {sec for sec, _, _ in raw.values()}
-    if "" in sections:
-        raise PoolError(f"{path}: pool settings before any [pool] section")
-    if len(sections) > 1:
-        names = ", ".join(f"[{s}]" for s in sorted(sections))
-        raise PoolError(
-            f"{path}: settings of more than one pool ({names}); "
-            "scale_workers edits a file with one pool"
-        )
-    pool = sections.pop()
-    pm = _pm(path, raw.get("pm"))
-    settings = {
-        key: _setting(path, key, lines[i], i, after)
-        for key, (_, i, after) in raw.items()
-        if key != "pm" and (key == MAX_CHILDREN or pm == "dynamic")
-    }
-    return PoolFile(path, lines, pool, pm, settings)
-
-
-def _pm(path: Path, found: tuple[str, int, str] | None) -> str:
-    if found is None:
-        raise PoolError(f"{path}: no 'pm' line: the process manager's kind is unknown")
-    _, i, after = found
-    m = _WORD.fullmatch(after)
-    if m is None or m.group("word") not in PM_KINDS:
-        raise PoolError(f"{path}:{i + 1}: cannot read pm value '{after.strip()}'")
-    return m.group("word")
-
-
-def _setting(path: Path, key: str, line: str, i: int, after: str) -> Setting:
-    m = _NUMBER.fullmatch(after)
-    if m is None:
-        raise PoolError(
-            f"{path}:{i + 1}: cannot read {key} value '{after.strip()}' as a plain number; "
-            "not editing it"
-        )
-    offset = line.index("=") + 1
-    return Setting(key, int(m.group("num")), i, offset + m.start("num"), offset + m.end("num"))
-
-
-def dynamic_bounds(pool: PoolFile, max_children: int) -> dict[str, int]:
-    """Values for every setting, keeping ``pm = dynamic``'s rules (PHP-FPM refuses otherwise):
-    min_spare <= max_spare <= max_children, min_spare <= start_servers <= max_spare."""
-    values = {MAX_CHILDREN: max_children}
-    s = pool.settings
-    if pool.pm != "dynamic":
-        return values
-    max_spare = min(s[MAX_SPARE].value, max_children) if MAX_SPARE in s else None
-    if max_spare is not None:
-        values[MAX_SPARE] = max_spare
-    if MIN_SPARE in s:
-        values[MIN_SPARE] = min(s[MIN_SPARE].value, max_spare or max_children)
-    if START in s:
-        low = values.get(MIN_SPARE, 1)
-        values[START] = max(low, min(s[START].value, max_spare or max_children))
-    return values
-
-
-# --- the budget -------------------------------------------------------------------------------
-
-
-def fit_children(workers: int, available: int, reserve: int, avg_rss: int) -> int:
-    """How many workers memory allows: the running ones already hold theirs, so
-    ``workers + floor((available - reserve) / avg_rss)`` (fewer than now if over budget)."""
-    return workers + (available - reserve) // avg_rss
-
-
-@dataclass(frozen=True)
-class Plan:
-    target: int
-    notes: tuple[str, ...]
-
-
-def plan(current: int, fits: int, args: ScaleArgs) -> Plan:
-    """The new ``pm.max_children`` for ``args``, before checking that it changes anything."""
-    if args.by is not None and args.by < 0:
-        target = current + args.by
-        if target < args.min_children:
-            return Plan(args.min_children, (f"floored at min_children {args.min_children}",))
-        return Plan(target, ())
-    target = fits if args.by is None else current + args.by
-    notes = []
-    if target > args.max_children:
-        target = args.max_children
-        notes.append(f"capped at max_children {args.max_children}")
-    if target > fits:
-        notes.append(f"capped at {fits}: what memory allows")
-        target = fits
-    return Plan(target, tuple(notes))
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    master_pid: int
-    workers: int
-    avg_rss: int
-
-
-def measure_pool(master_pid: int, pool: str) -> PoolStats | None:
-    """The live workers of ``pool`` under ``master_pid`` (a master may run several pools)."""
-    if host.process_group(master_pid) is None:
-        return None
-    title = f"php-fpm: pool {pool}"
-    rss: list[int] = []
-    try:
-        children = psutil.Process(master_pid).children()
-    except psutil.Error:
-        return None
-    for child in children:
-        try:
-            cmd = child.cmdline()
-            if child.status() != psutil.STATUS_ZOMBIE and cmd and cmd[0].strip() == title:
-                rss.append(child.memory_info().rss)
-        except psutil.Error:
-            continue
-    return PoolStats(master_pid, len(rss), sum(rss) // len(rss) if rss else 0)
-
-
-@dataclass(frozen=True)
-class Master:
-    """The pool's master as the service's backend sees it: its PID, or why there is none, and
-    whether that is because the state could not be read at all (``state_error``)."""
-
-    pid: int | None
-    why: str = ""
-    state_error: str | None = None
-    distrust: str = ""  # the master cannot be trusted (an untrusted pid file...): cannot act
-
-
-def find_master(name: str, svc: Service, ctx: ActionContext) -> Master:
-    """The live master: the pid file's (checked to be php-fpm) or the unit's MainPID."""
-    try:
-        state = control_for(name, svc, ctx.system).state()
-    except (OSError, ValueError) as exc:
-        return Master(None, f"{type(exc).__name__}: {exc}")
-    if state.master_pid is not None:
-        return Master(state.master_pid)
-    if state.distrust:
-        return Master(None, state.distrust, distrust=state.distrust)
-    if state.status is ServiceStatus.UNKNOWN:
-        return Master(None, state.summary, state.summary)
-    return Master(None, f"not running: {state.summary}")
 
 
 # --- the action -------------------------------------------------------------------------------
@@ -345,7 +114,7 @@ def scale_workers(
     elif stats.workers == 0 or stats.avg_rss <= 0:
         return _refuse(args, f"no worker of pool {pool.pool} is running: no measurement, no action")
     else:
-        budget = _budget(stats, args)
+        budget = memory.budget(stats, args.memory_reserve)
         fits = budget["fits"]
     p = plan(current, fits, args)
     details |= {"after": p.target, "budget": budget, "notes": list(p.notes)}
@@ -359,27 +128,13 @@ def scale_workers(
     ):
         return _refuse(args, _no_change(current, fits, raising, args, budget), details)
 
-    values = dynamic_bounds(pool, p.target)
+    values = (dynamic_raised if p.target > current else dynamic_bounds)(pool, p.target)
     new, changes = pool.edit(values)
     changed = {c["key"] for c in changes}
     details["file"] = str(path)
     details["set"] = {k: v for k, v in values.items() if k in changed}
-    details["edit"] = {"path": str(path), "backup": str(_backup_path(path)), "changes": changes}
+    details["edit"] = {"path": str(path), "backup": str(backup_path(path)), "changes": changes}
     return _apply(args, ctx, path, original, new, details, config_test, reload)
-
-
-def _budget(stats: PoolStats, args: ScaleArgs) -> dict[str, Any]:
-    available = int(host.snapshot()["memory_available"])
-    return {
-        "available": available,
-        "reserve": args.memory_reserve,
-        "headroom": available - args.memory_reserve,
-        "avg_worker_rss": stats.avg_rss,
-        "workers": stats.workers,
-        "fits": fit_children(stats.workers, available, args.memory_reserve, stats.avg_rss),
-        "formula": "workers + floor((available - reserve) / avg_worker_rss)",
-        "master_pid": stats.master_pid,
-    }
 
 
 def _would_fit_unmeasured(args: ScaleArgs, path: Path, details: dict[str, Any]) -> ActionResult:
@@ -439,7 +194,7 @@ def _apply(
             Outcome.FAILED, f"{path} changed while planning: not editing", args.service, details
         )
     t = time.monotonic()
-    backup = _backup_path(path)
+    backup = backup_path(path)
     try:
         system.copy_file(path, backup)
     except OSError as exc:
@@ -550,7 +305,7 @@ def _restore(system: System, path: Path, original: bytes, why: str) -> str:
     try:
         system.replace_file(path, original)
     except OSError as exc:
-        backup = _backup_path(path)
+        backup = backup_path(path)
         log.error("pool_file_restore_failed", path=str(path), why=why, backup=str(backup))
         return f"RESTORING THE ORIGINAL FAILED ({exc.strerror or exc}); it is in {backup}"
     log.warning("pool_file_restored", path=str(path), why=why)
@@ -571,10 +326,6 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except OSError:
         return None
-
-
-def _backup_path(path: Path) -> Path:
-    return path.with_name(path.name + BACKUP_SUFFIX)
 
 
 def _would_since(ctx: ActionContext, marker: int, edit: dict[str, Any] | None) -> list[Any]:

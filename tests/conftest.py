@@ -7,6 +7,8 @@
 - ``nginx_fpm``: a started :class:`Nginx` in front of ``fpm`` (same instance as the ``fpm``
   fixture; ``nginx_fpm.fpm`` too). Options the same way.
 - ``apache_fpm``: a started :class:`Apache` (proxy_fcgi) in front of ``fpm``.
+- ``daemons``: a list the test appends its :class:`tests.e2e.DaemonProcess` instances to; they
+  are SIGKILLed before the servers are cleaned up.
 - ``systemd_host``: a :class:`BootedSystemd`, booted once per module; skipped with the reason when
   a namespaced systemd cannot run on this machine, or failed with it when the run requires one
   (``REMEDIATOR_REQUIRE=systemd``, as ``make test`` sets: tests/require.py). Tests sharing it
@@ -33,6 +35,7 @@ import structlog
 
 from remediator import trust
 from tests import sysd
+from tests.e2e import DaemonProcess
 from tests.require import lacking, required
 from tests.stack import Apache, Nginx, PhpFpm, Stack, tail
 
@@ -84,6 +87,17 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield servers
     finally:
         servers.cleanup()
+
+
+@pytest.fixture
+def daemons(stack: Stack) -> Iterator[list[DaemonProcess]]:
+    """Daemons the test started (append them), SIGKILLed before the servers are cleaned up."""
+    started: list[DaemonProcess] = []
+    try:
+        yield started
+    finally:
+        for d in started:
+            d.kill()
 
 
 @pytest.fixture

@@ -6,14 +6,13 @@ saturated and the incident's readings say so."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e import DaemonProcess, config, fpm_service, nginx_sources, only
-from tests.stack import Nginx, PhpFpm, Stack, http_get, is_alive
+from tests.stack import Nginx, PhpFpm, http_get, is_alive
 
 pytestmark = pytest.mark.servers
 
@@ -27,17 +26,6 @@ def _source(fpm: PhpFpm) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def daemon_for(tmp_path: Path, stack: Stack) -> Iterator[list[DaemonProcess]]:
-    """Daemons started by the test, SIGKILLed before the servers are cleaned up."""
-    started: list[DaemonProcess] = []
-    try:
-        yield started
-    finally:
-        for d in started:
-            d.kill()
-
-
 def _start(started: list[DaemonProcess], workdir: Path, cfg: dict[str, Any]) -> DaemonProcess:
     daemon = DaemonProcess(workdir, cfg)
     started.append(daemon)
@@ -45,7 +33,7 @@ def _start(started: list[DaemonProcess], workdir: Path, cfg: dict[str, Any]) -> 
 
 
 def test_stopped_workers_on_a_quiet_site_are_seen_by_the_pools_status_and_reloaded(
-    nginx_fpm: Nginx, tmp_path: Path, daemon_for: list[DaemonProcess]
+    nginx_fpm: Nginx, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     fpm = nginx_fpm.fpm
     assert isinstance(fpm, PhpFpm)
@@ -62,7 +50,7 @@ def test_stopped_workers_on_a_quiet_site_are_seen_by_the_pools_status_and_reload
             }
         ],
     )
-    daemon = _start(daemon_for, tmp_path / "daemon", cfg)
+    daemon = _start(daemons, tmp_path / "daemon", cfg)
     stopped = fpm.stop_workers()
     assert stopped
     daemon.wait_record("incident_closed", 20)
@@ -82,7 +70,7 @@ def test_stopped_workers_on_a_quiet_site_are_seen_by_the_pools_status_and_reload
 
 
 def test_a_pool_filled_with_slow_requests_opens_an_incident_with_its_numbers(
-    nginx_fpm: Nginx, tmp_path: Path, daemon_for: list[DaemonProcess]
+    nginx_fpm: Nginx, tmp_path: Path, daemons: list[DaemonProcess]
 ) -> None:
     fpm = nginx_fpm.fpm
     assert isinstance(fpm, PhpFpm)
@@ -100,7 +88,7 @@ def test_a_pool_filled_with_slow_requests_opens_an_incident_with_its_numbers(
             }
         ],
     )
-    daemon = _start(daemon_for, tmp_path / "daemon", cfg)
+    daemon = _start(daemons, tmp_path / "daemon", cfg)
     hogs = [
         threading.Thread(target=_slow, args=(nginx_fpm.url("/slow.php?s=3"),), daemon=True)
         for _ in range(fpm.max_children + 1)

@@ -8,7 +8,6 @@ busy pool is scaled and never restarted."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 
 from tests.e2e import DaemonProcess
 from tests.saturation import PLAYBOOK, RAMP, run_ramp, shipped_config, shipped_playbook
-from tests.stack import Nginx, PhpFpm, Stack
+from tests.stack import Nginx, PhpFpm
 
 pytestmark = pytest.mark.servers
 
@@ -29,17 +28,6 @@ def _pool_playbooks() -> list[dict[str, Any]]:
         if path != PLAYBOOK and "fpm_pool" in path.read_text():
             out.append(dict(yaml.safe_load(path.read_text())))
     return out
-
-
-@pytest.fixture
-def daemons(stack: Stack) -> Iterator[list[DaemonProcess]]:
-    """Daemons the test started, SIGKILLed before the servers are cleaned up."""
-    started: list[DaemonProcess] = []
-    try:
-        yield started
-    finally:
-        for d in started:
-            d.kill()
 
 
 @pytest.mark.parametrize(

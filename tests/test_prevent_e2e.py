@@ -7,14 +7,13 @@ the host has, and the backlog never overflows."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e import DaemonProcess, only
 from tests.saturation import RAMP, run_ramp, shipped_config
-from tests.stack import Nginx, PhpFpm, Stack, http_get, wait_for
+from tests.stack import Nginx, PhpFpm, http_get, wait_for
 from tests.webhook import receiving
 
 pytestmark = pytest.mark.servers
@@ -23,17 +22,6 @@ WORKERS = 2  # a static pool: capacity WORKERS requests a second of SLOW seconds
 BACKLOG = 16
 SLOW = 1.0
 CAP = 12  # the test's max_children (the shipped 80 would start 80 workers here)
-
-
-@pytest.fixture
-def daemons(stack: Stack) -> Iterator[list[DaemonProcess]]:
-    """Daemons the test started, SIGKILLed before the servers are cleaned up."""
-    started: list[DaemonProcess] = []
-    try:
-        yield started
-    finally:
-        for d in started:
-            d.kill()
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,7 @@ from remediator.services.base import (
     wait_until,
 )
 from remediator.services.death import open_pidfd
+from remediator.services.pidfile import read_proc
 from remediator.services.trust import in_cgroup
 from remediator.system import CommandResult, System
 
@@ -98,11 +99,32 @@ def cgroup_pids(control_group: str) -> tuple[int, ...]:
     base = cgroup_root() / control_group.lstrip("/")
     pids: set[int] = set()
     try:
-        for procs in base.rglob("cgroup.procs"):
-            pids.update(int(x) for x in procs.read_text().split())
+        files = list(base.rglob("cgroup.procs"))
     except OSError:
         return ()
+    for procs in files:
+        try:  # a sub-cgroup may go away between the listing and the read
+            pids.update(int(x) for x in procs.read_text().split())
+        except OSError:
+            continue
     return tuple(sorted(pids))
+
+
+def workers_of(control_group: str, master: int | None) -> set[int]:
+    """The live children of ``master`` in the unit's cgroup (every process there if unknown).
+
+    A reload is done when the master has new children: a helper that systemd ran in the cgroup
+    (``ExecReload=/bin/kill``) is not one, nor is a master re-executing itself on a bad config.
+    """
+    pids = set(cgroup_pids(control_group))
+    if not master:
+        return pids
+    out: set[int] = set()
+    for pid in pids:
+        proc = read_proc(pid)
+        if proc is not None and proc.alive and proc.ppid == master:
+            out.add(pid)
+    return out
 
 
 def _says_start_limit(text: str) -> bool:
@@ -258,7 +280,7 @@ class SystemdControl(Backend):
     def _reload(self) -> Attempt:
         before = self.state()
         group = before.properties.get("ControlGroup", "")
-        old = set(cgroup_pids(group))
+        old = set(cgroup_pids(group))  # every process: a worker may be re-parented, not new
         argv = self._reload_argv()
         details: dict[str, Any] = {"unit": self.unit, "argv": argv, "pid_before": before.master_pid}
         result = self.steps.change(argv, SYSTEMCTL_TIMEOUT)
@@ -279,11 +301,11 @@ class SystemdControl(Backend):
             states.append(self.state())
             if states[-1].status is not ServiceStatus.RUNNING:
                 return states[-1].status is not ServiceStatus.CHANGING
-            return bool(set(cgroup_pids(group)) - old)
+            return bool(workers_of(group, states[-1].master_pid) - old)
 
         wait_until(settled, RELOAD_SETTLE)
         after = states[-1]
-        new = sorted(set(cgroup_pids(group)) - old)
+        new = sorted(workers_of(group, after.master_pid) - old)
         details.update(state_after=after.as_dict(), pid_after=after.master_pid, new_processes=new)
         if after.status is not ServiceStatus.RUNNING:
             return self._failed(f"{self.unit} is {after.summary} after the reload", details)

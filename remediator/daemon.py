@@ -100,6 +100,7 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.engine: Engine | None = None
         self._status_due = 0.0
+        self._shown_incident: object = None  # the incident status.json last showed
         self._ping_every: float | None = None  # run(): half of WatchdogSec, under systemd
         self.published: tuple[str | None, float] = (None, 0.0)  # status.json's last body, when
         self._reload_deferred = False
@@ -246,8 +247,11 @@ class Daemon:
             (req, switches.apply(self.engine, req, now, pid=os.getpid()))
             for req in (inbox.take(now) if inbox is not None else [])
         ]
-        if served or now >= self._status_due:  # an answered switch shows in `status` at once
+        # An answered switch, an incident opened or closed: shown in `status` at once.
+        changed = self.engine.incident is not self._shown_incident
+        if served or changed or now >= self._status_due:
             self._status_due = now + status.EVERY
+            self._shown_incident = self.engine.incident
             try:
                 if self.is_service:
                     status.publish(self, self.state_dir, now)

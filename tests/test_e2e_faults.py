@@ -172,7 +172,7 @@ def test_fpm_killed_is_restarted_each_time(
     daemon = start_daemon(
         _nginx_config(tmp_path, nginx_fpm, [playbook], fpm_options={"max_actions": 10})
     )
-    kills = 5
+    kills = 3
     times: list[float] = []
     detected: list[float] = []
     lost: list[int] = []

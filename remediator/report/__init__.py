@@ -31,9 +31,10 @@ from remediator.review import records
 
 __all__ = ["NoIncident", "Report", "build", "write"]
 
-BEFORE_MIN: Final = 30.0  # seconds shown before the incident opened, at least
+BEFORE_MIN: Final = 15.0  # seconds shown before the incident opened, at least
 BEFORE_MAX: Final = 600.0
-AFTER: Final = 30.0  # seconds shown after it closed
+AFTER_MIN: Final = 10.0  # seconds shown after it closed, at least
+AFTER_MAX: Final = 300.0
 LONGEST: Final = 6 * 3600.0  # an incident open for longer is shown from its start
 
 
@@ -43,15 +44,19 @@ class Report:
     html: str
 
 
-def _before(inc: Incident) -> float:
-    """Twice the longest window a trigger condition looked back over, within bounds: the
-    errors that opened the incident began before it."""
+def _margins(inc: Incident) -> tuple[float, float]:
+    """Seconds shown before the incident and after it: before, twice the longest window a
+    trigger condition looked back over (the errors that opened it began earlier), and at
+    least its own length; after, its length (how it went on); each within bounds."""
     windows = [
         float(r["window_s"])
         for r in inc.evidence.get("readings") or ()
         if isinstance(r, dict) and isinstance(r.get("window_s"), int | float)
     ]
-    return min(max([BEFORE_MIN, *(2 * w for w in windows)]), BEFORE_MAX)
+    start, end = inc.opened, inc.closed or inc.last
+    took = end - start if start is not None and end is not None else 0.0
+    before = min(max([BEFORE_MIN, took, *(2 * w for w in windows)]), BEFORE_MAX)
+    return before, min(max(AFTER_MIN, took), AFTER_MAX)
 
 
 def build(
@@ -67,10 +72,11 @@ def build(
     path: Path = cfg.action_log
     everything = list(records(path))
     chosen = choose(everything, wanted, str(path))
-    before = _before(Incident(chosen, [r for r in everything if r.get("incident") == chosen], []))
+    mine = Incident(chosen, [r for r in everything if r.get("incident") == chosen], [])
+    before, after = _margins(mine)
     inc = gather(everything, chosen, margin=before)
     opened = inc.opened if inc.opened is not None else now
-    end = max((inc.closed or inc.last or opened) + AFTER, opened + AFTER)
+    end = max(inc.closed or inc.last or opened, opened) + after
     counts = traffic.window(opened - before, min(end, opened + LONGEST))
     traffic.read(cfg, inc.evidence, counts, tz=tz)
     svg = chart.svg(counts, inc, tz)

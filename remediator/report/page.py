@@ -107,7 +107,7 @@ li.step.held { border-color: var(--held); } li.step.would { border-color: var(--
 .step-head .what { font-size: 1.2rem; font-weight: 700; }
 table { border-collapse: collapse; width: 100%; margin: .4rem 0; }
 th, td { text-align: left; vertical-align: top; padding: .35rem .6rem;
-  border-bottom: 1px solid var(--rule); overflow-wrap: anywhere; }
+  border-bottom: 1px solid var(--rule); overflow-wrap: break-word; }
 th { color: var(--muted); font-weight: 600; white-space: nowrap; }
 td.mono, td code { white-space: nowrap; overflow-wrap: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }

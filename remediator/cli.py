@@ -291,6 +291,11 @@ def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     except report.NoIncident as exc:
         print(f"remediator report: {escape.text(exc)}", file=err)
         return Exit.USAGE
+    except OSError as exc:  # the action log (or a log) could not be read at all
+        print(
+            escape.text(f"remediator report: {exc.filename or ''}: {exc.strerror or exc}"), file=err
+        )
+        return Exit.FAILURE
     if args.output == "-":
         out.write(made.html)
         return Exit.OK

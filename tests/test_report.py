@@ -161,6 +161,14 @@ def test_an_incident_the_log_does_not_hold_is_a_usage_error_naming_the_newest(
     )
 
 
+def test_an_action_log_that_cannot_be_read_is_a_one_line_failure(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    (tmp_path / "log" / "actions.jsonl").mkdir(parents=True)
+    rc, out, err = run("-c", str(cfg), "report")
+    assert (rc, out) == (1, "")
+    assert err == f"remediator report: {tmp_path}/log/actions.jsonl: Is a directory\n"
+
+
 def test_report_to_stdout_with_a_dash(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     engine_incident(cfg)
@@ -268,7 +276,7 @@ def test_a_fifo_in_a_logs_place_is_not_read(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "access.log")
     config, counts, _ = _window(cfg)
     traffic.read(config, {}, counts)  # returns: a FIFO would block a plain open
-    assert counts.notes == [f"{tmp_path / 'access.log'}: not a regular file (a FIFO): not read"]
+    assert f"{tmp_path / 'access.log'}: not a regular file (a FIFO): not read" in counts.notes
 
 
 # ---- what the page holds ---------------------------------------------------------------------

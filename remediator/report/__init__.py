@@ -78,7 +78,7 @@ def build(
     opened = inc.opened if inc.opened is not None else now
     end = max(inc.closed or inc.last or opened, opened) + after
     counts = traffic.window(opened - before, min(end, opened + LONGEST))
-    traffic.read(cfg, inc.evidence, counts, tz=tz)
+    traffic.read(cfg, inc.evidence, counts)  # servers write local time: this machine's zone
     svg = chart.svg(counts, inc, tz)
     text = page.html(inc, counts, svg, action_log=str(path), generated=now, host=host, tz=tz)
     return Report(inc, text)

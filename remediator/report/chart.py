@@ -78,7 +78,7 @@ def svg(traffic: Traffic, inc: Incident, tz: dt.tzinfo | None = None) -> str:
     ]
     out += _span(f, inc)
     out += _grid(f, traffic, tz)
-    out += _series(f, traffic)
+    out += _series(f, traffic, tz)
     out += _lanes(f, traffic, causes)
     out += _incident_marks(f, inc)
     out += _notifications(f, inc)
@@ -140,7 +140,7 @@ def _grid(f: _Frame, traffic: Traffic, tz: dt.tzinfo | None) -> list[str]:
     return out
 
 
-def _series(f: _Frame, traffic: Traffic) -> list[str]:
+def _series(f: _Frame, traffic: Traffic, tz: dt.tzinfo | None) -> list[str]:
     b = traffic.bucket
     if not traffic.has_requests:
         mid = (f.top + f.base) / 2
@@ -169,7 +169,7 @@ def _series(f: _Frame, traffic: Traffic) -> list[str]:
         out.append(
             f'<rect class="err-bar" x="{x0:.1f}" y="{f.base - h:.1f}" '
             f'width="{max(x1 - x0, 1.5):.1f}" height="{h:.1f}">'
-            f"<title>{n} x 5xx of {traffic.requests[k]} requests at +{when - traffic.start:g}s"
+            f"<title>{_clock(when, tz, True)}: {n} x 5xx of {traffic.requests[k]} requests"
             "</title></rect>"
         )
     out.append("</g>")

@@ -148,16 +148,20 @@ def _sources(cfg: Config, named: set[str], kind: type[S]) -> dict[str, S]:
     return mine or of_kind
 
 
-def _files(path: Path, lo: float) -> list[Path]:
-    """The log and its rotated predecessor, oldest first; files last written before ``lo``
-    hold nothing of the window and are left out."""
+def _files(name: str, path: Path, lo: float, notes: list[str]) -> list[Path]:
+    """The log and its rotated predecessor (``.1``, or ``.1.gz`` without delaycompress),
+    oldest first; files last written before ``lo`` hold nothing of the window and are left
+    out. A log that is not there at all is noted."""
     out = []
-    for p in (path.with_name(path.name + ".1"), path):
+    for p in (path.with_name(f"{path.name}.1.gz"), path.with_name(f"{path.name}.1"), path):
         try:
             if p.stat().st_mtime >= lo:
                 out.append(p)
-        except OSError:
-            continue
+        except FileNotFoundError:
+            if p == path:
+                notes.append(f"{name}: {path}: not on disk")
+        except OSError as exc:
+            notes.append(f"{name}: {p}: {exc.strerror or exc}")
     return out
 
 
@@ -218,7 +222,7 @@ def _access(name: str, src: AccessLogSource, traffic: Traffic) -> int:
         return 0
     lo, hi = traffic.start - _SLACK, traffic.end + _SLACK
     counted = 0
-    for path in _files(src.path, lo):
+    for path in _files(name, src.path, lo, traffic.notes):
         try:
             with _open(path) as (f, size):
                 if size is not None:
@@ -280,7 +284,7 @@ def _errors(name: str, src: ErrorLogSource, traffic: Traffic, tz: dt.tzinfo | No
         return 0
     lo, hi = traffic.start - _SLACK, traffic.end + _SLACK
     counted = 0
-    for path in _files(src.path, lo):
+    for path in _files(name, src.path, lo, traffic.notes):
         try:
             with _open(path) as (f, size):
                 if size is not None:

@@ -104,13 +104,16 @@ class Pixels:
     channels: int
     rows: list[bytes]
 
-    def colours(self) -> set[tuple[int, int, int]]:
-        """Every distinct RGB colour of the image."""
-        found: set[tuple[int, int, int]] = set()
-        c = self.channels
+    def count(self, rgb: tuple[int, int, int]) -> int:
+        """How many pixels are exactly this colour."""
+        c, want, n = self.channels, bytes(rgb), 0
         for row in self.rows:
-            found.update(zip(row[0::c], row[1::c], row[2::c], strict=True))
-        return found
+            at = row.find(want)
+            while at >= 0:
+                if at % c == 0:
+                    n += 1
+                at = row.find(want, at + 1)
+        return n
 
 
 def png_pixels(path: Path) -> Pixels:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from remediator import escape
 from remediator.cli import main
 from tests import browser
 from tests.e2e import DaemonProcess, config, fpm_service, nginx_sources, probe, recovered_after
-from tests.stack import LoadGenerator, Stack, wait_for
+from tests.stack import LoadGenerator, Stack
 
 pytestmark = pytest.mark.servers
 
@@ -45,7 +46,7 @@ PLAYBOOK = {
                              "window": "10s"}},
         ]
     },
-    "steps": [{"restart": "fpm", "verify": {"probe": "site", "within": "5s"}}],
+    "steps": [{"restart": "fpm", "verify": {"probe": "site", "within": "5s", "settle": "500ms"}}],
     "limits": {"cooldown": "30s", "max_runs": 3, "per": "1h"},
 }  # fmt: skip
 WIDTH, HEIGHT = 1280, 1200  # the screenshot: the header and the chart
@@ -82,7 +83,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
             work,
             sources={
                 **nginx_sources(nginx),
-                "site": probe(nginx.url(), interval="1s", timeout="500ms"),
+                "site": probe(nginx.url()),
             },
             services={"fpm": fpm_service(fpm, startup_grace="1s")},
             playbooks=[PLAYBOOK],
@@ -92,13 +93,12 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
             DaemonProcess(work, cfg) as daemon,
             LoadGenerator(nginx.url(), rate=100, headers=headers) as load,
         ):
-            load.wait_ok(count=100)  # a second of traffic on the chart before the fault
-            with nginx.error_log.open("a") as log:
+            load.wait_ok(count=50)  # traffic on the chart before the fault
+            with nginx.error_log.open("a") as log:  # read before the 502s that follow
                 log.write(FORGED)
-            wait_for(lambda: FORGED.encode() in nginx.error_log.read_bytes(), 5, "the forgery")
+            killed = time.monotonic()
             fpm.kill_all()
-            killed = load.samples[-1].t
-            recovered_after(load, killed, settle=1.0, timeout=15)
+            recovered_after(load, killed, settle=0.5, timeout=15)
             daemon.wait_record("incident_closed", 15)
         page = work / "report.html"
         out, err = io.StringIO(), io.StringIO()
@@ -176,7 +176,6 @@ def test_the_step_shows_its_exact_command_and_verification(made: Made) -> None:
 def test_the_screenshot_shows_the_chart(made: Made) -> None:
     png = browser.png_pixels(made.shown.png)
     assert (png.width, png.height) == (WIDTH, HEIGHT)
-    colours = png.colours()
-    assert len(colours) > 100  # text, lines, fills: not a blank page
+    assert len(set(png.rows)) > 200  # text, lines, fills: not a blank page
     for what, rgb in LIGHT.items():
-        assert rgb in colours, f"no pixel of the {what} colour {rgb}"
+        assert png.count(rgb) >= 20, f"hardly a pixel of the {what} colour {rgb}"

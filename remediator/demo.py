@@ -10,7 +10,7 @@
    502s, the daemon's detection, its restart and the verified recovery live, then the incident
    from ``remediator log``, and what ``remediator replay`` makes of the same logs afterwards;
 4. the incident's page (``remediator report``) written to ``build/demo/incident.html``, and a
-   screenshot of it by a headless chromium to ``build/demo/incident.png``.
+   screenshot of it by a headless chromium to ``build/demo/incident.png`` (printed: ``.pdf``).
 
 Everything it started is stopped at the end, also on Ctrl-C. It runs from a checkout (it
 uses the test bed in ``tests/stack.py``).
@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "build" / "demo"
 PAGE = ARTIFACTS / "incident.html"
 SCREENSHOT = ARTIFACTS / "incident.png"
+PRINTED = ARTIFACTS / "incident.pdf"
 BOLD, DIM, RED, GREEN, OFF = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
 
 # The shipped playbooks the demo runs, verbatim: PHP-FPM down (502s + nginx's "connect()
@@ -236,8 +237,8 @@ def _report(cfg: Path) -> int:
         print(f"  no screenshot: {why}")
         return 0
     with tempfile.TemporaryDirectory(prefix="browser-", dir=cfg.parent) as d:
-        browser.render(PAGE, SCREENSHOT, Path(d), width=1280, height=2200)
-    print(f"  open the page:     {PAGE}\n  or its screenshot: {SCREENSHOT}")
+        browser.render(PAGE, SCREENSHOT, Path(d), width=1280, height=2200, pdf=PRINTED)
+    print(f"  open the page:     {PAGE}\n  or its screenshot: {SCREENSHOT}\n  printed: {PRINTED}")
     return 0
 
 

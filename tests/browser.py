@@ -1,7 +1,7 @@
 """A real headless browser (Debian's ``chromium``) that renders a local page once: its DOM as the
-browser built it, and a PNG of it.
+browser built it, a PNG of it, and, if asked, the page printed to PDF.
 
-One start does both (``--dump-dom`` and ``--screenshot`` together). The browser gets a
+One start does all of it (``--dump-dom``, ``--screenshot`` and ``--print-to-pdf`` together). The browser gets a
 private profile under the caller's directory, no first-run work, no background networking,
 and, when this process may make one (root), a network namespace of its own with nothing in it
 (``unshare --net``): the page can reach nothing, not even loopback. It runs in its own
@@ -41,6 +41,7 @@ def unavailable() -> str | None:
 class Rendered:
     dom: str  # the document as the browser built it (serialised)
     png: Path
+    pdf: Path | None  # the page as printed (the print stylesheet applies)
     log: str  # the browser's stderr, for a failure's message
 
 
@@ -52,8 +53,10 @@ def render(
     width: int = 1280,
     height: int = 2000,
     dark: bool = False,
+    pdf: Path | None = None,
 ) -> Rendered:
-    """Render ``page`` (a local file) to ``png`` at ``width`` x ``height``; its DOM."""
+    """Render ``page`` (a local file) to ``png`` at ``width`` x ``height`` (and print it to
+    ``pdf``); its DOM."""
     profile = workdir / "chromium-profile"
     profile.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -73,6 +76,7 @@ def render(
         f"--window-size={width},{height}",
         f"--screenshot={png}",
         "--dump-dom",
+        *([f"--print-to-pdf={pdf}", "--no-pdf-header-footer"] if pdf is not None else []),
         *(["--force-dark-mode", "--blink-settings=preferredColorScheme=0"] if dark else []),
         page.resolve().as_uri(),
     ]
@@ -92,9 +96,9 @@ def render(
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
     log = err.decode(errors="replace")
-    if proc.returncode != 0 or not png.exists():
+    if proc.returncode != 0 or not png.exists() or (pdf is not None and not pdf.exists()):
         raise RuntimeError(f"chromium failed (rc {proc.returncode}): {log[-2000:]}")
-    return Rendered(out.decode(errors="replace"), png, log)
+    return Rendered(out.decode(errors="replace"), png, pdf, log)
 
 
 @dataclass(frozen=True)

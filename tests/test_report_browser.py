@@ -104,7 +104,9 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
         out, err = io.StringIO(), io.StringIO()
         rc = main(["-c", str(daemon.config_path), "report", "--last", "-o", str(page)], out, err)
         assert rc == 0, err.getvalue()
-        shown = browser.render(page, work / "report.png", work, width=WIDTH, height=HEIGHT)
+        shown = browser.render(
+            page, work / "report.png", work, width=WIDTH, height=HEIGHT, pdf=work / "report.pdf"
+        )
         command = f"$ php-fpm8.2 -y {fpm.conf}"
         yield Made(daemon.records(), command, rc, out.getvalue(), page, page.read_text(), shown)
 
@@ -179,3 +181,11 @@ def test_the_screenshot_shows_the_chart(made: Made) -> None:
     assert len(set(png.rows)) > 200  # text, lines, fills: not a blank page
     for what, rgb in LIGHT.items():
         assert png.count(rgb) >= 20, f"hardly a pixel of the {what} colour {rgb}"
+
+
+def test_the_page_prints(made: Made) -> None:
+    assert made.shown.pdf is not None
+    pdf = made.shown.pdf.read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 1
+    assert "@media print" in made.html

@@ -1,13 +1,15 @@
 """The incident's chart: requests and 5xx per second, each step where it happened, and a lane
 per error cause underneath, as inline SVG written here.
 
-Why SVG from Python, and no chart library: the page must load nothing (no network at 3 a.m.,
-no CDN, a Content-Security-Policy that forbids it), so a JavaScript library would have to be
-copied into the page, and none is packaged for Debian in a form we could ship without
-vendoring. What the page shows is a few hundred rectangles, lines and labels; written here it
-is plain markup with no script at all, reads the same in any browser, prints sharp at any
-size, and is styled by the page's CSS (dark or light, screen or paper). Hover text is SVG's
-own ``<title>``.
+Why SVG from Python, and no chart library: the page must load nothing (it is mailed, copied
+to a laptop, opened offline; its Content-Security-Policy forbids every load). Debian packages
+Chart.js and d3 (``libjs-chart.js``, ``libjs-d3``), but a page cannot count on
+``/usr/share/javascript`` where it is opened, so the library would be inlined into every
+page: copied, some hundreds of kilobytes, and the policy would have to let script run next to
+outside text. What the page shows is a few hundred rectangles, lines and labels; written here
+it is plain markup with no script at all, reads the same in any browser, prints sharp at any
+size, and takes the page's CSS (dark or light, screen or paper). Hover text is SVG's own
+``<title>``.
 """
 
 from __future__ import annotations

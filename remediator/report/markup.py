@@ -4,7 +4,7 @@ A log line (``</script><img src=x onerror=...>``), a probe's answer or a command
 render as the text it is. :func:`text` first makes control characters visible as the terminal
 output does (``\\x1b[2J`` stays readable, and an HTML parser never sees a raw control
 character), then escapes ``& < > " '``, so the result is safe in element content and in
-quoted attribute values alike.
+quoted attribute values alike. :func:`tone` names the colour class of an outcome.
 """
 
 from __future__ import annotations

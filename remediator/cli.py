@@ -274,6 +274,41 @@ def cmd_log(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     return Exit.OK
 
 
+def cmd_report(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """One incident as a self-contained HTML page (``remediator.report``); prints its path."""
+    import socket  # noqa: PLC0415
+
+    from remediator import logs, report  # noqa: PLC0415 - never in the daemon's import path
+
+    logs.setup(level="error")  # the page is the output
+    loaded = _config_or_report(args, err)
+    if loaded is None or loaded.config is None:
+        return Exit.CONFIG
+    try:
+        made = report.build(
+            loaded.config, args.incident, now=time.time(), host=socket.gethostname(), tz=args.tz
+        )
+    except report.NoIncident as exc:
+        print(f"remediator report: {escape.text(exc)}", file=err)
+        return Exit.USAGE
+    except OSError as exc:  # the action log (or a log) could not be read at all
+        print(
+            escape.text(f"remediator report: {exc.filename or ''}: {exc.strerror or exc}"), file=err
+        )
+        return Exit.FAILURE
+    if args.output == "-":
+        out.write(made.html)
+        return Exit.OK
+    path = Path(args.output or made.incident.file_name())
+    try:
+        report.write(made.html, path)
+    except OSError as exc:
+        print(escape.text(f"remediator report: {path}: {exc.strerror or exc}"), file=err)
+        return Exit.FAILURE
+    print(escape.text(path), file=out)
+    return Exit.OK
+
+
 def _switch_config(args: argparse.Namespace, err: TextIO, playbook: str | None) -> Loaded | None:
     """The configuration for a switch (and ``playbook`` in it), or None (reported)."""
     from remediator import logs  # noqa: PLC0415
@@ -508,6 +543,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     _add_log(sub)
+    _add_report(sub)
     _add_classify(sub)
     _switch_parsers(sub)
     return p
@@ -568,6 +604,25 @@ def _add_log(sub: Any) -> None:
     lg.add_argument("--json", action="store_true", help="JSON lines for tools")
     lg.add_argument("--follow", action="store_true", help="keep printing new records")
     lg.set_defaults(func=cmd_log)
+
+
+def _add_report(sub: Any) -> None:
+    rp = sub.add_parser("report", help="one incident as a self-contained HTML page (a chart)")
+    which = rp.add_mutually_exclusive_group()
+    which.add_argument("incident", nargs="?", help="an incident id or its prefix")
+    which.add_argument(
+        "--last", action="store_const", const=None, dest="incident", help="the newest (default)"
+    )
+    rp.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write it (default: ./incident-ID.html; - for stdout)",
+    )
+    rp.add_argument(
+        "--tz", type=_zone, metavar="ZONE", help="zone of the times shown (default: this machine's)"
+    )
+    rp.set_defaults(func=cmd_report)
 
 
 Command = Callable[[argparse.Namespace, TextIO, TextIO], Exit]

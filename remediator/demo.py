@@ -8,7 +8,9 @@
    needed), and the shipped PHP-FPM playbooks copied verbatim from ``config/playbooks.d/``;
 3. the daemon started on exactly that file, load applied, PHP-FPM killed: the demo shows the
    502s, the daemon's detection, its restart and the verified recovery live, then the incident
-   from ``remediator log``, and what ``remediator replay`` makes of the same logs afterwards.
+   from ``remediator log``, and what ``remediator replay`` makes of the same logs afterwards;
+4. the incident's page (``remediator report``) written to ``build/demo/incident.html``, and a
+   screenshot of it by a headless chromium to ``build/demo/incident.png`` (printed: ``.pdf``).
 
 Everything it started is stopped at the end, also on Ctrl-C. It runs from a checkout (it
 uses the test bed in ``tests/stack.py``).
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
     from tests.stack import Nginx, PhpFpm
 
 REPO = Path(__file__).resolve().parent.parent
+# What the demo leaves behind for a person to open (generated, ignored by git with build/).
+ARTIFACTS = REPO / "build" / "demo"
+PAGE = ARTIFACTS / "incident.html"
+SCREENSHOT = ARTIFACTS / "incident.png"
+PRINTED = ARTIFACTS / "incident.pdf"
 BOLD, DIM, RED, GREEN, OFF = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
 
 # The shipped playbooks the demo runs, verbatim: PHP-FPM down (502s + nginx's "connect()
@@ -213,6 +220,25 @@ def _live(tmp: Path) -> int:
         cli(["-c", str(cfg), "log"])
         say("remediator replay   (the same logs, afterwards: what the playbooks would do)")
         cli(["-c", str(cfg), "replay", str(nginx.access_log), str(nginx.error_log)])
+        return _report(cfg)  # while the servers' logs are still there to chart
+
+
+def _report(cfg: Path) -> int:
+    """The incident's page (``remediator report``) and a screenshot of it, kept in
+    :data:`ARTIFACTS` after the demo's own files are gone."""
+    from tests import browser  # noqa: PLC0415 - a checkout's test bed, as tests.stack
+
+    say(f"remediator report --last -o {PAGE}   (the incident as a page: chart, steps, evidence)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if cli(["-c", str(cfg), "report", "--last", "-o", str(PAGE)]) != 0:
+        return 1
+    why = browser.unavailable()
+    if why is not None:
+        print(f"  no screenshot: {why}")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="browser-", dir=cfg.parent) as d:
+        browser.render(PAGE, SCREENSHOT, Path(d), width=1280, height=2200, pdf=PRINTED)
+    print(f"  open the page:     {PAGE}\n  or its screenshot: {SCREENSHOT}\n  printed: {PRINTED}")
     return 0
 
 

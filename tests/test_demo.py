@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,11 @@ def test_demo_runs_the_configuration_it_shows_and_recovers() -> None:
     # the action log, as `remediator log` tells it
     assert re.search(r"step 1 restart php-fpm: ok .*restarted php-fpm", out)
     assert "closed: resolved" in out
+    # the incident's page and its screenshot, left for a person to open
+    page = re.search(r"^  open the page: +(\S+)$", out, re.MULTILINE)
+    shot = re.search(r"^  or its screenshot: (\S+)$", out, re.MULTILINE)
+    assert page and shot, out[-3000:]
+    html = Path(page[1]).read_text()
+    assert '<svg class="chart"' in html and html.count('<g class="step-marker ') == 1
+    png = Path(shot[1]).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 50_000  # not a blank page

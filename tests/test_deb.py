@@ -35,6 +35,7 @@ CONFIG = "/etc/remediator/remediator.yaml"
 ACTION_LOG = "/var/log/remediator/actions.jsonl"
 APT = ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-y", "-q", "--no-install-recommends")
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
+INSTALL_MD = debpkg.REPO / "docs" / "install.md"
 # What the package owns or makes outside its file list: never on the host.
 OUTSIDE = ("/etc/remediator", "/var/lib/remediator", "/var/log/remediator")
 _SITE = """\
@@ -234,7 +235,9 @@ def test_the_configuration_is_conffiles_in_dry_run_with_strict_modes(machine: Ma
     assert "/etc/logrotate.d/remediator" in listed
     check = machine.cli("check")
     assert check.returncode == 0, check.stderr
-    assert check.stdout.splitlines()[-1].startswith("ok: ")
+    summary = check.stdout.splitlines()[-1]
+    assert summary.startswith("ok: ")
+    assert f"It prints `{summary}`" in INSTALL_MD.read_text()  # the line docs/install.md quotes
 
 
 def test_state_and_log_directories_are_root_adm(machine: Machine) -> None:
@@ -289,7 +292,9 @@ def test_an_upgrade_that_check_refuses_keeps_the_old_daemon_and_says_why(
         res = machine.dpkg("-i", str(new_deb))
         assert res.returncode == 0, res.stdout + res.stderr
         assert "NOT restarted after the upgrade from 0.1.0+test1" in res.stderr
-        assert "unknown key 'bogus_key'" in res.stderr
+        where = f"{CONFIG}:{len(good.splitlines()) + 1}:1"
+        assert f"\n  {where}: bogus_key: unknown key 'bogus_key'\n" in res.stderr
+        assert f"\n  {CONFIG}: 1 error, configuration not usable\n" in res.stderr
         assert "the old daemon keeps running" in res.stderr
         assert machine.host.show(UNIT, "ActiveState", "MainPID") == {
             "ActiveState": "active",

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from remediator import __version__
 from tests import debpkg, sysd
 from tests.require import lacking
 from tests.sysd import BootedSystemd
@@ -174,7 +175,8 @@ def machine() -> Iterator[Machine]:
 
 def test_the_package_is_arch_all_and_depends_on_debians_libraries() -> None:
     deb = debpkg.built()
-    assert deb.name == f"remediator_{debpkg.field(deb, 'Version')}_all.deb"
+    assert debpkg.field(deb, "Version") == __version__  # debian/changelog follows the code
+    assert deb.name == f"remediator_{__version__}_all.deb"
     assert debpkg.field(deb, "Architecture") == "all"
     depends = debpkg.field(deb, "Depends")
     for lib in ("yaml", "psutil", "requests", "systemd", "structlog"):

@@ -136,6 +136,9 @@ def cli_page(parser: argparse.ArgumentParser) -> str:
             "operator's."
         ),
         ".SH OPTIONS",
+        ".TP",
+        "\\fB\\-h\\fR, \\fB\\-\\-help\\fR",
+        "Print the help (of remediator, or of a command after it) and exit.",
     ]
     for action in _visible(parser):
         lines += _option_entry(action)

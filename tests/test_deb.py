@@ -223,6 +223,9 @@ def test_apt_installs_it_and_the_service_runs_in_dry_run(machine: Machine) -> No
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"remediator running, pid {pid} (DRY RUN);")
     assert host.show(UNIT, "StatusText")["StatusText"] == "watching"
+    unit = machine.inside("/lib/systemd/system/remediator.service").read_text()
+    assert "ExecStart=/usr/bin/remediator -c /etc/remediator/remediator.yaml run" in unit
+    assert "/opt/" not in unit
 
 
 def test_the_configuration_is_conffiles_in_dry_run_with_strict_modes(machine: Machine) -> None:
@@ -240,6 +243,19 @@ def test_the_configuration_is_conffiles_in_dry_run_with_strict_modes(machine: Ma
     summary = check.stdout.splitlines()[-1]
     assert summary.startswith("ok: ")
     assert f"It prints `{summary}`" in INSTALL_MD.read_text()  # the line docs/install.md quotes
+
+
+def test_check_and_reload_as_docs_install_md_says(machine: Machine) -> None:
+    pid = machine.active_pid()
+    assert "remediator check && systemctl reload remediator" in INSTALL_MD.read_text()
+    res = machine.host.run(["sh", "-c", "remediator check && systemctl reload remediator"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    _wait(
+        lambda: machine.host.show(UNIT, "StatusText")["StatusText"] == "watching (reloaded)",
+        10,
+        "the reload to be acknowledged",
+    )
+    assert machine.host.main_pid(UNIT) == pid
 
 
 def test_state_and_log_directories_are_root_adm(machine: Machine) -> None:

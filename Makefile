@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv system-deps demo test lint bench docs schema clean
+.PHONY: all venv system-deps demo test lint bench docs man deb schema clean
 
 all: venv
 
@@ -37,8 +37,18 @@ bench: venv
 	$(BIN)/python -m tests.bench
 
 # Regenerate the configuration reference from the declared options (a test fails when it is stale).
-docs: venv
+docs: venv man
 	$(BIN)/remediator schema --markdown > docs/configuration.md
 
+# Regenerate the man pages and the shell completion from the CLI's and the config's declarations
+# (tests fail when they are stale).
+man: venv
+	$(BIN)/python -m remediator.manpage man
+	$(BIN)/python -m remediator.completion completion
+
+# The Debian package, built with Debian's own tools (debian/): build/deb/remediator_<v>_all.deb.
+deb: system-deps
+	scripts/build-deb build/deb
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build

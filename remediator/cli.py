@@ -489,6 +489,34 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     return Exit.OK if status.show(state_dir, out, as_json=args.json) else Exit.FAILURE
 
 
+def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
+    """Write the example configuration into DIR, in dry run; never overwrite."""
+    from remediator import initconf  # noqa: PLC0415 - only this command needs it
+
+    try:
+        initconf.init(args.dir, out)
+    except initconf.InitError as exc:
+        print(f"remediator init: {escape.text(exc)}", file=err)
+        return Exit.USAGE
+    except OSError as exc:
+        print(escape.text(f"remediator init: {exc.filename}: {exc.strerror or exc}"), file=err)
+        return Exit.FAILURE
+    return Exit.OK
+
+
+def _add_init(sub: Any) -> None:
+    it = sub.add_parser("init", help="write the example configuration (in dry run) into DIR")
+    it.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_CONFIG.parent,
+        metavar="DIR",
+        help=f"where (default: {DEFAULT_CONFIG.parent}); nothing is overwritten",
+    )
+    it.set_defaults(func=cmd_init)
+
+
 def _switch_parsers(sub: Any) -> None:
     """pause, resume, reset and trigger: the operator's switches, applied by the daemon."""
     tr = sub.add_parser(
@@ -546,6 +574,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_classify(sub)
     _switch_parsers(sub)
+    _add_init(sub)
     return p
 
 

@@ -15,7 +15,8 @@ cgroup namespace, with systemd alone in it, and every controller the host offers
 
 Beyond the recipe, ``/etc`` and ``/var`` are overlays whose writes land in a tmpfs, so Debian's
 units (``update-alternatives`` in php8.2-fpm's ``ExecStartPost``, state under ``/var/lib``) cannot
-change the host's files. Paths given as ``binds`` (the work directory, and the repository and venv
+change the host's files; ``overlays`` may add ``usr``, for dpkg to install a package inside.
+Paths given as ``binds`` (the work directory, and the repository and venv
 when they live under ``/tmp``) are bind-mounted at the same path, read-write, on top of all that.
 
 Commands run inside through ``nsenter``; the namespace's files are also reachable from the host
@@ -105,6 +106,9 @@ TMPFILES = ("/usr/lib/tmpfiles.d/php8.2-fpm.conf",)
 # Web units a test may start; never masked even though a package enables them.
 KEPT = frozenset({"php8.2-fpm.service", "nginx.service", "apache2.service"})
 _UNIT_DIRS = (Path("/lib/systemd/system"), Path("/etc/systemd/system"))
+# Top-level directories whose writes land in a private tmpfs (an overlay); "usr" may be added,
+# so that dpkg can install a package inside (tests/test_deb.py).
+OVERLAYS = ("etc", "var")
 # Bind sources must not live where the boot puts a fresh tmpfs that is not re-bound.
 _UNBINDABLE = (Path("/run"), Path("/dev"), Path("/proc"), Path("/sys"))
 
@@ -263,9 +267,10 @@ def _target_unit() -> str:
     )
 
 
-def _covered(path: Path) -> bool:
+def _covered(path: Path, overlays: tuple[str, ...] = OVERLAYS) -> bool:
     """Whether the boot hides or overlays ``path`` (so it must be bound back)."""
-    return any(path == p or p in path.parents for p in (Path("/tmp"), Path("/var"), Path("/etc")))
+    hidden = (Path("/tmp"), *(Path("/") / d for d in overlays))
+    return any(path == p or p in path.parents for p in hidden)
 
 
 class BootedSystemd(Closing):
@@ -286,15 +291,19 @@ class BootedSystemd(Closing):
         *,
         binds: Iterable[Path] = (),
         tmpfiles: Iterable[str] = TMPFILES,
+        overlays: Iterable[str] = OVERLAYS,
     ) -> None:
         self._own_dir = workdir is None
+        self.overlays = tuple(overlays)
+        if not set(OVERLAYS) <= set(self.overlays) <= set(OVERLAYS) | {"usr"}:
+            raise ValueError(f"overlays must be {OVERLAYS} plus, optionally, usr")
         self.tmpfiles = [t for t in tmpfiles if Path(t).exists()]
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="remediator-sysd-"))
             workdir.chmod(0o755)
         self.workdir = workdir
         self.state = workdir / ".boot"
-        self.binds = self._bind_list([workdir, *binds, REPO, Path(sys.prefix)])
+        self.binds = self._bind_list([workdir, *binds, REPO, Path(sys.prefix)], self.overlays)
         self.name = f"remediator-sysd-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._cgroup: Path | None = None
         self.boot_log = self.state / "boot.log"
@@ -302,13 +311,13 @@ class BootedSystemd(Closing):
         self._pid: int | None = None
 
     @staticmethod
-    def _bind_list(paths: Iterable[Path]) -> list[Path]:
+    def _bind_list(paths: Iterable[Path], overlays: tuple[str, ...] = OVERLAYS) -> list[Path]:
         out: list[Path] = []
         for raw in paths:
             path = raw.resolve()
             if any(path == p or p in path.parents for p in _UNBINDABLE):
                 raise ValueError(f"cannot bind {path} into the namespace (under a private mount)")
-            if _covered(path) and path not in out:
+            if _covered(path, overlays) and path not in out:
                 out.append(path)
         return sorted(out, key=lambda p: len(p.parts))
 
@@ -472,7 +481,7 @@ class BootedSystemd(Closing):
         lines += [
             "mkdir /run/.ovl",
             "mount -t tmpfs -o mode=700 tmpfs /run/.ovl",
-            "for d in etc var; do",
+            f"for d in {' '.join(self.overlays)}; do",
             '  mkdir -p "/run/.ovl/$d/upper" "/run/.ovl/$d/work"',
             '  mount -t overlay overlay -o "lowerdir=/$d,upperdir=/run/.ovl/$d/upper,'
             'workdir=/run/.ovl/$d/work" "/$d"',

@@ -25,8 +25,10 @@ demo: venv
 
 # Every test runs: a systemd test or a user-namespace test that cannot run here fails with the
 # reason instead of skipping (tests/require.py). A plain `pytest` run skips them.
+# Two workers (most tests wait on real servers, not on the CPU), a module to one worker: a
+# module's booted systemd or shared server is started once.
 test: venv
-	REMEDIATOR_REQUIRE=systemd,userns $(BIN)/python -m pytest -q
+	REMEDIATOR_REQUIRE=systemd,userns $(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=15
 
 lint: venv
 	$(BIN)/ruff check remediator tests

@@ -14,9 +14,11 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,9 +88,11 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[Path]:
-    """A real NOTIFY_SOCKET for the daemon, as systemd would give it (it must not leak)."""
-    path = tmp_path / "notify.sock"
+def notify_socket() -> Iterator[Path]:
+    """A real NOTIFY_SOCKET for the daemon, as systemd would give it (it must not leak).
+    In a short private directory of its own: a socket path has at most 107 bytes."""
+    home = Path(tempfile.mkdtemp(prefix="remediator-notify-"))
+    path = home / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
     sock.settimeout(0.1)
@@ -105,6 +109,7 @@ def notify_socket(tmp_path: Path) -> Iterator[Path]:
     done.set()
     reader.join()
     sock.close()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from remediator.events import Outcome
 from remediator.guards import Guards
 from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
+from remediator.metrics import Metrics
 from remediator.schema import ConfigError
 from remediator.sources import host as hostmod
 from remediator.sources.tail import Backend
@@ -106,6 +107,7 @@ class Daemon:
         self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")
         self.inbox: Inbox | None = None  # run(): the operator's requests
+        self.metrics: Metrics | None = None  # run(): counted always, exposed as configured
 
     # --- set-up ---
 
@@ -141,6 +143,10 @@ class Daemon:
         self.engine = wiring.engine
         self.engine.request_probe = self.watcher.probes.request
         self.engine.request_service = self.watcher.services.request
+        if self.metrics is not None:
+            self.metrics.configure(cfg, (pb.name for pb in playbooks))
+            self.metrics.forget_lines()
+            self.engine.on_record = self.metrics.record
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()
@@ -195,6 +201,9 @@ class Daemon:
         self.is_service = True
         self._ping_every = watchdog_every(os.environ)
         self.install_signals()
+        self.metrics = Metrics()
+        self.metrics.reloaded(not any(f.errors for f in loaded.files), time.time())
+        self.metrics.expose(loaded.config.metrics)
         self.build(loaded, loaded.config)
         notify("READY=1\nSTATUS=watching")
         try:
@@ -250,7 +259,9 @@ class Daemon:
             self._status_due = now + status.EVERY
             try:
                 if self.is_service:
-                    status.publish(self, self.state_dir, now)
+                    snap = status.publish(self, self.state_dir, now)
+                    if self.metrics is not None:
+                        self.metrics.sample(snap, self.engine.guards.breakers(now), now)
             except OSError as exc:
                 log.warning("status_unwritable", error=str(exc))
         if inbox is not None:
@@ -277,12 +288,17 @@ class Daemon:
         if loaded.config is None:
             self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
             log.error("config_reload_failed", error=self.reload_error, kept="old configuration")
+            if self.metrics is not None:
+                self.metrics.reloaded(False, time.time())
             self._record_refused(self.reload_error, "the old configuration")
             notify("READY=1\nSTATUS=reload failed: old configuration kept")
             return
         broken = [e for f in loaded.files for e in f.errors]
         kept = loaded.keep_previous(self.loaded) if self.loaded is not None else []
         self.teardown()
+        if self.metrics is not None:
+            self.metrics.reloaded(not broken, time.time())
+            self.metrics.expose(loaded.config.metrics)
         self.build(loaded, loaded.config)
         if broken:
             self.reload_error = "; ".join(str(e) for e in broken[:5])
@@ -331,6 +347,8 @@ class Daemon:
                 status.stopped(self.state_dir)
         except OSError as exc:
             log.warning("status_unwritable", error=str(exc))
+        if self.metrics is not None:
+            self.metrics.close()
         if self.inbox is not None:
             self.inbox.close()  # a command from now on applies its switch itself
         log.info("daemon_stopped")

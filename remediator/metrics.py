@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, generate_latest
@@ -59,6 +60,7 @@ class Metrics:
     """The daemon's metrics, in a registry of their own (not the library's global one)."""
 
     def __init__(self) -> None:
+        _no_created_series()
         reg = self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=reg)
         Gauge("remediator_build_info", "remediator's version.", ["version"], registry=reg).labels(
@@ -316,6 +318,14 @@ class Metrics:
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+
+def _no_created_series() -> None:
+    """Leave out the ``*_created`` series of each counter and histogram (a timestamp per label
+    set that no rule or dashboard here reads), where the library can (0.17 and later)."""
+    disable = getattr(prometheus_client, "disable_created_metrics", None)
+    if disable is not None:
+        disable()
 
 
 def _known(value: Any, names: Iterable[str]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -33,7 +33,6 @@ from remediator.events import Outcome
 from remediator.guards import Guards
 from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
-from remediator.metrics import Metrics
 from remediator.schema import ConfigError
 from remediator.sources import host as hostmod
 from remediator.sources.tail import Backend
@@ -41,6 +40,9 @@ from remediator.state import HostLock
 from remediator.system import DryRunSystem, System
 from remediator.watch import Watcher
 from remediator.wiring import wire
+
+if TYPE_CHECKING:
+    from remediator.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +109,7 @@ class Daemon:
         self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")
         self.inbox: Inbox | None = None  # run(): the operator's requests
-        self.metrics: Metrics | None = None  # run(): counted always, exposed as configured
+        self.metrics: Metrics | None = None  # run(): once `metrics:` asks for them
 
     # --- set-up ---
 
@@ -201,9 +203,7 @@ class Daemon:
         self.is_service = True
         self._ping_every = watchdog_every(os.environ)
         self.install_signals()
-        self.metrics = Metrics()
-        self.metrics.reloaded(not any(f.errors for f in loaded.files), time.time())
-        self.metrics.expose(loaded.config.metrics)
+        self._expose(loaded.config, whole=not any(f.errors for f in loaded.files))
         self.build(loaded, loaded.config)
         notify("READY=1\nSTATUS=watching")
         try:
@@ -296,9 +296,7 @@ class Daemon:
         broken = [e for f in loaded.files for e in f.errors]
         kept = loaded.keep_previous(self.loaded) if self.loaded is not None else []
         self.teardown()
-        if self.metrics is not None:
-            self.metrics.reloaded(not broken, time.time())
-            self.metrics.expose(loaded.config.metrics)
+        self._expose(loaded.config, whole=not broken)
         self.build(loaded, loaded.config)
         if broken:
             self.reload_error = "; ".join(str(e) for e in broken[:5])
@@ -309,6 +307,17 @@ class Daemon:
         self.reload_error = None
         log.info("config_reloaded")
         notify("READY=1\nSTATUS=watching (reloaded)")
+
+    def _expose(self, cfg: Config, *, whole: bool) -> None:
+        """Metrics as ``cfg`` asks (made at the first ask: prometheus-client is imported only
+        then), and whether the configuration just loaded was whole."""
+        if self.metrics is None and (cfg.metrics.listen or cfg.metrics.textfile):
+            from remediator.metrics import Metrics  # noqa: PLC0415
+
+            self.metrics = Metrics()
+        if self.metrics is not None:
+            self.metrics.reloaded(whole, time.time())
+            self.metrics.expose(cfg.metrics)
 
     def _record_refused(self, reason: str, kept: str) -> None:
         """A refused (part of a) reload is in the action log too: what the daemon runs on."""

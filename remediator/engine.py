@@ -30,11 +30,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from remediator import corroborate
+from remediator import corroborate, resolving
 from remediator.actionlog import ActionLog, ActionLogError, rfc3339
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS, NotifyArgs
-from remediator.actions.notify import resolve
 from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import Event, IncidentOutcome, JudgedOn
@@ -138,8 +137,7 @@ class Engine:
         self.on_record: Callable[[dict[str, Any]], None] | None = None
         # When each playbook's trigger started holding, in this streak (detection time).
         self._holding_since: dict[str, float] = {}
-        # Alerts being resolved after their incident closed: (incident, playbook, dry run, job)
-        self._resolving: list[tuple[str, str, bool, Future[Any]]] = []
+        self.resolutions = resolving.Resolutions()  # alerts resolved as incidents closed
 
     @property
     def dry_run(self) -> bool:
@@ -164,8 +162,8 @@ class Engine:
 
     def tick(self, now: float) -> None:
         """Advance: start an incident if a trigger holds, or move the open one along."""
-        if self._resolving:
-            self._resolved()
+        if self.resolutions:
+            self._record_resolved()
         inc = self.incident
         if inc is None:
             self._consider(now)
@@ -546,7 +544,7 @@ class Engine:
         inc.outcomes.append(result.outcome)
         inc.done.append(done_line(step, result))
         if step.action == "notify":
-            self._alerted(inc, result.target, result)
+            resolving.note(inc, self.config.notifiers, result.target, result)
         svc_name = service_of(step)
         if result.outcome is Outcome.CANNOT_ACT:
             log.warning(
@@ -680,7 +678,7 @@ class Engine:
             self._record_notify(
                 inc.id, inc.playbook.name, inc.dry_run, name, res, "steps exhausted"
             )
-            self._alerted(inc, name, res)
+            resolving.note(inc, self.config.notifiers, name, res)
         if _could_not_act(inc):
             self._close(inc, now, IncidentOutcome.CANNOT_ACT, success=None, acted=True)
             return
@@ -749,7 +747,8 @@ class Engine:
             )
         log.warning("incident_closed", incident=inc.id, playbook=inc.playbook.name, outcome=outcome)
         if inc.alerted:
-            self._resolve_alerts(inc, outcome)
+            self.resolutions.send(inc, self._context(inc, str(outcome)), self.executor)
+            self._record_resolved()
         if self.lock is not None:
             self.lock.release()  # one remediation at a time: this one is over
         self.closed.append(
@@ -763,39 +762,13 @@ class Engine:
         )
         self.incident = None
 
-    # --- alerts that resolve ---
+    # --- alerts that resolve (remediator.resolving) ---
 
-    def _alerted(self, inc: Incident, name: str | None, result: ActionResult) -> None:
-        """Note an Alertmanager notifier ``inc`` fired an alert on (resolved at its close)."""
-        notifier = self.config.notifiers.get(name or "")
-        ok = result.outcome is Outcome.OK
-        if ok and notifier is not None and notifier.format == "alertmanager":
-            inc.alerted.add(str(name))
-
-    def _resolve_alerts(self, inc: Incident, outcome: IncidentOutcome) -> None:
-        """The incident is closed: resolve its alerts (``endsAt``), off the main loop; the
-        results are recorded at a later tick (at once with an inline executor)."""
-        ctx = self._context(inc, str(outcome))
-        names = sorted(inc.alerted)
-        fut = self.executor.submit(lambda: resolve(names, ctx))
-        self._resolving.append((inc.id, inc.playbook.name, inc.dry_run, fut))
-        self._resolved()
-
-    def _resolved(self) -> None:
-        """Record the resolutions sent since the last look."""
-        waiting = []
-        for incident, playbook, dry_run, fut in self._resolving:
-            if not fut.done():
-                waiting.append((incident, playbook, dry_run, fut))
-                continue
-            try:
-                results: list[tuple[str, ActionResult]] = fut.result()
-            except Exception as exc:  # defensive: resolve() catches its own
-                log.exception("notify_crashed", error=str(exc))
-                continue
-            for name, res in results:
-                self._record_notify(incident, playbook, dry_run, name, res, "incident closed")
-        self._resolving = waiting
+    def _record_resolved(self) -> None:
+        for r in self.resolutions.collect():
+            self._record_notify(
+                r.incident, r.playbook, r.dry_run, r.notifier, r.result, "incident closed"
+            )
 
     def _record_notify(
         self, incident: str, playbook: str, dry_run: bool, name: str, res: ActionResult, why: str

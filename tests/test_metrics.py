@@ -15,14 +15,20 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from remediator.actionlog import ActionLog, read
 from remediator.actions.alertmanager import alerts_url
-from remediator.actions.base import ActionContext, Outcome
+from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.actions.declare import NotifyArgs
+from remediator.actions.notify import ACTIONS as NOTIFY
 from remediator.actions.notify import notify, resolve
 from remediator.config import AccessLogSource, Config, Notifier, Service
 from remediator.config import Metrics as MetricsConfig
+from remediator.detect import Signals
+from remediator.engine import Engine
+from remediator.guards import Guards
 from remediator.load import load
 from remediator.metrics import Metrics
+from remediator.playbook import walk_conditions
 from remediator.system import DryRunSystem, System
 from tests.stack import free_port
 from tests.webhook import receiving
@@ -303,3 +309,73 @@ def test_the_notifiers_are_checked(tmp_path: Path, notifier: str, error: str) ->
     loaded = load(path)
     errors = [str(e) for e in loaded.all_errors()]
     assert any(error in e for e in errors), errors
+
+
+# --- through the engine -----------------------------------------------------------------------
+
+ENGINE_CONFIG = """
+sources:
+  acc: {{type: access_log, path: /var/log/nginx/access.log}}
+  site: {{type: probe, url: "http://127.0.0.1:1/"}}
+services:
+  fpm: {{kind: php-fpm, unit: php8.2-fpm.service, startup_grace: 0s}}
+notifiers:
+  am: {{url: "{url}", format: alertmanager}}
+playbooks:
+  - name: fpm-down
+    when: {{status_rate: {{source: acc, status: 502, window: 20s, at_least: 10}}}}
+    steps:
+      - restart: fpm
+        verify: {{within: 2s}}
+    on_exhausted: {{notify: am, stop: true}}
+"""
+
+
+def test_an_incident_is_counted_and_its_alert_resolved_when_it_closes(tmp_path: Path) -> None:
+    def restart(args: Any, ctx: ActionContext) -> ActionResult:
+        return ActionResult(Outcome.OK, "restarted", target="fpm")
+
+    with receiving() as hook:
+        path = tmp_path / "r.yaml"
+        path.write_text(ENGINE_CONFIG.format(url=hook.url("/")))
+        (tmp_path / "playbooks.d").mkdir()
+        loaded = load(path)
+        assert loaded.config is not None, loaded.all_errors()
+        signals = Signals.for_conditions(
+            c for pb in loaded.playbooks for c in walk_conditions(pb.when)
+        )
+        alog = ActionLog(tmp_path / "actions.jsonl", journal=False)
+        guards = Guards(tmp_path / "state", loaded.config.guards, 0)
+        actions = {**NOTIFY, "restart": restart}
+        engine = Engine(loaded.config, loaded.playbooks, signals, guards, alog, System(), actions)
+        m = Metrics()
+        m.configure(loaded.config, [pb.name for pb in loaded.playbooks])
+        engine.on_record = m.record
+        signals.statuses["acc"].add(100, 502, 40)
+        engine.tick(100)  # the trigger holds, but log lines alone are not enough
+        assert not _open(engine)
+        signals.probes["site"].record(False, "HTTP 502", 102)
+        engine.tick(102)  # corroborated: opened, restarted, verifying
+        assert _open(engine)
+        for t in range(103, 106):  # still 502s: no step helped
+            signals.statuses["acc"].add(t, 502, 40)
+            engine.tick(t)
+        assert engine.incident is None
+    records = list(read(tmp_path / "actions.jsonl"))
+    opened = next(r for r in records if r["event"] == "incident_opened")
+    assert opened["detection_ms"] == 2000.0  # from the trigger first holding
+    notified = [r for r in records if r["event"] == "notify"]
+    assert [r["outcome"] for r in notified] == ["ok", "ok"]
+    assert notified[1]["reason"].startswith("incident closed")
+    fired, resolved = (body[0] for _, _, body in hook.received)
+    assert "endsAt" not in fired and resolved["endsAt"] >= resolved["startsAt"]
+    assert resolved["annotations"]["summary"].endswith("outcome: exhausted")
+    assert _value(m, "remediator_incidents_total", playbook="fpm-down", outcome="exhausted") == 1
+    assert _value(m, "remediator_notifications_total", notifier="am", outcome="ok") == 2
+    assert _value(m, "remediator_detection_seconds_sum", playbook="fpm-down") == 2.0
+    labels = {"action": "restart", "service": "fpm", "outcome": "ok"}
+    assert _value(m, "remediator_actions_total", **labels) == 1
+
+
+def _open(engine: Engine) -> bool:
+    return engine.incident is not None

@@ -338,6 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "remediator"
     sys_version = ""
+    timeout = 10  # a client that connects and says nothing holds a thread this long at most
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/metrics":
@@ -361,7 +362,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class _Server:
-    """``GET /metrics`` on one address, in a thread of its own."""
+    """``GET /metrics`` on one address, in a thread of its own that sleeps in ``accept`` (no
+    polling: an idle daemon is not woken for it); :meth:`stop` wakes it with a connection."""
 
     def __init__(self, listen: str, registry: CollectorRegistry) -> None:
         host, port = split_listen(listen)
@@ -372,18 +374,23 @@ class _Server:
 
         self.httpd = Server((host, port), _Handler)
         self.httpd.registry = registry
+        self.httpd.timeout = None  # handle_request() waits for a connection, however long
         self.port = int(self.httpd.server_address[1])
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="metrics"
-        )
-        self.thread.daemon = True
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
         self.thread.start()
 
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self.httpd.handle_request()
+
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        self._stopping.set()
+        host = str(self.httpd.server_address[0])
+        with contextlib.suppress(OSError):  # wake the accept; the answer is not wanted
+            socket.create_connection((host, self.port), timeout=1).close()
         self.thread.join(timeout=5)
+        self.httpd.server_close()
 
 
 __all__ = ["Metrics"]

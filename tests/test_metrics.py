@@ -6,6 +6,8 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -30,7 +32,8 @@ from remediator.load import load
 from remediator.metrics import Metrics
 from remediator.playbook import walk_conditions
 from remediator.system import DryRunSystem, System
-from tests.stack import free_port
+from tests.e2e import DaemonProcess, dump
+from tests.stack import free_port, wait_for
 from tests.webhook import receiving
 
 
@@ -379,3 +382,44 @@ def test_an_incident_is_counted_and_its_alert_resolved_when_it_closes(tmp_path: 
 
 def _open(engine: Engine) -> bool:
     return engine.incident is not None
+
+
+# --- the daemon: reloads ----------------------------------------------------------------------
+
+
+def _scrape(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return None
+
+
+def _reload_ok(port: int) -> float | None:
+    text = _scrape(port) or ""
+    for family in text_string_to_metric_families(text):
+        if family.name == "remediator_config_last_reload_successful":
+            return float(family.samples[0].value)
+    return None
+
+
+def test_a_reload_is_told_in_the_metrics_and_moves_the_endpoint(tmp_path: Path) -> None:
+    (tmp_path / "access.log").touch()
+    first, second = free_port(), free_port()
+    cfg: dict[str, Any] = {
+        "state_dir": str(tmp_path / "state"),
+        "action_log": str(tmp_path / "actions.jsonl"),
+        "log_format": "json",
+        "sources": {"access": {"type": "access_log", "path": str(tmp_path / "access.log")}},
+        "metrics": {"listen": f"127.0.0.1:{first}"},
+    }
+    with DaemonProcess(tmp_path, cfg) as daemon:
+        wait_for(lambda: _reload_ok(first) == 1, 10, "metrics on the first port")
+        daemon.config_path.write_text(dump(cfg) + "bogus: 1\n")
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_for(lambda: _reload_ok(first) == 0, 10, "the refused reload in the metrics")
+        daemon.config_path.write_text(dump(cfg | {"metrics": {"listen": f"127.0.0.1:{second}"}}))
+        os.kill(daemon.pid, signal.SIGHUP)
+        wait_for(lambda: _reload_ok(second) == 1, 10, "metrics on the second port")
+        assert _scrape(first) is None
+        assert daemon.is_running()

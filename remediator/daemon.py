@@ -349,6 +349,9 @@ class Daemon:
                         "reason": "the daemon is stopping",
                     }
                 )
+        if self.engine is not None and self.engine.resolutions:
+            self.engine.resolutions.wait(10)  # the notifier's timeout bounds each
+            self.engine.record_resolved()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.teardown()
         try:

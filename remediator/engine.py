@@ -163,7 +163,7 @@ class Engine:
     def tick(self, now: float) -> None:
         """Advance: start an incident if a trigger holds, or move the open one along."""
         if self.resolutions:
-            self._record_resolved()
+            self.record_resolved()
         inc = self.incident
         if inc is None:
             self._consider(now)
@@ -748,7 +748,7 @@ class Engine:
         log.warning("incident_closed", incident=inc.id, playbook=inc.playbook.name, outcome=outcome)
         if inc.alerted:
             self.resolutions.send(inc, self._context(inc, str(outcome)), self.executor)
-            self._record_resolved()
+            self.record_resolved()
         if self.lock is not None:
             self.lock.release()  # one remediation at a time: this one is over
         self.closed.append(
@@ -764,7 +764,8 @@ class Engine:
 
     # --- alerts that resolve (remediator.resolving) ---
 
-    def _record_resolved(self) -> None:
+    def record_resolved(self) -> None:
+        """Record the resolutions sent since the last look (the daemon, stopping, too)."""
         for r in self.resolutions.collect():
             self._record_notify(
                 r.incident, r.playbook, r.dry_run, r.notifier, r.result, "incident closed"

@@ -9,6 +9,7 @@ the results are collected at a later tick and recorded like any notification.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -70,6 +71,11 @@ class Resolutions:
         names = sorted(inc.alerted)
         fut = executor.submit(lambda: resolve(names, ctx))
         self._pending.append(_Pending(inc.id, inc.playbook.name, inc.dry_run, fut))
+
+    def wait(self, timeout: float) -> None:
+        """Give the resolutions under way ``timeout`` to finish (the daemon is stopping: an
+        alert left firing would stay so until Alertmanager's resolve_timeout)."""
+        futures.wait([p.future for p in self._pending], timeout=timeout)
 
     def collect(self) -> list[Resolved]:
         """The results of the resolutions done since the last look."""

@@ -42,6 +42,12 @@ def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rfc3339(epoch: float) -> str:
+    """``epoch`` (Unix time) as the action log writes times: UTC, milliseconds, ``Z``."""
+    stamp = dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
 class ActionLog:
     """Appends records to ``path`` (created 0640 with its directory when missing)."""
 

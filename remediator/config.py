@@ -399,9 +399,27 @@ class Service:
 # --- notifiers and guards ---------------------------------------------------------------------
 
 
+NOTIFIER_FORMATS = ("json", "slack", "alertmanager", "mail")
+MAIL_ADDRESS = Str(
+    pattern=r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?",
+    pattern_help=" (a plain address like ops@example.com)",
+    what="mail address",
+)
+
+
 @dataclass(frozen=True)
 class Notifier:
-    """A webhook that receives alerts as JSON (or a Slack-compatible payload).
+    """Where alerts go: a webhook that receives them as JSON (or a Slack-compatible payload),
+    an Alertmanager (`format: alertmanager`, its v2 API), or mail through the host's MTA
+    (`format: mail`, `sendmail -t`, as monit does). Each carries the incident's summary.
+
+    `format: alertmanager`: `url` is the Alertmanager's address (`http://127.0.0.1:9093`);
+    remediator POSTs to its `/api/v2/alerts` an alert `RemediatorIncident` labelled with the
+    host, playbook and incident (and `labels`), the summary as an annotation, and a second
+    time, with `endsAt`, when the incident closes (the alert resolves; a site still broken
+    shows as the breaker open: see docs/monitoring.md).
+
+    `format: mail`: a message to `to` through `sendmail` (argv only, no shell); no `url`.
 
     A URL that carries a token (Slack's do) and an `Authorization` header are secrets: keep
     them in `url_file` and `headers_file`, files only root can read (`0600 root:root`), rather
@@ -409,14 +427,14 @@ class Notifier:
     can read; remediator never prints them.
     """
 
-    url: str | None = opt(Url(), "Where to POST (or `url_file`).", None)
+    url: str | None = opt(Url(), "Where to POST (or `url_file`); not for `mail`.", None)
     url_file: Path | None = opt(
         PathSpec(),
         "A file holding the URL on one line, instead of `url`. Owned by root, readable by root "
         "alone (mode 0600, or 0640 with group root), in directories only root can write.",
         None,
     )
-    format: str = opt(Choice(("json", "slack")), "Payload shape.", "json")
+    format: str = opt(Choice(NOTIFIER_FORMATS), "Payload shape, or `mail`.", "json")
     timeout: float = opt(Duration(min=0.1, max=60), "Give up after this long.", 5.0)
     headers: dict[str, str] = opt(
         MapOf(Str(what="header value"), what="header name"), "Extra HTTP headers.", {}
@@ -427,10 +445,44 @@ class Notifier:
         "`Authorization` and API keys. Root's alone, like `url_file`.",
         None,
     )
+    labels: dict[str, str] = opt(
+        MapOf(
+            Str(what="label value"),
+            what="label name",
+            pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+            pattern_help="letters, digits and _, not starting with a digit",
+        ),
+        "`alertmanager`: labels added to each alert (`team: web`, `severity: page`); the "
+        "alert's own (`alertname`, `host`, `playbook`, `incident`) cannot be replaced.",
+        {},
+    )
+    to: tuple[str, ...] = opt(
+        ListOf(MAIL_ADDRESS, single=True), "`mail`: the recipients (from here only).", ()
+    )
+    mail_from: str | None = opt(
+        MAIL_ADDRESS, "`mail`: the sender address. Unset: `remediator@` this host's name.", None
+    )
+    sendmail: Path = opt(
+        PathSpec(),
+        "`mail`: the MTA's sendmail-compatible program, run as `sendmail -t -oi` with the "
+        "message on its standard input.",
+        Path("/usr/sbin/sendmail"),
+    )
 
     def check(self) -> list[tuple[str, str]]:
+        if self.format == "mail":
+            if self.url is not None or self.url_file is not None:
+                return [("url", "a mail notifier sends through sendmail: give 'to', not a URL")]
+            if not self.to:
+                return [("to", "a mail notifier needs its recipients in 'to'")]
+            return []
         if (self.url is None) == (self.url_file is None):
             return [("url", "give the webhook's 'url' or a 'url_file' that holds it (one of them)")]
+        for key in ("to", "mail_from"):
+            if getattr(self, key):
+                return [(key, "only for format: mail")]
+        if self.labels and self.format != "alertmanager":
+            return [("labels", "only for format: alertmanager")]
         return []
 
 
@@ -471,6 +523,68 @@ class Guards:
         "Flap detection, for every playbook without its own `flap`.",
         Flap(),
     )
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``127.0.0.1:9465`` or ``[::1]:9465`` as (address, port); port -1 when there is none."""
+    host, port = split_server(text)
+    return host, (port if text.count(":") == 1 or text.startswith("[") else -1)
+
+
+def _check_listen(text: str) -> str | None:
+    host, port = split_listen(text)
+    if _check_address(host) is not None or not 0 < port < 65536:
+        return (
+            f"'{text}' is not an address to listen on: an IP address and a port "
+            "(127.0.0.1:9465, [::1]:9465)"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Prometheus metrics (docs/monitoring.md lists them, with alert rules and a dashboard):
+    served over HTTP at `listen` (`GET /metrics`), and/or written to `textfile` for
+    node_exporter's textfile collector. Neither is on unless set. Labels are names from this
+    configuration and fixed words, never text from a log line."""
+
+    listen: str | None = opt(
+        Str(check=_check_listen, what="address"),
+        "Serve `/metrics` on this address and port, like `127.0.0.1:9465`. Only a loopback "
+        "address unless `allow_remote` (the page names your playbooks and services; put a "
+        "TLS-terminating proxy or node_exporter in front instead).",
+        None,
+    )
+    allow_remote: bool = opt(
+        Bool(), "Allow `listen` on an address other hosts can reach (no TLS, no auth).", False
+    )
+    textfile: Path | None = opt(
+        PathSpec(),
+        "Write the metrics to this file (atomically, renamed into place) for node_exporter's "
+        "`--collector.textfile.directory`: a name ending in `.prom` in that directory.",
+        None,
+    )
+    textfile_every: float = opt(
+        Duration(min=1, max=3600), "How often `textfile` is rewritten.", 15.0
+    )
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.listen is not None and not self.allow_remote:
+            host, _ = split_listen(self.listen)
+            if not ipaddress.ip_address(host).is_loopback:
+                return [
+                    (
+                        "listen",
+                        f"'{host}' is not a loopback address: metrics are served without TLS "
+                        "or authentication; set allow_remote: true to serve them there anyway",
+                    )
+                ]
+        if self.textfile is not None and self.textfile.suffix != ".prom":
+            return [("textfile", "node_exporter reads only files ending in .prom")]
+        return []
 
 
 # --- the file ---------------------------------------------------------------------------------
@@ -520,6 +634,9 @@ class Config:
         Choice(("debug", "info", "warning", "error")), "Least level logged.", "info"
     )
     guards: Guards = opt(Record(Guards, name="guards"), "Global guards.", Guards())
+    metrics: Metrics = opt(
+        Record(Metrics, name="metrics"), "Prometheus metrics (off unless set).", Metrics()
+    )
 
 
 CONFIG = Record(Config, name="config")

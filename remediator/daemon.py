@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,6 +40,9 @@ from remediator.state import HostLock
 from remediator.system import DryRunSystem, System
 from remediator.watch import Watcher
 from remediator.wiring import wire
+
+if TYPE_CHECKING:
+    from remediator.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +110,7 @@ class Daemon:
         self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")
         self.inbox: Inbox | None = None  # run(): the operator's requests
+        self.metrics: Metrics | None = None  # run(): once `metrics:` asks for them
 
     # --- set-up ---
 
@@ -142,6 +146,10 @@ class Daemon:
         self.engine = wiring.engine
         self.engine.request_probe = self.watcher.probes.request
         self.engine.request_service = self.watcher.services.request
+        if self.metrics is not None:
+            self.metrics.configure(cfg, (pb.name for pb in playbooks))
+            self.metrics.forget_lines()
+            self.engine.on_record = self.metrics.record
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()
@@ -196,6 +204,7 @@ class Daemon:
         self.is_service = True
         self._ping_every = watchdog_every(os.environ)
         self.install_signals()
+        self._expose(loaded.config, whole=not any(f.errors for f in loaded.files))
         self.build(loaded, loaded.config)
         notify("READY=1\nSTATUS=watching")
         try:
@@ -254,7 +263,9 @@ class Daemon:
             self._shown_incident = self.engine.incident
             try:
                 if self.is_service:
-                    status.publish(self, self.state_dir, now)
+                    snap = status.publish(self, self.state_dir, now)
+                    if self.metrics is not None:
+                        self.metrics.sample(snap, self.engine.guards.breakers(now), now)
             except OSError as exc:
                 log.warning("status_unwritable", error=str(exc))
         if inbox is not None:
@@ -281,12 +292,15 @@ class Daemon:
         if loaded.config is None:
             self.reload_error = "; ".join(str(e) for e in loaded.all_errors()[:5])
             log.error("config_reload_failed", error=self.reload_error, kept="old configuration")
+            if self.metrics is not None:
+                self.metrics.reloaded(False, time.time())
             self._record_refused(self.reload_error, "the old configuration")
             notify("READY=1\nSTATUS=reload failed: old configuration kept")
             return
         broken = [e for f in loaded.files for e in f.errors]
         kept = loaded.keep_previous(self.loaded) if self.loaded is not None else []
         self.teardown()
+        self._expose(loaded.config, whole=not broken)
         self.build(loaded, loaded.config)
         if broken:
             self.reload_error = "; ".join(str(e) for e in broken[:5])
@@ -297,6 +311,17 @@ class Daemon:
         self.reload_error = None
         log.info("config_reloaded")
         notify("READY=1\nSTATUS=watching (reloaded)")
+
+    def _expose(self, cfg: Config, *, whole: bool) -> None:
+        """Metrics as ``cfg`` asks (made at the first ask: prometheus-client is imported only
+        then), and whether the configuration just loaded was whole."""
+        if self.metrics is None and (cfg.metrics.listen or cfg.metrics.textfile):
+            from remediator.metrics import Metrics  # noqa: PLC0415
+
+            self.metrics = Metrics()
+        if self.metrics is not None:
+            self.metrics.reloaded(whole, time.time())
+            self.metrics.expose(cfg.metrics)
 
     def _record_refused(self, reason: str, kept: str) -> None:
         """A refused (part of a) reload is in the action log too: what the daemon runs on."""
@@ -328,6 +353,9 @@ class Daemon:
                         "reason": "the daemon is stopping",
                     }
                 )
+        if self.engine is not None and self.engine.resolutions:
+            self.engine.resolutions.wait(10)  # the notifier's timeout bounds each
+            self.engine.record_resolved()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.teardown()
         try:
@@ -335,6 +363,8 @@ class Daemon:
                 status.stopped(self.state_dir)
         except OSError as exc:
             log.warning("status_unwritable", error=str(exc))
+        if self.metrics is not None:
+            self.metrics.close()
         if self.inbox is not None:
             self.inbox.close()  # a command from now on applies its switch itself
         log.info("daemon_stopped")

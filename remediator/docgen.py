@@ -12,7 +12,7 @@ from typing import Any
 
 from remediator.actions.declare import ACTIONS
 from remediator.causes import Cause, describe
-from remediator.config import CONFIG, SOURCE_TYPES, Backoff, Breaker, Notifier, Service
+from remediator.config import CONFIG, SOURCE_TYPES, Backoff, Breaker, Metrics, Notifier, Service
 from remediator.flap import Flap
 from remediator.playbook import (
     CONDITION,
@@ -99,6 +99,7 @@ def markdown() -> str:
     out += [""]
     out += _section(2, "Services", Service)
     out += _section(2, "Notifiers", Notifier)
+    out += _section(2, "Metrics (`metrics`)", Metrics)
     out += ["## Guards", ""]
     out += _section(3, "`guards.backoff`", Backoff)
     out += _section(3, "`guards.breaker`", Breaker)

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from remediator import corroborate
-from remediator.actionlog import ActionLog, ActionLogError
+from remediator import corroborate, resolving
+from remediator.actionlog import ActionLog, ActionLogError, rfc3339
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import ACTIONS, NotifyArgs
 from remediator.config import Config
@@ -54,7 +54,7 @@ from remediator.incident import (
     target_of,
     tripped,
 )
-from remediator.playbook import Playbook, Step, Verify
+from remediator.playbook import Playbook, Step, Verify, walk_conditions
 from remediator.state import HostLock
 from remediator.system import DryRunSystem, System
 from remediator.verify import Verdict as Checked
@@ -133,6 +133,11 @@ class Engine:
         self._held: dict[str, str] = {}  # playbook -> last guard reason logged (log once)
         self.closed: list[dict[str, Any]] = []  # summaries of closed incidents (replay, status)
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=10)
+        # Each record once written (the daemon's metrics count them); called on this thread.
+        self.on_record: Callable[[dict[str, Any]], None] | None = None
+        # When each playbook's trigger started holding, in this streak (detection time).
+        self._holding_since: dict[str, float] = {}
+        self.resolutions = resolving.Resolutions()  # alerts resolved as incidents closed
 
     @property
     def dry_run(self) -> bool:
@@ -157,6 +162,8 @@ class Engine:
 
     def tick(self, now: float) -> None:
         """Advance: start an incident if a trigger holds, or move the open one along."""
+        if self.resolutions:
+            self.record_resolved()
         inc = self.incident
         if inc is None:
             self._consider(now)
@@ -181,7 +188,9 @@ class Engine:
                 if asked is not None:  # it held, uncorroborated, while answers were awaited
                     self._log_uncorroborated(pb, asked)
                 self._held.pop(pb.name, None)
+                self._holding_since.pop(pb.name, None)
                 continue
+            self._holding_since.setdefault(pb.name, now)
             readings = evaluate(pb.when, self.signals, now, since=since)[1]
             backed, uncorroborated = self.corroboration.check(pb, readings, now, self._ask)
             if uncorroborated is not None:
@@ -347,7 +356,9 @@ class Engine:
         if self.lock is not None and not self.lock.acquire():
             self._log_held(pb, Verdict(False, None, "another remediator process is acting"), [])
             return False
-        inc = Incident(new_incident_id(self.wall()), pb, now, self.dry_run or dry_run)
+        wall = self.wall()
+        inc = Incident(new_incident_id(wall), pb, now, self.dry_run or dry_run)
+        inc.opened_at = rfc3339(wall)
         # A dry-run incident in a daemon that acts for real changes nothing: it must not
         # use the real budget (cooldowns, back-off, breakers hold back real remediation).
         inc.accounted = self.dry_run or not dry_run
@@ -373,6 +384,8 @@ class Engine:
             "manual": bool(manual),
             "evidence": self._evidence(pb, readings),
         }
+        if not manual:
+            rec["detection_ms"] = round((now - self._first_sign(pb, now)) * 1000, 1)
         if inc.flapping is not None:
             rec["flapping"] = inc.flapping.record()
         need = self.corroboration.needs.get(pb.name)
@@ -394,6 +407,21 @@ class Engine:
             self._skip_flapping(inc, inc.flapping)
         self._next_step(inc, now)
         return True
+
+    def _first_sign(self, pb: Playbook, now: float) -> float:
+        """When the trouble ``pb`` opens for was first seen: its trigger first holding in this
+        streak, or earlier, a service it names first seen down, a dns source first wrong."""
+        first = self._holding_since.pop(pb.name, now)
+        for cond in walk_conditions(pb.when):
+            watch = getattr(cond, "service", None)
+            down = self.signals.services.get(watch) if isinstance(watch, str) else None
+            if down is not None and down.down_since is not None:
+                first = min(first, down.down_since)
+            source = getattr(cond, "source", None)
+            dns = self.signals.dns.get(source) if isinstance(source, str) else None
+            if dns is not None and dns.mismatch_since is not None:
+                first = min(first, dns.mismatch_since)
+        return first
 
     def _skip_flapping(self, inc: Incident, flapping: Flapping) -> None:
         """Record the steps a flapping playbook does not repeat; the incident goes on from
@@ -481,6 +509,7 @@ class Engine:
             playbook=inc.playbook.name,
             incident=inc.id,
             summary=inc.summary(outcome),
+            opened_at=inc.opened_at,
         )
 
     def _advance(self, inc: Incident, now: float) -> bool:
@@ -514,6 +543,8 @@ class Engine:
         self._record(rec, must=False)
         inc.outcomes.append(result.outcome)
         inc.done.append(done_line(step, result))
+        if step.action == "notify":
+            resolving.note(inc, self.config.notifiers, result.target, result)
         svc_name = service_of(step)
         if result.outcome is Outcome.CANNOT_ACT:
             log.warning(
@@ -644,20 +675,10 @@ class Engine:
             except Exception as exc:  # defensive: alert() catches its own
                 log.exception("notify_crashed", error=str(exc))
         for name, res in results:
-            self._record(
-                {
-                    "event": Event.NOTIFY,
-                    "incident": inc.id,
-                    "playbook": inc.playbook.name,
-                    "action": "notify",
-                    "target": name,
-                    "dry_run": inc.dry_run,
-                    "outcome": res.outcome,
-                    "reason": f"steps exhausted: {res.reason}",
-                    "details": res.details,
-                },
-                must=False,
+            self._record_notify(
+                inc.id, inc.playbook.name, inc.dry_run, name, res, "steps exhausted"
             )
+            resolving.note(inc, self.config.notifiers, name, res)
         if _could_not_act(inc):
             self._close(inc, now, IncidentOutcome.CANNOT_ACT, success=None, acted=True)
             return
@@ -725,6 +746,9 @@ class Engine:
                 must=False,
             )
         log.warning("incident_closed", incident=inc.id, playbook=inc.playbook.name, outcome=outcome)
+        if inc.alerted:
+            self.resolutions.send(inc, self._context(inc, str(outcome)), self.executor)
+            self.record_resolved()
         if self.lock is not None:
             self.lock.release()  # one remediation at a time: this one is over
         self.closed.append(
@@ -738,6 +762,33 @@ class Engine:
         )
         self.incident = None
 
+    # --- alerts that resolve (remediator.resolving) ---
+
+    def record_resolved(self) -> None:
+        """Record the resolutions sent since the last look (the daemon, stopping, too)."""
+        for r in self.resolutions.collect():
+            self._record_notify(
+                r.incident, r.playbook, r.dry_run, r.notifier, r.result, "incident closed"
+            )
+
+    def _record_notify(
+        self, incident: str, playbook: str, dry_run: bool, name: str, res: ActionResult, why: str
+    ) -> None:
+        self._record(
+            {
+                "event": Event.NOTIFY,
+                "incident": incident,
+                "playbook": playbook,
+                "action": "notify",
+                "target": name,
+                "dry_run": dry_run,
+                "outcome": res.outcome,
+                "reason": f"{why}: {res.reason}",
+                "details": res.details,
+            },
+            must=False,
+        )
+
     # --- records ---
 
     def _record(self, rec: dict[str, Any], *, must: bool = True) -> bool:
@@ -748,6 +799,9 @@ class Engine:
         except ActionLogError:
             if must:
                 return False
+        else:
+            if self.on_record is not None:
+                self.on_record(written)
         return True
 
 

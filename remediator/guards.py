@@ -257,6 +257,16 @@ class Guards:
 
     # --- playbooks ---
 
+    def breakers(self, now: float) -> dict[str, bool]:
+        """Whether each playbook in the book has its breaker open now (changes nothing: an
+        expired breaker is closed by the next ``may_run``)."""
+        open_for = self.config.breaker.open_for
+        return {
+            name: st.breaker_opened is not None
+            and (not open_for or now < st.breaker_opened + open_for)
+            for name, st in self.playbooks.items()
+        }
+
     def may_run(self, pb: Playbook, now: float) -> Verdict:
         """Whether ``pb`` may start a run now."""
         paused = self.paused(now)

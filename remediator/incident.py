@@ -43,6 +43,8 @@ class Incident:
     outcomes: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)  # one line per step: what was done, how it went
     flapping: Flapping | None = None  # found flapping when opened: its first steps are skipped
+    opened_at: str = ""  # wall time of the opening, RFC 3339 (an alert's startsAt)
+    alerted: set[str] = field(default_factory=set)  # alertmanager notifiers it fired on
 
     @property
     def current(self) -> Step:

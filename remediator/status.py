@@ -135,17 +135,18 @@ def _playbook(verdict: Any, st: PlaybookBook | None) -> dict[str, Any]:
     }
 
 
-def publish(daemon: Daemon, state_dir: Path, now: float) -> None:
+def publish(daemon: Daemon, state_dir: Path, now: float) -> dict[str, Any]:
     """Write status.json when it changed, or every REFRESH seconds (an fsync costs more than
-    the whole idle loop)."""
+    the whole idle loop); the snapshot (the daemon's metrics sample it)."""
     snap = collect(daemon, now)
     body = json.dumps({k: v for k, v in snap.items() if k != "updated"}, default=str)
     last_body, last_at = daemon.published
     if body == last_body and now - last_at < REFRESH:
-        return
+        return snap
     daemon.published = (body, now)
     data = json.dumps(snap, default=str, indent=1).encode()
     write_atomic(state_dir / "status.json", data + b"\n")
+    return snap
 
 
 def stopped(state_dir: Path) -> None:

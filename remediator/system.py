@@ -77,7 +77,7 @@ class PostResult:
 class WouldDo:
     """A change the dry-run system did not make."""
 
-    kind: str  # command, signal, signal_group, write, copy, remove, notify
+    kind: str  # command, signal, signal_group, write, copy, remove, notify, mail
     detail: dict[str, object]
 
 
@@ -94,13 +94,15 @@ def run_command(
     *,
     env: dict[str, str] | None = None,
     limit: int = OUTPUT_LIMIT,
+    stdin: bytes | None = None,
 ) -> CommandResult:
-    """Run ``argv`` in its own session; kill its process group if it outlives ``timeout``."""
+    """Run ``argv`` in its own session (``stdin`` written to it, if given); kill its process
+    group if it outlives ``timeout``."""
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -111,7 +113,7 @@ def run_command(
             tuple(argv), 127, f"cannot run {argv[0]}: {exc.strerror}", time.monotonic() - start
         )
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, _ = proc.communicate(stdin, timeout=timeout)
         timed_out = False
     except subprocess.TimeoutExpired:
         timed_out = True
@@ -250,12 +252,19 @@ class System:
         path.unlink(missing_ok=True)
 
     def post_json(
-        self, url: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float
+        self, url: str, body: Any, headers: Mapping[str, str], timeout: float
     ) -> PostResult:
         """POST ``body`` as JSON; never raises, never takes longer than ``timeout``."""
         start = time.monotonic()
         status, error = _post(url, body, headers, timeout)
         return PostResult(status, error, time.monotonic() - start)
+
+    def send_mail(
+        self, argv: Sequence[str], message: bytes, recipients: Sequence[str], timeout: float
+    ) -> CommandResult:
+        """Hand ``message`` to the MTA's ``argv`` (``sendmail -t``: it reads the recipients
+        from the message's headers, ``recipients`` is for the record)."""
+        return run_command(argv, timeout, stdin=message)
 
 
 class DryRunSystem(System):
@@ -287,8 +296,16 @@ class DryRunSystem(System):
     def remove_file(self, path: Path) -> None:
         self.would.append(WouldDo("remove", {"path": str(path)}))
 
+    def send_mail(
+        self, argv: Sequence[str], message: bytes, recipients: Sequence[str], timeout: float
+    ) -> CommandResult:
+        self.would.append(
+            WouldDo("mail", {"argv": list(argv), "to": list(recipients), "bytes": len(message)})
+        )
+        return CommandResult(tuple(argv), 0, "", 0.0, dry_run=True)
+
     def post_json(
-        self, url: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float
+        self, url: str, body: Any, headers: Mapping[str, str], timeout: float
     ) -> PostResult:
         # The URL's path and the headers' values may be secrets: the endpoint and names only.
         detail: dict[str, object] = {"endpoint": endpoint_of(url), "payload": body}
@@ -299,7 +316,7 @@ class DryRunSystem(System):
 
 
 def _post(
-    url: str, body: dict[str, Any], headers: Mapping[str, str], timeout: float
+    url: str, body: Any, headers: Mapping[str, str], timeout: float
 ) -> tuple[int | None, str | None]:
     """(status, None) on a 2xx answer within ``timeout``, else (status or None, why not).
 

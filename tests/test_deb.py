@@ -179,7 +179,7 @@ def test_the_package_is_arch_all_and_depends_on_debians_libraries() -> None:
     assert deb.name == f"remediator_{__version__}_all.deb"
     assert debpkg.field(deb, "Architecture") == "all"
     depends = debpkg.field(deb, "Depends")
-    for lib in ("yaml", "psutil", "requests", "systemd", "structlog"):
+    for lib in ("yaml", "psutil", "requests", "systemd", "structlog", "prometheus-client"):
         assert f"python3-{lib} (>=" in depends
     files = debpkg.contents(deb)
     assert "/usr/bin/remediator" in files

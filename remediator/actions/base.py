@@ -30,6 +30,7 @@ class ActionContext:
     # What tripped (with its counts), what was done, the outcome: filled by the engine, carried
     # by every notification.
     summary: str = ""
+    opened_at: str = ""  # when the incident opened (RFC 3339, UTC): an alert's startsAt
 
 
 @dataclass

@@ -1,8 +1,11 @@
-"""notify: POST the incident to a webhook, as JSON or as a Slack-compatible message.
+"""notify: POST the incident to a webhook (JSON or a Slack-compatible message), to
+Alertmanager (its v2 API: :mod:`remediator.actions.alertmanager`), or mail it through the host's
+MTA (``sendmail -t``: :mod:`remediator.actions.mail`).
 
 Every format carries the incident's summary (``ActionContext.summary``: what tripped with its
 counts, what was done, the outcome): the JSON payload as its ``summary`` key, Slack's text as
-its last line.
+its last line, Alertmanager's alert as its ``summary`` annotation, the mail in its body. An
+Alertmanager alert is resolved (``endsAt``) when the incident closes: :func:`resolve`.
 
 A notification never blocks remediation and never raises: refused, timed out, non-2xx, all end
 as ``Outcome.FAILED`` with a ``notify_failed`` log event. The POST goes through the system seam
@@ -27,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from remediator.actions import alertmanager, mail
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import NotifyArgs
 from remediator.config import Notifier
@@ -38,9 +42,11 @@ log = structlog.get_logger(__name__)
 SOURCE = "remediator"
 
 
-def payload(notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -> dict[str, Any]:
+def payload(notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -> Any:
     """What the notifier receives, in its format."""
     hostname = socket.gethostname()
+    if notifier.format == "alertmanager":
+        return alertmanager.alerts(notifier, ctx, args.message)
     if notifier.format == "slack":
         head = f"[{SOURCE}] {hostname}: playbook {ctx.playbook}, incident {ctx.incident}"
         lines = [head, *(t for t in (args.message, ctx.summary) if t)]
@@ -61,11 +67,34 @@ def notify(args: NotifyArgs, ctx: ActionContext) -> ActionResult:
     notifier = ctx.notifiers.get(args.notifier)
     if notifier is None:
         return _failed(args.notifier, None, f"unknown notifier '{args.notifier}'", {})
+    if notifier.format == "mail":
+        return _mail(args.notifier, notifier, args, ctx)
+    return _post(args.notifier, notifier, payload(notifier, args, ctx), ctx)
+
+
+def resolve(names: list[str], ctx: ActionContext) -> list[tuple[str, ActionResult]]:
+    """The incident closed: resolve its alert at each Alertmanager notifier it fired on."""
+    out = []
+    for name in names:
+        notifier = ctx.notifiers.get(name)
+        if notifier is None or notifier.format != "alertmanager":
+            continue
+        try:
+            body = alertmanager.alerts(notifier, ctx, None, resolved=True)
+            out.append((name, _post(name, notifier, body, ctx)))
+        except Exception as exc:  # a notification must never take the daemon down
+            out.append((name, ActionResult(Outcome.FAILED, f"resolve crashed: {exc}", name)))
+    return out
+
+
+def _post(name: str, notifier: Notifier, body: Any, ctx: ActionContext) -> ActionResult:
     if notifier.url is None:  # loading fills it from url_file; never sent without one
-        return _failed(args.notifier, None, f"notifier '{args.notifier}' has no URL", {})
-    body = payload(notifier, args, ctx)
+        return _failed(name, None, f"notifier '{name}' has no URL", {})
+    url = (
+        alertmanager.alerts_url(notifier.url) if notifier.format == "alertmanager" else notifier.url
+    )
     details: dict[str, Any] = {
-        "notifier": args.notifier,
+        "notifier": name,
         "endpoint": endpoint_of(notifier.url),
         "format": notifier.format,
     }
@@ -73,21 +102,57 @@ def notify(args: NotifyArgs, ctx: ActionContext) -> ActionResult:
         details["headers"] = sorted(notifier.headers)
     details["payload"] = body
     mark = len(ctx.system.would)
-    sent = ctx.system.post_json(notifier.url, body, notifier.headers, notifier.timeout)
+    sent = ctx.system.post_json(url, body, notifier.headers, notifier.timeout)
     if sent.dry_run:
         details["would"] = [
-            {"kind": w.kind, "notifier": args.notifier, "format": notifier.format, **w.detail}
+            {"kind": w.kind, "notifier": name, "format": notifier.format, **w.detail}
             for w in ctx.system.would[mark:]
         ]
-        reason = f"would notify {args.notifier} ({details['endpoint']}): not sent in a dry run"
-        return ActionResult(Outcome.WOULD_RUN, reason, args.notifier, details)
+        reason = f"would notify {name} ({details['endpoint']}): not sent in a dry run"
+        return ActionResult(Outcome.WOULD_RUN, reason, name, details)
     details["duration_ms"] = round(sent.duration * 1000, 1)
     if sent.error is not None:
         if sent.status is not None:
             details["status"] = sent.status
-        return _failed(args.notifier, notifier, sent.error, details)
+        return _failed(name, notifier, sent.error, details)
     details["status"] = sent.status
-    return ActionResult(Outcome.OK, f"sent (HTTP {sent.status})", args.notifier, details)
+    return ActionResult(Outcome.OK, f"sent (HTTP {sent.status})", name, details)
+
+
+def _mail(name: str, notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -> ActionResult:
+    """Hand the mail to ``sendmail -t``; FAILED with its exit status and output if it refuses."""
+    argv = mail.argv(notifier)
+    try:
+        msg = mail.message(notifier, ctx, args.message)
+        data = bytes(msg)
+    except (ValueError, TypeError) as exc:  # a header the email package refuses to write
+        return _failed(name, notifier, f"cannot build the mail: {exc}", {"format": "mail"})
+    details: dict[str, Any] = {
+        "notifier": name,
+        "format": "mail",
+        "argv": argv,
+        "to": list(notifier.to),
+        "subject": str(msg["Subject"]),
+    }
+    mark = len(ctx.system.would)
+    ran = ctx.system.send_mail(argv, data, notifier.to, notifier.timeout)
+    if ran.dry_run:
+        details["would"] = [
+            {"kind": w.kind, "notifier": name, **w.detail} for w in ctx.system.would[mark:]
+        ]
+        reason = f"would mail {', '.join(notifier.to)}: not sent in a dry run"
+        return ActionResult(Outcome.WOULD_RUN, reason, name, details)
+    details["duration_ms"] = round(ran.duration * 1000, 1)
+    if not ran.ok:
+        details["returncode"] = ran.returncode
+        details["output"] = ran.output[:300]
+        why = (
+            f"sendmail timed out after {notifier.timeout:g}s"
+            if ran.timed_out
+            else f"sendmail exited {ran.returncode}: {ran.output.strip()[:200]}".rstrip(": ")
+        )
+        return _failed(name, notifier, why, details)
+    return ActionResult(Outcome.OK, f"mailed {', '.join(notifier.to)}", name, details)
 
 
 def _failed(

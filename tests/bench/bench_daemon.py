@@ -1,5 +1,7 @@
 """The running daemon's cost and speed: idle CPU, CPU at 1,000 lines/s, RSS, and
-append-to-decision latency. Run: ``python -m tests.bench.bench_daemon`` (about 2 minutes).
+append-to-decision latency; and CPU at 1,000 lines/s with Prometheus metrics on and off, in
+the same run. Run: ``python -m tests.bench.bench_daemon`` (about 5.5 minutes), or
+``python -m tests.bench.bench_daemon metrics`` for the metrics part alone (3.5 minutes).
 
 The daemon runs as its own process (``remediator run``) on a config with an access log, an
 error log and (for one measurement) an HTTP probe once a second against a local server. Its CPU
@@ -55,9 +57,22 @@ playbooks:
     on_exhausted: {{stop: false}}
 notifiers:
   hook: {{url: "http://127.0.0.1:9/"}}
+{metrics}
 """
 IDLE = 30.0  # seconds: CPU time is counted in 10 ms ticks, so idle needs a long look
 PROBE = '  site: {{type: probe, url: "http://127.0.0.1:{port}/", interval: 1s, timeout: 500ms}}'
+METRICS = "metrics: {{listen: '127.0.0.1:{port}', textfile: {tmp}/remediator.prom, textfile_every: {every}s}}"
+METRICS_LOAD = 20.0  # seconds under load per daemon, metrics on and off
+
+
+# The daemon refuses a config in a directory others can write (/tmp): the benchmarks keep theirs
+# here, like the tests do theirs.
+_HOME = Path.home() / ".cache" / "remediator-bench"
+
+
+def _tmpdir() -> tempfile.TemporaryDirectory[str]:
+    _HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix="bench-daemon-", dir=_HOME)
 
 
 def _stamp() -> str:
@@ -75,13 +90,16 @@ class _Quiet(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _start_daemon(tmp: Path, probe_port: int | None) -> subprocess.Popen[bytes]:
+def _start_daemon(
+    tmp: Path, probe_port: int | None, metrics_port: int | None = None, every: float = 15.0
+) -> subprocess.Popen[bytes]:
     for name in ("access.log", "error.log"):
         (tmp / name).touch()
     (tmp / "playbooks.d").mkdir(exist_ok=True)
     probe = PROBE.format(port=probe_port) if probe_port else ""
+    metrics = METRICS.format(port=metrics_port, tmp=tmp, every=every) if metrics_port else ""
     cfg = tmp / "remediator.yaml"
-    cfg.write_text(CONFIG.format(tmp=tmp, probe=probe))
+    cfg.write_text(CONFIG.format(tmp=tmp, probe=probe, metrics=metrics))
     proc = subprocess.Popen(
         [sys.executable, "-m", "remediator", "-c", str(cfg), "run"],
         stdout=subprocess.DEVNULL,
@@ -144,7 +162,7 @@ def measure_cpu(rounds: int = 2) -> dict[str, Any]:
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         for _ in range(rounds):
-            with tempfile.TemporaryDirectory(prefix="bench-daemon-") as d:
+            with _tmpdir() as d:
                 tmp = Path(d)
                 proc = _start_daemon(tmp, None)
                 try:
@@ -172,7 +190,7 @@ def measure_cpu(rounds: int = 2) -> dict[str, Any]:
                 finally:
                     tail.kill()
                     tail.wait()
-            with tempfile.TemporaryDirectory(prefix="bench-daemon-") as d:
+            with _tmpdir() as d:
                 proc = _start_daemon(Path(d), srv.server_address[1])
                 try:
                     out["idle_probe"].append(_cpu_percent(proc.pid, IDLE))
@@ -194,13 +212,13 @@ def measure_latency(lines: int = 200, gap: float = 0.05) -> dict[str, float]:
     from remediator.playbook import walk_conditions  # noqa: PLC0415
     from remediator.watch import Watcher  # noqa: PLC0415
 
-    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as d:
+    with _tmpdir() as d:
         tmp = Path(d)
         for name in ("access.log", "error.log"):
             (tmp / name).touch()
         (tmp / "playbooks.d").mkdir()
         cfg = tmp / "remediator.yaml"
-        cfg.write_text(CONFIG.format(tmp=tmp, probe=""))
+        cfg.write_text(CONFIG.format(tmp=tmp, probe="", metrics=""))
         loaded = load(cfg)
         assert loaded.config is not None
         pb = loaded.playbooks[0]
@@ -247,7 +265,7 @@ def measure_latency(lines: int = 200, gap: float = 0.05) -> dict[str, float]:
 
 def _tail_latency(lines: int = 50) -> list[float]:
     """Baseline: ``tail -F`` printing a line appended to the file it follows."""
-    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as d:
+    with _tmpdir() as d:
         log = Path(d) / "access.log"
         log.touch()
         tail = subprocess.Popen(
@@ -270,6 +288,121 @@ def _tail_latency(lines: int = 50) -> list[float]:
         return base
 
 
+METRICS_MODES = {"off": None, "on": 15.0, "on_1s": 1.0}  # scrape and textfile every N s
+
+
+def measure_metrics(rounds: int = 3) -> dict[str, list[float]]:
+    """CPU at 1,000 lines/s with metrics off, and on: served on loopback and written to a
+    textfile, both every 15 s (Prometheus's usual scrape interval, the textfile's default) or
+    every second (more than any real set-up); the three alternate in the same run, on the same
+    config otherwise."""
+    out: dict[str, list[float]] = {mode: [] for mode in METRICS_MODES}
+    for _ in range(rounds):
+        for mode, every in METRICS_MODES.items():
+            with _tmpdir() as d:
+                tmp = Path(d)
+                port = _free_port() if every is not None else None
+                proc = _start_daemon(tmp, None, port, every or 15.0)
+                stop = threading.Event()
+                scraper = threading.Thread(target=_scrape, args=(port, every, stop), daemon=True)
+                if port is not None:
+                    scraper.start()
+                try:
+                    out[mode].append(
+                        _cpu_percent(
+                            proc.pid,
+                            METRICS_LOAD,
+                            lambda s, log=tmp / "access.log": _write_at(log, 1000, s),
+                        )
+                    )
+                    if port is not None:
+                        body = _get_metrics(port)
+                        assert 'remediator_log_lines_total{source="access"}' in body, body[:500]
+                        assert (tmp / "remediator.prom").exists()
+                finally:
+                    stop.set()
+                    _stop(proc)
+    return out
+
+
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _get_metrics(port: int) -> str:
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _scrape(port: int, every: float, stop: threading.Event) -> None:
+    while not stop.wait(every):
+        try:
+            _get_metrics(port)
+        except OSError:
+            continue
+
+
+def measure_scrape(n: int = 2000) -> dict[str, float]:
+    """CPU of one scrape's rendering and of one status sample (every 2 s), in-process, on the
+    metrics of a config with 8 playbooks, 4 services and 6 log sources after 100 incidents."""
+    from prometheus_client.exposition import generate_latest  # noqa: PLC0415
+
+    from remediator.config import AccessLogSource, Config, Service, Source  # noqa: PLC0415
+    from remediator.metrics import Metrics  # noqa: PLC0415
+
+    sources: dict[str, Source] = {
+        f"log{i}": AccessLogSource(path=Path(f"/nonexistent/{i}")) for i in range(6)
+    }
+    services = {f"svc{i}": Service(kind="nginx", unit="nginx.service") for i in range(4)}
+    playbooks = [f"pb{i}" for i in range(8)]
+    m = Metrics()
+    m.configure(Config(sources=sources, services=services), playbooks)
+    for i in range(100):
+        pb, svc = playbooks[i % 8], f"svc{i % 4}"
+        m.record({"event": "incident_opened", "playbook": pb, "detection_ms": 800.0})
+        step = {"playbook": pb, "action": "restart", "target": svc, "outcome": "ok"}
+        m.record({"event": "action_result", **step, "duration_ms": 50.0})
+        m.record({"event": "incident_closed", "playbook": pb, "outcome": "resolved"})
+    snap: dict[str, Any] = {
+        "sources": {n: {"state": "ok", "lines": 1000, "malformed": 0} for n in sources}
+    }
+    t0 = time.process_time()
+    for _ in range(n):
+        body = generate_latest(m.registry)
+    render = (time.process_time() - t0) / n
+    t0 = time.process_time()
+    for i in range(n):
+        snap["sources"]["log0"]["lines"] = 1000 + i
+        m.sample(snap, {}, 0.0)
+    sample = (time.process_time() - t0) / n
+    return {"render_ms": render * 1000, "sample_ms": sample * 1000, "bytes": len(body)}
+
+
+def main_metrics() -> None:
+    one = measure_scrape()
+    print(
+        f"one scrape rendered: {one['render_ms']:.2f} ms of CPU ({one['bytes']:.0f} bytes); "
+        f"one status sample: {one['sample_ms']:.3f} ms\n"
+    )
+    res = measure_metrics()
+    print(
+        "| CPU at 1,000 lines/s | metrics off | on (scraped, textfile every 15 s) "
+        "| on (both every 1 s) |"
+    )
+    print("|---|---:|---:|---:|")
+    medians = " | ".join(f"{_median(res[m]):.2f} %" for m in METRICS_MODES)
+    print(f"| median of {len(res['off'])} | {medians} |")
+    runs = ", ".join("/".join(f"{v:.2f}" for v in r) for r in zip(*res.values(), strict=True))
+    print(f"\nruns (off/on/on_1s, {METRICS_LOAD:g} s each, alternating): {runs}")
+
+
 def main() -> None:
     lat = measure_latency()
     cpu = measure_cpu()
@@ -290,9 +423,13 @@ def main() -> None:
     print(f"| RSS | {cpu['rss_mib']:.1f} MiB | | <= 35 MB |")
     print(
         "\nmedians of 2 rounds (30 s idle, 10 s under load) and of 200 appends (latency); "
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n"
     )
+    main_metrics()
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["metrics"]:
+        main_metrics()
+    else:
+        main()

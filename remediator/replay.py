@@ -238,18 +238,8 @@ def _events(
             raise ReplayError(f"{inp.path}: its format has no time field; replay needs one")
         feeder.add_source(key, fmt)  # the format this file is read in (format: auto)
         with _open(inp.path) as f:
-            rest = b""
-            while block := f.read(BLOCK):
-                data = b"".join((b"\n", rest, block))  # the scanner's regions lead with \n
-                cut = data.rfind(b"\n")
-                if cut == 0:
-                    rest = data[1:]
-                    continue
-                yield from _access_runs(fmt, data, cut, key, order, feeder)
-                rest = data[cut + 1 :]
-            if rest:
-                data = b"\n" + rest
-                yield from _access_runs(fmt, data, len(data), key, order, feeder)
+            for buf, end in _regions(f):
+                yield from _access_runs(fmt, buf, end, key, order, feeder)
         return
     efmt = error_format(inp.format)
     if efmt is None:
@@ -291,19 +281,44 @@ class _Block:
 
     __slots__ = ("_lines", "buf", "end")
 
-    def __init__(self, buf: bytes, end: int) -> None:
+    def __init__(self, buf: bytes | bytearray, end: int) -> None:
         self.buf, self.end = buf, end
         self._lines: list[bytes] | None = None
 
     @property
     def lines(self) -> list[bytes]:
         if self._lines is None:
-            self._lines = self.buf[1 : self.end].split(b"\n")
+            self._lines = bytes(self.buf[1 : self.end]).split(b"\n")
         return self._lines
 
 
+def _regions(f: io.BufferedIOBase, block: int = BLOCK) -> Iterator[tuple[bytearray, int]]:
+    """A file's whole lines in blocks of about ``block`` bytes: ``(buf, end)``, where ``buf``
+    leads with a newline and ``buf[1:end]`` are lines, the last of the file perhaps without its
+    newline. Each block is read straight into a buffer of its own (one copy, none to join the
+    previous block's unfinished line), which the runs' lines may keep."""
+    rest = b""
+    while True:
+        buf = bytearray(1 + len(rest) + block)
+        buf[0] = 0x0A  # the scanner's regions lead with \n
+        buf[1 : 1 + len(rest)] = rest
+        with memoryview(buf) as mv:
+            n = f.readinto(mv[1 + len(rest) :])
+        filled = 1 + len(rest) + n
+        if not n:
+            if rest:
+                yield buf, filled
+            return
+        cut = buf.rfind(b"\n", 1, filled)
+        if cut < 0:  # a line longer than the block: read on
+            rest = bytes(buf[1:filled])
+            continue
+        yield buf, cut
+        rest = bytes(buf[cut + 1 : filled])
+
+
 def _access_runs(
-    fmt: AccessFormat, buf: bytes, end: int, key: str, order: int, feeder: Feeder
+    fmt: AccessFormat, buf: bytes | bytearray, end: int, key: str, order: int, feeder: Feeder
 ) -> Iterator[Run]:
     """The lines of ``buf[1:end]`` (``buf`` leads with a newline) in runs sharing a time,
     each with its statuses (scanned once, in C-speed passes over the block, in place).

@@ -281,44 +281,63 @@ class _Block:
 
     __slots__ = ("_lines", "buf", "end")
 
-    def __init__(self, buf: bytes | bytearray, end: int) -> None:
+    def __init__(self, buf: bytes, end: int) -> None:
         self.buf, self.end = buf, end
         self._lines: list[bytes] | None = None
 
     @property
     def lines(self) -> list[bytes]:
         if self._lines is None:
-            self._lines = bytes(self.buf[1 : self.end]).split(b"\n")
+            self._lines = self.buf[1 : self.end].split(b"\n")
         return self._lines
 
 
-def _regions(f: io.BufferedIOBase, block: int = BLOCK) -> Iterator[tuple[bytearray, int]]:
+def _regions(f: io.BufferedIOBase, block: int = BLOCK) -> Iterator[tuple[bytes, int]]:
     """A file's whole lines in blocks of about ``block`` bytes: ``(buf, end)``, where ``buf``
     leads with a newline and ``buf[1:end]`` are lines, the last of the file perhaps without its
-    newline. Each block is read straight into a buffer of its own (one copy, none to join the
-    previous block's unfinished line), which the runs' lines may keep."""
+    newline. A plain file is read at offsets (``pread``) so that each block starts at the
+    newline that ended the last: one copy, and nothing to join; anything else (gzip) is read
+    on and joined to the last block's unfinished line."""
+    if type(f) is io.BufferedReader:  # not GzipFile: its fileno() is the compressed file
+        yield from _pread_regions(f.fileno(), f.tell(), block)
+        return
     rest = b""
-    while True:
-        buf = bytearray(1 + len(rest) + block)
-        buf[0] = 0x0A  # the scanner's regions lead with \n
-        buf[1 : 1 + len(rest)] = rest
-        with memoryview(buf) as mv:
-            n = f.readinto(mv[1 + len(rest) :])
-        filled = 1 + len(rest) + n
-        if not n:
-            if rest:
-                yield buf, filled
-            return
-        cut = buf.rfind(b"\n", 1, filled)
+    while data := f.read(block):
+        buf = b"".join((b"\n", rest, data))
+        cut = buf.rfind(b"\n", 1)
         if cut < 0:  # a line longer than the block: read on
-            rest = bytes(buf[1:filled])
+            rest = buf[1:]
             continue
         yield buf, cut
-        rest = bytes(buf[cut + 1 : filled])
+        rest = buf[cut + 1 :]
+    if rest:
+        yield b"\n" + rest, len(rest) + 1
+
+
+def _pread_regions(fd: int, at: int, block: int) -> Iterator[tuple[bytes, int]]:
+    """:func:`_regions` of a plain file from offset ``at``; ``buf[i]`` is the file's byte
+    ``at + i - 1`` (the first block's leading newline is added)."""
+    buf = b"\n" + os.pread(fd, block, at)
+    while True:
+        if len(buf) < block + 1:  # the file ends in this block
+            if len(buf) > 1:
+                yield buf, len(buf) - 1 if buf.endswith(b"\n") else len(buf)
+            return
+        cut = buf.rfind(b"\n", 1)
+        if cut < 0:  # a line longer than the block: read on
+            more = os.pread(fd, block, at + len(buf) - 1)
+            if not more:
+                yield buf, len(buf)
+                return
+            buf += more
+            continue
+        yield buf, cut
+        at += cut  # the next block starts with the newline that ended this one
+        buf = os.pread(fd, block + 1, at - 1)
 
 
 def _access_runs(
-    fmt: AccessFormat, buf: bytes | bytearray, end: int, key: str, order: int, feeder: Feeder
+    fmt: AccessFormat, buf: bytes, end: int, key: str, order: int, feeder: Feeder
 ) -> Iterator[Run]:
     """The lines of ``buf[1:end]`` (``buf`` leads with a newline) in runs sharing a time,
     each with its statuses (scanned once, in C-speed passes over the block, in place).

@@ -13,6 +13,7 @@ where the malformed lines are must be the same. Any divergence fails.
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,11 +46,11 @@ def _agrees(fmt: AccessFormat, ref: Ref, batch: Batch, how: str) -> None:
     assert batch.bad == [i for i, (_, s) in enumerate(ref) if s is None], how
 
 
-def _replays(fmt: AccessFormat, data: bytes, block: int) -> tuple[Batch, list[bytes]]:
-    """What replay reads of ``data`` in blocks of ``block`` bytes, and the lines it would
-    hand on as evidence."""
+def _replays(fmt: AccessFormat, f: io.BufferedIOBase, block: int) -> tuple[Batch, list[bytes]]:
+    """What replay reads of ``f`` in blocks of ``block`` bytes, and the lines it would hand
+    on as evidence."""
     batches, lines = [], []
-    for buf, end in _regions(io.BytesIO(data), block):
+    for buf, end in _regions(f, block):
         with memoryview(buf) as mv, mv[:end] as region:
             batches.append(fmt.scan_region(region))
         lines += _Block(buf, end).lines
@@ -60,11 +61,17 @@ def _all_paths_agree(fmt: AccessFormat, data: bytes) -> None:
     lines = _split(data)
     ref = _reference(fmt, lines)
     _agrees(fmt, ref, fmt.scan(data), "scan")
-    for block in (64, 1000, 1 << 16):
-        _agrees(fmt, ref, Batch.join(fmt.scan_file(io.BytesIO(data), block)), f"file {block}")
-        batch, read = _replays(fmt, data, block)
-        _agrees(fmt, ref, batch, f"replay {block}")
-        assert read == lines, f"replay {block}: evidence lines"
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "access.log"
+        path.write_bytes(data)
+        for block in (64, 1000, 1 << 16):
+            _agrees(fmt, ref, Batch.join(fmt.scan_file(io.BytesIO(data), block)), f"{block}")
+            # replay reads a plain file at offsets, and anything else (gzip) as a stream
+            with path.open("rb") as plain:
+                for how, f in (("plain file", plain), ("stream", io.BytesIO(data))):
+                    batch, read = _replays(fmt, f, block)
+                    _agrees(fmt, ref, batch, f"replay, {how}, blocks of {block}")
+                    assert read == lines, f"replay, {how}, blocks of {block}: evidence"
 
 
 @pytest.mark.parametrize("log", ACCESS, ids=lambda p: p.name)

@@ -238,18 +238,8 @@ def _events(
             raise ReplayError(f"{inp.path}: its format has no time field; replay needs one")
         feeder.add_source(key, fmt)  # the format this file is read in (format: auto)
         with _open(inp.path) as f:
-            rest = b""
-            while block := f.read(BLOCK):
-                data = b"".join((b"\n", rest, block))  # the scanner's regions lead with \n
-                cut = data.rfind(b"\n")
-                if cut == 0:
-                    rest = data[1:]
-                    continue
-                yield from _access_runs(fmt, data, cut, key, order, feeder)
-                rest = data[cut + 1 :]
-            if rest:
-                data = b"\n" + rest
-                yield from _access_runs(fmt, data, len(data), key, order, feeder)
+            for buf, end in _regions(f):
+                yield from _access_runs(fmt, buf, end, key, order, feeder)
         return
     efmt = error_format(inp.format)
     if efmt is None:
@@ -300,6 +290,50 @@ class _Block:
         if self._lines is None:
             self._lines = self.buf[1 : self.end].split(b"\n")
         return self._lines
+
+
+def _regions(f: io.BufferedIOBase, block: int = BLOCK) -> Iterator[tuple[bytes, int]]:
+    """A file's whole lines in blocks of about ``block`` bytes: ``(buf, end)``, where ``buf``
+    leads with a newline and ``buf[1:end]`` are lines, the last of the file perhaps without its
+    newline. A plain file is read at offsets (``pread``) so that each block starts at the
+    newline that ended the last: one copy, and nothing to join; anything else (gzip) is read
+    on and joined to the last block's unfinished line."""
+    if type(f) is io.BufferedReader:  # not GzipFile: its fileno() is the compressed file
+        yield from _pread_regions(f.fileno(), f.tell(), block)
+        return
+    rest = b""
+    while data := f.read(block):
+        buf = b"".join((b"\n", rest, data))
+        cut = buf.rfind(b"\n", 1)
+        if cut < 0:  # a line longer than the block: read on
+            rest = buf[1:]
+            continue
+        yield buf, cut
+        rest = buf[cut + 1 :]
+    if rest:
+        yield b"\n" + rest, len(rest) + 1
+
+
+def _pread_regions(fd: int, at: int, block: int) -> Iterator[tuple[bytes, int]]:
+    """:func:`_regions` of a plain file from offset ``at``; ``buf[i]`` is the file's byte
+    ``at + i - 1`` (the first block's leading newline is added)."""
+    buf = b"\n" + os.pread(fd, block, at)
+    while True:
+        if len(buf) < block + 1:  # the file ends in this block
+            if len(buf) > 1:
+                yield buf, len(buf) - 1 if buf.endswith(b"\n") else len(buf)
+            return
+        cut = buf.rfind(b"\n", 1)
+        if cut < 0:  # a line longer than the block: read on
+            more = os.pread(fd, block, at + len(buf) - 1)
+            if not more:
+                yield buf, len(buf)
+                return
+            buf += more
+            continue
+        yield buf, cut
+        at += cut  # the next block starts with the newline that ended this one
+        buf = os.pread(fd, block + 1, at - 1)
 
 
 def _access_runs(

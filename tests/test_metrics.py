@@ -236,7 +236,11 @@ def test_an_alert_fires_then_resolves_with_its_labels() -> None:
         "incident": "20261205T100000Z-abcdef",
         "team": "web",
     }
-    assert first[0]["annotations"] == {"summary": ctx.summary, "description": "restarting"}
+    assert first[0]["annotations"] == {
+        "summary": ctx.summary,
+        "description": "restarting",
+        "runbook": f"remediator log --incident {ctx.incident}; remediator report {ctx.incident}",
+    }
     assert first[0]["startsAt"] == second[0]["startsAt"] == "2026-12-05T10:00:00.000Z"
     assert "endsAt" not in first[0] and second[0]["endsAt"] > second[0]["startsAt"]
 
@@ -277,6 +281,7 @@ def test_mail_goes_to_sendmail_t_with_the_summary(tmp_path: Path) -> None:
     assert body is not None
     text = body.get_content()
     assert "PHP-FPM down" in text and ctx.summary in text
+    assert f"remediator report {ctx.incident}" in text  # where the on-call finds the page
 
 
 def test_mail_refused_by_sendmail_is_a_failed_notification(tmp_path: Path) -> None:

@@ -43,7 +43,10 @@ def alerts(
         "playbook": ctx.playbook,
         "incident": ctx.incident,
     }
-    annotations = {"summary": ctx.summary}
+    annotations = {
+        "summary": ctx.summary,
+        "runbook": f"remediator log --incident {ctx.incident}; remediator report {ctx.incident}",
+    }
     if message:
         annotations["description"] = message
     alert: dict[str, Any] = {"labels": labels, "annotations": annotations}

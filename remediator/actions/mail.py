@@ -41,6 +41,7 @@ def message(notifier: Notifier, ctx: ActionContext, text: str | None) -> EmailMe
         f"incident: {ctx.incident}" + (f" (opened {ctx.opened_at})" if ctx.opened_at else ""),
         "",
         f"Every step, with its reason and evidence: remediator log --incident {ctx.incident}",
+        f"The incident as a page (chart, steps, evidence): remediator report {ctx.incident}",
     ]
     msg.set_content("\n".join(body) + "\n")
     return msg

@@ -28,7 +28,7 @@ demo: venv
 # Two workers (most tests wait on real servers, not on the CPU), a module to one worker: a
 # module's booted systemd or shared server is started once.
 test: venv
-	REMEDIATOR_REQUIRE=systemd,userns $(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=15
+	REMEDIATOR_REQUIRE=systemd,userns $(BIN)/python -m pytest -q -n 2 --durations=15
 
 lint: venv
 	$(BIN)/ruff check remediator tests

@@ -545,6 +545,21 @@ def _check_listen(text: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class Reports:
+    """The running daemon writes each incident it closes as a page (`remediator report`), in
+    a process of its own, and every notification names the page's path: the on-call opens
+    one file instead of reading forty lines of timeline."""
+
+    write: bool = opt(Bool(), "Write a page for each closed incident.", True)
+    dir: Path | None = opt(
+        PathSpec(),
+        "Where the pages go (`INCIDENT.html`, mode 0640); unset: `reports/` in `state_dir`.",
+        None,
+    )
+    keep: int = opt(Int(min=1, max=100000), "Pages kept; the oldest are removed first.", 200)
+
+
+@dataclass(frozen=True)
 class Metrics:
     """Prometheus metrics (docs/monitoring.md lists them, with alert rules and a dashboard):
     served over HTTP at `listen` (`GET /metrics`), and/or written to `textfile` for
@@ -637,6 +652,17 @@ class Config:
     metrics: Metrics = opt(
         Record(Metrics, name="metrics"), "Prometheus metrics (off unless set).", Metrics()
     )
+    reports: Reports = opt(
+        Record(Reports, name="reports"),
+        "Each closed incident as a page, for notifications to point at.",
+        Reports(),
+    )
+
+    def report_dir(self) -> Path | None:
+        """Where the daemon writes incident pages; None when it writes none."""
+        if not self.reports.write:
+            return None
+        return self.reports.dir if self.reports.dir is not None else self.state_dir / "reports"
 
 
 CONFIG = Record(Config, name="config")

@@ -29,10 +29,11 @@ from remediator.actionlog import ActionLog, ActionLogError
 from remediator.actions.base import ActionFn, ActionResult
 from remediator.config import Config
 from remediator.engine import Engine
-from remediator.events import Outcome
+from remediator.events import Event, Outcome
 from remediator.guards import Guards
 from remediator.inbox import LOOK_EVERY, Inbox
 from remediator.load import Loaded, load
+from remediator.pages import PageWriter
 from remediator.schema import ConfigError
 from remediator.sources import host as hostmod
 from remediator.sources.tail import Backend
@@ -111,6 +112,8 @@ class Daemon:
         self.state_dir = Path("/var/lib/remediator")
         self.inbox: Inbox | None = None  # run(): the operator's requests
         self.metrics: Metrics | None = None  # run(): once `metrics:` asks for them
+        self.pages = PageWriter(config_path)  # incident pages, written as incidents close
+        self._reports_keep = 200
 
     # --- set-up ---
 
@@ -149,7 +152,10 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.configure(cfg, (pb.name for pb in playbooks))
             self.metrics.forget_lines()
-            self.engine.on_record = self.metrics.record
+        self.engine.on_record = self._on_record
+        # Only the daemon itself writes incident pages (a one-shot `trigger` leaves none).
+        self.engine.report_dir = cfg.report_dir() if self.is_service else None
+        self._reports_keep = cfg.reports.keep
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()
@@ -179,6 +185,15 @@ class Daemon:
             self.flags.stop = True
         if self.watcher is not None:
             self.watcher.wake()
+
+    def _on_record(self, rec: dict[str, Any]) -> None:
+        """Each action-log record as the engine writes it: metrics, and a closed incident's
+        page started (in a process of its own: remediator/pages.py)."""
+        if self.metrics is not None:
+            self.metrics.record(rec)
+        engine = self.engine
+        if rec.get("event") == Event.INCIDENT_CLOSED and engine is not None and engine.report_dir:
+            self.pages.start(engine.report_dir, str(rec.get("incident")), time.monotonic())
 
     def install_signals(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
@@ -271,6 +286,8 @@ class Daemon:
         if inbox is not None:
             for req, reply in served:
                 inbox.answer(req, reply)
+        if self.pages.busy:
+            self.pages.poll(now, self._reports_keep)
         notify("WATCHDOG=1")
 
     def _reload(self) -> None:
@@ -357,6 +374,7 @@ class Daemon:
             self.engine.resolutions.wait(10)  # the notifier's timeout bounds each
             self.engine.record_resolved()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.pages.close()
         self.teardown()
         try:
             if self.is_service:

@@ -26,6 +26,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -54,6 +55,7 @@ from remediator.incident import (
     target_of,
     tripped,
 )
+from remediator.pages import page_path
 from remediator.playbook import Playbook, Step, Verify, walk_conditions
 from remediator.state import HostLock
 from remediator.system import DryRunSystem, System
@@ -135,6 +137,7 @@ class Engine:
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=10)
         # Each record once written (the daemon's metrics count them); called on this thread.
         self.on_record: Callable[[dict[str, Any]], None] | None = None
+        self.report_dir: Path | None = None  # the daemon writes incident pages there
         # When each playbook's trigger started holding, in this streak (detection time).
         self._holding_since: dict[str, float] = {}
         self.resolutions = resolving.Resolutions()  # alerts resolved as incidents closed
@@ -510,6 +513,7 @@ class Engine:
             incident=inc.id,
             summary=inc.summary(outcome),
             opened_at=inc.opened_at,
+            report=str(page_path(self.report_dir, inc.id)) if self.report_dir else "",
         )
 
     def _advance(self, inc: Incident, now: float) -> bool:

@@ -47,6 +47,8 @@ def alerts(
         "summary": ctx.summary,
         "runbook": f"remediator log --incident {ctx.incident}; remediator report {ctx.incident}",
     }
+    if ctx.report:
+        annotations["report"] = ctx.report
     if message:
         annotations["description"] = message
     alert: dict[str, Any] = {"labels": labels, "annotations": annotations}

@@ -31,6 +31,8 @@ class ActionContext:
     # by every notification.
     summary: str = ""
     opened_at: str = ""  # when the incident opened (RFC 3339, UTC): an alert's startsAt
+    # The incident's page (remediator/pages.py), written when it closes; "" when none is.
+    report: str = ""
 
 
 @dataclass

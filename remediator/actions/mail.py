@@ -42,6 +42,7 @@ def message(notifier: Notifier, ctx: ActionContext, text: str | None) -> EmailMe
         "",
         f"Every step, with its reason and evidence: remediator log --incident {ctx.incident}",
         f"The incident as a page (chart, steps, evidence): remediator report {ctx.incident}",
+        *([f"  written when it closes: {ctx.report}"] if ctx.report else []),
     ]
     msg.set_content("\n".join(body) + "\n")
     return msg

@@ -4,7 +4,8 @@ MTA (``sendmail -t``: :mod:`remediator.actions.mail`).
 
 Every format carries the incident's summary (``ActionContext.summary``: what tripped with its
 counts, what was done, the outcome): the JSON payload as its ``summary`` key, Slack's text as
-its last line, Alertmanager's alert as its ``summary`` annotation, the mail in its body. An
+its last line, Alertmanager's alert as its ``summary`` annotation, the mail in its body; and,
+when the daemon writes incident pages, the page's path (``report``). An
 Alertmanager alert is resolved (``endsAt``) when the incident closes: :func:`resolve`.
 
 A notification never blocks remediation and never raises: refused, timed out, non-2xx, all end
@@ -49,7 +50,8 @@ def payload(notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -> Any:
         return alertmanager.alerts(notifier, ctx, args.message)
     if notifier.format == "slack":
         head = f"[{SOURCE}] {hostname}: playbook {ctx.playbook}, incident {ctx.incident}"
-        lines = [head, *(t for t in (args.message, ctx.summary) if t)]
+        page = f"page: {ctx.report}" if ctx.report else ""
+        lines = [head, *(t for t in (args.message, ctx.summary, page) if t)]
         return {"text": _slack_escape("\n".join(lines))}
     return {
         "source": SOURCE,
@@ -59,7 +61,7 @@ def payload(notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -> Any:
         "summary": ctx.summary,
         "host": hostname,
         "ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }
+    } | ({"report": ctx.report} if ctx.report else {})
 
 
 def notify(args: NotifyArgs, ctx: ActionContext) -> ActionResult:

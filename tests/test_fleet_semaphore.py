@@ -1,0 +1,155 @@
+"""The K-slot semaphore against a real etcd (one member, started once for the module)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from remediator.fleet.etcd import Etcd, Unreachable, prefix_end
+from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore
+from tests.etcdcluster import EtcdCluster
+from tests.stack import free_port, wait_for
+
+_pools = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    with EtcdCluster(1) as cluster:
+        cluster.start()
+        yield cluster
+
+
+def _sem(cluster: EtcdCluster, pool: str, host: str, slots: int = 2, ttl: int = 5) -> Semaphore:
+    client = Etcd(cluster.endpoints, timeout=1.0)
+    return Semaphore(client, pool=pool, slots=slots, ttl=ttl, host=host)
+
+
+def _pool() -> str:
+    return f"pool{next(_pools)}"
+
+
+def test_prefix_end_covers_the_prefix() -> None:
+    assert prefix_end("/a/b/") == b"/a/b0"
+    assert prefix_end("é") == "é".encode()[:-1] + bytes(["é".encode()[-1] + 1])
+
+
+def test_the_first_k_claims_hold_the_slots_the_next_waits_naming_them(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    a, b, c = (_sem(etcd, pool, h) for h in ("web-1", "web-2", "web-3"))
+    ca = a.claim(playbook="php", incident="i1")
+    cb = b.claim(playbook="php", incident="i2")
+    cc = c.claim(playbook="php", incident="i3")
+    assert a.standing(ca).granted and b.standing(cb).granted
+    waiting = c.standing(cc)
+    assert not waiting.granted
+    assert waiting.hosts == ["web-1", "web-2"]
+    assert waiting.holders[0].playbook == "php" and waiting.holders[0].incident == "i1"
+    a.release(ca)
+    now = c.standing(cc)
+    assert now.granted and now.hosts == ["web-2", "web-3"]
+    b.release(cb)
+    c.release(cc)
+    assert c.standing().holders == ()
+
+
+def test_a_label_keeps_the_claims_place(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    a, b = _sem(etcd, pool, "web-1", slots=1), _sem(etcd, pool, "web-2", slots=1)
+    ca, cb = a.claim(), b.claim()
+    a.label(ca, playbook="php", incident="i9", since="2026-12-05T10:00:00Z")
+    standing = b.standing(cb)
+    assert not standing.granted
+    assert standing.holders[0].record() == {
+        "host": "web-1",
+        "playbook": "php",
+        "incident": "i9",
+        "since": "2026-12-05T10:00:00Z",
+    }
+    a.release(ca)
+    b.release(cb)
+
+
+def test_a_dead_holders_slot_frees_when_its_lease_expires(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    dead = _sem(etcd, pool, "web-1", slots=1, ttl=2)
+    alive = _sem(etcd, pool, "web-2", slots=1, ttl=2)
+    gone = dead.claim()  # never kept alive: its host "died"
+    mine = alive.claim()
+    assert not alive.standing(mine).granted
+
+    def granted() -> bool:
+        assert alive.keepalive(mine)
+        return alive.standing(mine).granted
+
+    wait_for(granted, 15, "the dead holder's lease to expire")
+    assert not dead.keepalive(gone)
+    with pytest.raises(ClaimLost):
+        dead.standing(gone)
+    alive.release(mine)
+
+
+def test_a_kept_alive_claim_outlives_its_ttl(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    sem = _sem(etcd, pool, "web-1", slots=1, ttl=2)
+    claim = sem.claim()
+    lease_ids = {claim.lease}
+    for _ in range(5):  # each renewal answers with the whole TTL again: the lease lives on
+        assert sem.keepalive(claim)
+        assert sem.standing(claim).granted
+    sem.release(claim)
+    assert not sem.keepalive(claim)
+    assert lease_ids == {claim.lease}
+
+
+def test_never_more_than_k_hold_under_contention(etcd: EtcdCluster) -> None:
+    pool, slots, hosts = _pool(), 2, 6
+    holding: set[str] = set()
+    most = [0]
+    order: list[str] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def host(name: str) -> None:
+        try:
+            sem = _sem(etcd, pool, name, slots=slots)
+            claim = sem.claim()
+            wait_for(lambda: sem.standing(claim).granted, 30, f"{name} to get a slot", 0.01)
+            with lock:
+                holding.add(name)
+                most[0] = max(most[0], len(holding))
+                order.append(name)
+            standing = sem.standing(claim)
+            assert claim.key in {f"{sem.line}{h.host}/{h.lease:x}" for h in standing.holders}
+            with lock:
+                holding.discard(name)
+            sem.release(claim)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=host, args=(f"web-{i}",)) for i in range(hosts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert len(order) == hosts
+    assert 1 <= most[0] <= slots
+
+
+def test_unreachable_when_no_endpoint_answers() -> None:
+    client = Etcd([f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
+    sem = Semaphore(client, pool="p", slots=1, ttl=5, host="web-1")
+    with pytest.raises(Unreachable):
+        sem.claim()
+
+
+def test_a_dead_endpoint_is_passed_over(etcd: EtcdCluster) -> None:
+    client = Etcd([f"http://127.0.0.1:{free_port()}", *etcd.endpoints])
+    sem = Semaphore(client, pool=_pool(), slots=1, ttl=5, host="web-1")
+    claim: Claim = sem.claim()
+    assert sem.standing(claim).granted
+    sem.release(claim)

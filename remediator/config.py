@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from remediator.actions.declare import HOSTNAME
 from remediator.flap import Flap
+from remediator.fleet.options import Fleet
 from remediator.playbook import PLAYBOOK, Playbook
 from remediator.schema import (
     Bool,
@@ -520,6 +521,12 @@ class Config:
         Choice(("debug", "info", "warning", "error")), "Least level logged.", "info"
     )
     guards: Guards = opt(Record(Guards, name="guards"), "Global guards.", Guards())
+    fleet: Fleet | None = opt(
+        Record(Fleet, name="fleet"),
+        "A pool of hosts of which at most `max_concurrent` remediate at once, coordinated "
+        "through etcd (docs/fleet.md). Unset: this host acts alone and never talks to etcd.",
+        None,
+    )
 
 
 CONFIG = Record(Config, name="config")

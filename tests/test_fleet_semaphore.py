@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from remediator.fleet.etcd import Etcd, Unreachable, prefix_end
+from remediator.fleet.gate import Answer, Decision, Gate
 from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore
 from tests.etcdcluster import EtcdCluster
 from tests.stack import free_port, wait_for
@@ -153,3 +156,84 @@ def test_a_dead_endpoint_is_passed_over(etcd: EtcdCluster) -> None:
     claim: Claim = sem.claim()
     assert sem.standing(claim).granted
     sem.release(claim)
+
+
+# --- the gate: the same semaphore, asked for off the caller's thread ---
+
+
+def _gate(
+    cluster: EtcdCluster | list[str], pool: str, host: str, **kw: Any
+) -> tuple[Gate, list[int]]:
+    endpoints = cluster if isinstance(cluster, list) else cluster.endpoints
+    sem = Semaphore(Etcd(endpoints, timeout=0.5), pool=pool, slots=1, ttl=5, host=host)
+    woken: list[int] = []
+    gate = Gate(sem, poll=0.05, wake=lambda: woken.append(1), **kw)
+    gate.start()
+    return gate, woken
+
+
+def _answer(gate: Gate, playbook: str, answer: Answer) -> Decision:
+    seen: list[Decision] = []
+
+    def arrived() -> bool:
+        seen.append(gate.want(playbook))
+        return seen[-1].answer is answer
+
+    wait_for(arrived, 15, f"{gate.sem.host} to be answered {answer}", 0.01)
+    return seen[-1]
+
+
+def test_the_gate_grants_names_the_holder_and_passes_the_slot_on(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    a, woken = _gate(etcd, pool, "web-1")
+    b, _ = _gate(etcd, pool, "web-2")
+    try:
+        _answer(a, "php", Answer.GRANTED)
+        assert woken, "the caller is woken when the answer arrives"
+        a.opened("php", "inc-1")
+        busy = _answer(b, "php", Answer.BUSY)
+        assert busy.reason() == "fleet slots busy (web-1)"
+        # web-2 looks again while it waits: it sees what web-1 holds its slot for
+        wait_for(
+            lambda: [h["incident"] for h in b.view()["holders"]] == ["inc-1"],
+            15,
+            "the holder's label",
+            0.01,
+        )
+        a.release()
+        _answer(b, "php", Answer.GRANTED)
+        assert b.view()["state"] == "holding"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_withdrawn_wish_leaves_the_line(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    a, _ = _gate(etcd, pool, "web-1")
+    b, _ = _gate(etcd, pool, "web-2")
+    probe = _sem(etcd, pool, "probe", slots=10)
+    try:
+        _answer(a, "php", Answer.GRANTED)
+        _answer(b, "php", Answer.BUSY)
+        b.withdraw()
+        wait_for(lambda: probe.standing().hosts == ["web-1"], 15, "web-2 to leave the line")
+        a.close(timeout=5)
+        wait_for(lambda: probe.standing().hosts == [], 15, "a closed gate to give its slot back")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_hung_etcd_never_blocks_the_caller_and_ends_unreachable() -> None:
+    with socket.socket() as hung:  # accepts connections (the backlog does), never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        gate, woken = _gate([f"http://127.0.0.1:{hung.getsockname()[1]}"], "p", "web-1")
+        try:
+            assert gate.want("php").answer is Answer.PENDING  # at once: the worker asks
+            decision = _answer(gate, "php", Answer.UNREACHABLE)
+            assert decision.reason() == "fleet unreachable"
+            assert woken
+        finally:
+            gate.close()

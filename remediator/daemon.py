@@ -107,6 +107,7 @@ class Daemon:
         self.is_service = False  # run(): the daemon itself, which owns status.json
         self.state_dir = Path("/var/lib/remediator")
         self.inbox: Inbox | None = None  # run(): the operator's requests
+        self.fleet: Any = None  # a remediator.fleet.gate.Gate, with a `fleet:` section
 
     # --- set-up ---
 
@@ -142,6 +143,10 @@ class Daemon:
         self.engine = wiring.engine
         self.engine.request_probe = self.watcher.probes.request
         self.engine.request_service = self.watcher.services.request
+        if cfg.fleet is not None and not dry:  # no section, no etcd: not even imported
+            from remediator.fleet.gate import start  # noqa: PLC0415
+
+            self.fleet = self.engine.fleet = start(cfg.fleet, wake=self._wake)
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()
@@ -158,6 +163,9 @@ class Daemon:
             self.watcher.wake()
 
     def teardown(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()  # gives a held slot back (its lease would expire anyway)
+            self.fleet = None
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None

@@ -38,6 +38,7 @@ from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import Event, IncidentOutcome, JudgedOn
 from remediator.flap import Flap, Flapping, seconds
+from remediator.fleet.decision import Answer, Decision
 from remediator.guards import Guard, Guards, Verdict
 from remediator.incident import (
     Incident,
@@ -67,6 +68,21 @@ DEFAULT_VERIFY = Verify()
 
 class Executor(Protocol):
     def submit(self, fn: Callable[[], Any]) -> Future[Any]: ...
+
+
+class Slots(Protocol):
+    """The fleet's slots (remediator.fleet.gate.Gate): asked for without waiting."""
+
+    def want(self, playbook: str) -> Decision: ...
+    def opened(self, playbook: str, incident: str) -> None: ...
+    def release(self) -> None: ...
+    def withdraw(self) -> None: ...
+    @property
+    def wanted(self) -> bool: ...
+
+
+# The fleet has not answered yet: wait for it (the gate wakes the loop), record nothing.
+_ASKING = Verdict(False, Guard.FLEET, "")
 
 
 class InlineExecutor:
@@ -121,6 +137,7 @@ class Engine:
         self.request_probe = request_probe
         self.request_service: Callable[[str], None] | None = None  # poll a service now
         self.lock = lock  # one remediation at a time on the host, across processes
+        self.fleet: Slots | None = None  # the pool's slots (a `fleet:` section, acting live)
         self.verifier = verifier or Verifier(signals)
         # Log lines alone never change the host. ``observed`` False (replay): no probe or
         # service state exists, corroboration is assumed and said so.
@@ -174,7 +191,15 @@ class Engine:
         return not inc.accounted and not self.dry_run and inc.phase is Phase.VERIFYING
 
     def _consider(self, now: float, *, supersede: Incident | None = None) -> None:
+        in_line = self._consider_playbooks(now, supersede)
+        if not in_line and self.incident is None and self.fleet is not None and self.fleet.wanted:
+            self.fleet.withdraw()  # no trigger wants the slot any more: leave the line
+
+    def _consider_playbooks(self, now: float, supersede: Incident | None) -> bool:
+        """Open an incident for the first playbook that may run; True when one asked the
+        fleet for its slot (and waits in line, or opened with it)."""
         since = self._acted_until
+        in_line = False
         for pb in self.playbooks:
             if not holds(pb.when, self.signals, now, since=since):
                 asked = self.corroboration.released(pb.name)
@@ -192,13 +217,55 @@ class Engine:
             verdict = self.guards.may_run(pb, now)
             if verdict.allowed:
                 verdict = self._steps_held(pb, now) or verdict
+            slot: dict[str, Any] | None = None
+            if verdict.allowed:
+                verdict, slot = self._fleet_slot(pb)
+                in_line = in_line or (self.fleet is not None and self.fleet.wanted)
+                if verdict is _ASKING:
+                    return True  # the answer wakes the loop
             if not verdict.allowed:
                 self._log_held(pb, verdict, readings)
                 continue
             if supersede is not None:
                 self._close(supersede, now, IncidentOutcome.SUPERSEDED, success=None)
-            self._open(pb, readings, now, backed=backed)
-            return
+            self._open(pb, readings, now, backed=backed, slot=slot)
+            return in_line
+        return in_line
+
+    def needs_slot(self, pb: Playbook) -> bool:
+        """Whether ``pb`` runs its changing steps only in one of the fleet's slots."""
+        return self.config.fleet is not None and pb.fleet and any(changes_host(s) for s in pb.steps)
+
+    def _fleet_slot(
+        self, pb: Playbook, *, dry_run: bool = False
+    ) -> tuple[Verdict, dict[str, Any] | None]:
+        """Whether the fleet lets ``pb`` act now, and what its opening record says of it.
+        Never waits: the gate answers from its worker thread (pending: :data:`_ASKING`)."""
+        fleet = self.config.fleet
+        if fleet is None or not self.needs_slot(pb):
+            return Verdict.ok(), None
+        if self.dry_run or dry_run:
+            return Verdict.ok(), {"slot": "none", "reason": "dry run: no fleet slot taken"}
+        if self.fleet is None:  # replay, tests: no etcd here
+            return Verdict.ok(), {"slot": "none", "reason": "the fleet is not consulted here"}
+        decision = self.fleet.want(pb.name)
+        if decision.answer is Answer.PENDING:
+            return _ASKING, None
+        if decision.answer is Answer.GRANTED:
+            return Verdict.ok(), {
+                "slot": "granted",
+                "pool": fleet.pool,
+                "max_concurrent": fleet.max_concurrent,
+                "holders": [h.record() for h in decision.holders],
+            }
+        if decision.answer is Answer.UNREACHABLE and fleet.on_unreachable == "act":
+            return Verdict.ok(), {
+                "slot": "alone",
+                "pool": fleet.pool,
+                "reason": "fleet unreachable: acting alone (on_unreachable: act)",
+                "error": decision.detail,
+            }
+        return Verdict(False, Guard.FLEET, decision.reason()), None
 
     def _flap(self, pb: Playbook) -> Flap:
         return pb.flap or self.config.guards.flap
@@ -283,6 +350,8 @@ class Engine:
         corroboration: dict[str, Any] | None = None,
     ) -> None:
         key = f"{verdict.guard}"
+        if verdict.guard is Guard.FLEET:  # who holds the slots is news each time it changes
+            key += f": {verdict.reason}"
         if self._held.get(pb.name) == key:
             return
         self._held[pb.name] = key
@@ -320,6 +389,11 @@ class Engine:
         if self.incident is not None:
             return Verdict(False, None, f"incident {self.incident.id} is in progress")
         verdict = self.guards.may_run(pb, now)
+        slot: dict[str, Any] | None = None
+        if verdict.allowed:
+            verdict, slot = self._fleet_slot(pb, dry_run=dry_run)
+            if verdict is _ASKING:
+                return Verdict(False, Guard.FLEET, "asking the fleet for a slot: try again")
         if not verdict.allowed and not force:
             self._log_held(pb, verdict, [])
             return verdict
@@ -328,7 +402,10 @@ class Engine:
         if force and not verdict.allowed:
             why += f", forced past: {verdict.reason}"
         backed = corroborate.MANUAL if self.corroboration.needs.get(pb.name) else None
-        if not self._open(pb, readings, now, manual=why, dry_run=dry_run, backed=backed):
+        opened = self._open(
+            pb, readings, now, manual=why, dry_run=dry_run, backed=backed, slot=slot
+        )
+        if not opened:
             return Verdict(False, None, "another remediator process is acting")
         return Verdict.ok()
 
@@ -341,6 +418,7 @@ class Engine:
         manual: str = "",
         dry_run: bool = False,
         backed: corroborate.Judgement | None = None,
+        slot: dict[str, Any] | None = None,
     ) -> bool:
         """Open an incident for ``pb``; False when it could not be (lock, action log).
         ``backed``: what corroborated the trigger (recorded when the playbook needs it)."""
@@ -378,11 +456,15 @@ class Engine:
         need = self.corroboration.needs.get(pb.name)
         if need is not None and backed is not None:
             rec["corroboration"] = backed.record(need)
+        if slot is not None:
+            rec["fleet"] = slot
         ok = self._record(rec)
         if not ok:
             if self.lock is not None:
                 self.lock.release()
             return False
+        if slot is not None:
+            self._slot_taken(inc, slot)
         if inc.accounted:
             self.guards.run_started(pb, now, inc.id)
             self.guards.save(now)
@@ -394,6 +476,23 @@ class Engine:
             self._skip_flapping(inc, inc.flapping)
         self._next_step(inc, now)
         return True
+
+    def _slot_taken(self, inc: Incident, slot: dict[str, Any]) -> None:
+        """Record the slot this incident acts in (or that it acts alone), and label it."""
+        fleet = self.config.fleet
+        if fleet is None or slot["slot"] == "none":
+            return
+        base = {"incident": inc.id, "playbook": inc.playbook.name, "pool": fleet.pool}
+        if slot["slot"] == "alone":
+            event, reason = Event.FLEET_ACTING_ALONE, slot["reason"]
+            self._record({"event": event, **base, "reason": reason, "error": slot.get("error")})
+            return
+        inc.slot = True
+        if self.fleet is not None:
+            self.fleet.opened(inc.playbook.name, inc.id)
+        hosts = ", ".join(h["host"] for h in slot["holders"])
+        reason = f"one of {fleet.max_concurrent} slot(s) of pool {fleet.pool} (held by {hosts})"
+        self._record({"event": Event.FLEET_SLOT_ACQUIRED, **base, "reason": reason})
 
     def _skip_flapping(self, inc: Incident, flapping: Flapping) -> None:
         """Record the steps a flapping playbook does not repeat; the incident goes on from
@@ -727,6 +826,18 @@ class Engine:
         log.warning("incident_closed", incident=inc.id, playbook=inc.playbook.name, outcome=outcome)
         if self.lock is not None:
             self.lock.release()  # one remediation at a time: this one is over
+        if inc.slot and self.fleet is not None and self.config.fleet is not None:
+            self.fleet.release()  # after the verification: the next host may act
+            self._record(
+                {
+                    "event": Event.FLEET_SLOT_RELEASED,
+                    "incident": inc.id,
+                    "playbook": inc.playbook.name,
+                    "pool": self.config.fleet.pool,
+                    "reason": f"the incident is over ({outcome})",
+                },
+                must=False,
+            )
         self.closed.append(
             {
                 "incident": inc.id,

@@ -43,6 +43,7 @@ class Incident:
     outcomes: list[str] = field(default_factory=list)
     done: list[str] = field(default_factory=list)  # one line per step: what was done, how it went
     flapping: Flapping | None = None  # found flapping when opened: its first steps are skipped
+    slot: bool = False  # holds one of the fleet's slots, given back when it closes
 
     @property
     def current(self) -> Step:

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from remediator.fleet.decision import Answer, Decision
 from remediator.fleet.etcd import Etcd, Unreachable, prefix_end
-from remediator.fleet.gate import Answer, Decision, Gate
+from remediator.fleet.gate import Gate
 from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore
 from tests.etcdcluster import EtcdCluster
 from tests.stack import free_port, wait_for

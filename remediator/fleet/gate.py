@@ -12,7 +12,7 @@ the loop when an answer changes. A hung etcd costs the loop nothing: the answer 
 from __future__ import annotations
 
 import datetime as dt
-import enum
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,42 +21,15 @@ from typing import Any
 
 import structlog
 
+from remediator.fleet.decision import PENDING, Answer, Decision
 from remediator.fleet.etcd import Etcd, EtcdError, Tls, Unreachable
 from remediator.fleet.options import Fleet
-from remediator.fleet.semaphore import Claim, ClaimLost, Holder, Semaphore
+from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore
+from remediator.trust import Untrusted, read_file, trusted_uids
 
 log = structlog.get_logger(__name__)
 
 REFRESH = 15.0  # idle, the pool is looked at this often (for status)
-
-
-class Answer(enum.StrEnum):
-    PENDING = "pending"  # asked, no answer yet
-    GRANTED = "granted"  # this host holds a slot
-    BUSY = "busy"  # every slot is held by others: in line
-    UNREACHABLE = "unreachable"  # no etcd member answered
-
-
-@dataclass(frozen=True)
-class Decision:
-    answer: Answer
-    holders: tuple[Holder, ...] = ()
-    waiting: int = 0
-    detail: str = ""
-
-    @property
-    def hosts(self) -> list[str]:
-        return [h.host for h in self.holders]
-
-    def reason(self) -> str:
-        if self.answer is Answer.BUSY:
-            return f"fleet slots busy ({', '.join(self.hosts)})"
-        if self.answer is Answer.UNREACHABLE:
-            return "fleet unreachable"
-        return f"fleet slot {self.answer}"
-
-
-PENDING = Decision(Answer.PENDING)
 
 
 def utc_now() -> str:
@@ -279,6 +252,22 @@ class _Worker:
             return self.due_check if wanted else self.due_refresh
         due = self.due_keepalive
         return min(due, self.due_check) if not self.granted else due
+
+
+def start(options: Fleet, *, wake: Callable[[], None]) -> Gate:
+    """A started gate for the configured pool, as this host (``host``, or the hostname)."""
+    host = options.host or socket.gethostname().split(".")[0]
+    password: str | None = None
+    if options.password_file is not None:
+        try:
+            raw, _, _ = read_file(
+                options.password_file, trusted_uids(), max_bytes=4096, secret=True
+            )
+            password = raw.decode("utf-8").strip()
+        except (OSError, Untrusted, UnicodeDecodeError) as exc:
+            # etcd refuses us then: the pool is unreachable to this host, and says so
+            log.error("fleet_password_unreadable", path=str(options.password_file), error=str(exc))
+    return build(options, host, password=password, wake=wake)
 
 
 def build(options: Fleet, host: str, *, password: str | None, wake: Callable[[], None]) -> Gate:

@@ -17,32 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
-from remediator.fleet.etcd import Etcd, KeyValue
+from remediator.fleet.decision import Holder
+
+if TYPE_CHECKING:
+    from remediator.fleet.etcd import Etcd, KeyValue
 
 DEFAULT_PREFIX = "/remediator/fleet/"
-
-
-@dataclass(frozen=True)
-class Holder:
-    """A claim in the line, as its host wrote it (``since`` is that host's wall clock, for
-    people to read; nothing compares it)."""
-
-    host: str
-    playbook: str
-    incident: str
-    since: str
-    revision: int  # create revision: its place in the line
-    lease: int
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "playbook": self.playbook,
-            "incident": self.incident,
-            "since": self.since,
-        }
 
 
 @dataclass(frozen=True)

@@ -491,7 +491,10 @@ class Engine:
         if self.fleet is not None:
             self.fleet.opened(inc.playbook.name, inc.id)
         hosts = ", ".join(h["host"] for h in slot["holders"])
-        reason = f"one of {fleet.max_concurrent} slot(s) of pool {fleet.pool} (held by {hosts})"
+        reason = (
+            f"a slot of pool {fleet.pool}: {len(slot['holders'])} of {fleet.max_concurrent} "
+            f"held now ({hosts})"
+        )
         self._record({"event": Event.FLEET_SLOT_ACQUIRED, **base, "reason": reason})
 
     def _skip_flapping(self, inc: Incident, flapping: Flapping) -> None:

@@ -160,13 +160,8 @@ def test_a_holder_killed_mid_step_loses_its_slot_with_its_lease(
         daemons.append(d.start())
     for _, fpm in hosts:
         fpm.kill_all()
-    holder: list[DaemonProcess] = []
-    eventually(
-        lambda: bool(holder.extend(d for d, _ in hosts if d.records("action_result")) or holder),
-        30,
-        "a host to act",
-    )
-    first = holder[0]
+    eventually(lambda: any(d.records("action_result") for d, _ in hosts), 30, "a host to act")
+    first = next(d for d, _ in hosts if d.records("action_result"))
     other = next(d for d, _ in hosts if d is not first)
     other.wait_record("trigger_held_back", 15, guard="fleet")
     assert not other.records("action_intent"), other.report()

@@ -44,6 +44,7 @@ from remediator.wiring import wire
 log = structlog.get_logger(__name__)
 
 TICK_WHILE_VERIFYING = 0.05
+FLEET_ANSWER_WAIT = 10.0  # `trigger` with no daemon: how long it waits for the fleet's answer
 
 
 def notify(message: str) -> None:
@@ -227,6 +228,8 @@ class Daemon:
         try:
             if self.engine is None:
                 return operator.Reply(False, "the daemon is not built")
+            if self.fleet is not None and request.playbook and not request.dry_run:
+                self._fleet_answer(request.playbook)
             now = time.monotonic()
             self.engine.guards.save(now)  # the runs a dead daemon left are closed now
             reply = switches.apply(self.engine, request, now, pid=None)
@@ -236,6 +239,19 @@ class Daemon:
             return reply
         finally:
             self._shutdown()
+
+    def _fleet_answer(self, playbook: str) -> None:
+        """``trigger`` with no daemon running: this process may wait for the fleet's first
+        answer (a slot, the holders, or unreachable) before asking the engine."""
+        from remediator.fleet.decision import Answer  # noqa: PLC0415
+
+        cfg = self.fleet.sem
+        deadline = time.monotonic() + FLEET_ANSWER_WAIT
+        while self.fleet.want(playbook).answer is Answer.PENDING:
+            if time.monotonic() > deadline:
+                log.warning("fleet_no_answer", pool=cfg.pool, waited_s=FLEET_ANSWER_WAIT)
+                return
+            time.sleep(0.02)
 
     def _turn(self) -> None:
         if self.watcher is None or self.engine is None:

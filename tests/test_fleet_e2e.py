@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from remediator.fleet.etcd import Etcd
+from remediator.fleet.semaphore import Semaphore
 from tests.e2e import DaemonProcess, config, eventually, fpm_service, probe, wall_ts
 from tests.etcdcluster import EtcdCluster
 from tests.stack import Nginx, PhpFpm, Stack
@@ -192,3 +194,19 @@ def test_every_member_down_hold_holds_and_act_acts_alone(
         assert hold.is_running() and act.is_running()
     finally:
         etcd.restart_all()
+
+
+def test_a_dry_run_takes_no_slot_and_says_so(
+    stack: Stack, daemons: list[DaemonProcess], tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    pool = _pool()
+    d, fpm = _host(stack, tmp_path, etcd, "web-dry", pool)
+    d.dry_run = True
+    daemons.append(d.start())
+    fpm.kill_all()
+    opened = d.wait_record("incident_opened", 30)[0]
+    assert opened["fleet"] == {"slot": "none", "reason": "dry run: no fleet slot taken"}
+    d.wait_record("action_result", 30, outcome="would_run")
+    assert not [r for r in d.records() if r["event"].startswith("fleet_")], d.report()
+    line = Semaphore(Etcd(etcd.endpoints), pool=pool, slots=1, ttl=5, host="x")
+    assert line.standing().holders == ()

@@ -393,7 +393,9 @@ class Engine:
         if verdict.allowed:
             verdict, slot = self._fleet_slot(pb, dry_run=dry_run)
             if verdict is _ASKING:
-                return Verdict(False, Guard.FLEET, "asking the fleet for a slot: try again")
+                if not force:
+                    return Verdict(False, Guard.FLEET, "asking the fleet for a slot: try again")
+                verdict = Verdict(False, Guard.FLEET, "the fleet has not answered yet")
         if not verdict.allowed and not force:
             self._log_held(pb, verdict, [])
             return verdict

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,8 @@ class Etcd:
             raise ValueError("no etcd endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
-        self._first = 0  # the endpoint that answered last
+        # the endpoint that answered last; hosts start at a random one, spreading the load
+        self._first = random.randrange(len(self.endpoints))  # noqa: S311 - not for secrets
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy between a host and its etcd
         tls = tls or Tls()

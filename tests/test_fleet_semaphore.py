@@ -238,3 +238,17 @@ def test_a_hung_etcd_never_blocks_the_caller_and_ends_unreachable() -> None:
             assert woken
         finally:
             gate.close()
+
+
+def test_a_waiter_is_told_when_a_claim_ahead_goes(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    a, b = _sem(etcd, pool, "web-1", slots=1), _sem(etcd, pool, "web-2", slots=1)
+    ca, cb = a.claim(), b.claim()
+    seen = b.standing(cb).revision
+    assert not b.wait_turn(seen, 0.3)  # nothing went: the wait runs out
+    a.label(ca, playbook="php", incident="i", since="")  # a put is no news to a waiter
+    assert not b.wait_turn(seen, 0.3)
+    a.release(ca)
+    assert b.wait_turn(seen, 10)  # the delete happened before the watch: still seen
+    assert b.standing(cb).granted
+    b.release(cb)

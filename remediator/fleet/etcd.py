@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +178,45 @@ class Etcd:
             for kv in answer.get("kvs", [])
         ]
         return Range(_revision(answer), int(answer.get("count", 0)), kvs)
+
+    def watch_deletes(self, prefix: str, after: int, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for a key under ``prefix`` to be deleted after revision
+        ``after``: True when one was (or etcd ended the watch: look again), False when the
+        time ran out. Raises :class:`Unreachable` when the watch could not be opened (the
+        caller looks again later instead)."""
+        body = {
+            "create_request": {
+                "key": _b64(prefix),
+                "range_end": _b64(prefix_end(prefix)),
+                "start_revision": str(after + 1),
+                "filters": ["NOPUT"],
+            }
+        }
+        endpoint = self.endpoints[self._first]
+        headers = {"Authorization": self._token} if self._token else {}
+        started = time.monotonic()
+        self.requests += 1
+        try:
+            with self._session.post(
+                endpoint + "/v3/watch",
+                data=json.dumps(body),
+                headers=headers,
+                stream=True,
+                timeout=(self.timeout, wait),
+            ) as resp:
+                for line in resp.iter_lines():
+                    result = json.loads(line).get("result")
+                    if not isinstance(result, dict):
+                        return True  # an error: etcd's word, whatever it is, is a change
+                    if result.get("events") or result.get("canceled"):
+                        return True
+                    if time.monotonic() - started >= wait:
+                        return False
+        except (requests.RequestException, ValueError) as exc:
+            if time.monotonic() - started >= wait * 0.9:
+                return False  # nothing happened while we waited: the read timed out
+            raise Unreachable(f"{endpoint}: watch: {type(exc).__name__}") from exc
+        return True
 
     def delete(self, key: str) -> int:
         return _revision(self.call("/v3/kv/deleterange", {"key": _b64(key)}))

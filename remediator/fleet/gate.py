@@ -30,6 +30,7 @@ from remediator.trust import Untrusted, read_file, trusted_uids
 log = structlog.get_logger(__name__)
 
 REFRESH = 15.0  # idle, the pool is looked at this often (for status)
+WATCH_FOR = 2.0  # in line, a watch is held this long at most before looking again
 
 
 def utc_now() -> str:
@@ -208,10 +209,26 @@ class Gate:
             answer = Answer.GRANTED if w.granted else Answer.BUSY
             state = "holding" if w.granted else "waiting"
             self._publish(gen, Decision(answer, st.holders, st.waiting), state)
+            if not w.granted:
+                self._wait_turn(w, st.revision)
         if w.granted and label is not None and label != w.labelled:
             playbook, incident, since = label
             self.sem.label(claim, playbook=playbook, incident=incident, since=since)
             w.labelled = label
+
+    def _wait_turn(self, w: _Worker, seen: int) -> None:
+        """In line: watch for a claim ahead to go (a slot given back is taken at once), at
+        most until the lease needs renewing or WATCH_FOR; if the watch cannot be opened,
+        look again after ``poll``. The loop's wishes are seen when this returns."""
+        now = time.monotonic()
+        wait = min(WATCH_FOR, w.due_keepalive - now)
+        if wait < 0.05:
+            return
+        try:
+            self.sem.wait_turn(seen, wait)
+            w.due_check = time.monotonic()
+        except (Unreachable, EtcdError):
+            w.due_check = now + self.poll
 
     def _leave(self, claim: Claim) -> None:
         try:

@@ -56,7 +56,8 @@ class Fleet:
     )
     poll: float = opt(
         Duration(min=0.05, max=60),
-        "While waiting for a slot, look again this often.",
+        "While waiting for a slot a host watches the line, and takes a slot given back at "
+        "once; when the watch cannot be opened it looks again this often.",
         0.5,
     )
     ca_file: Path | None = opt(PathSpec(), "CA bundle to verify etcd's TLS certificate.", None)

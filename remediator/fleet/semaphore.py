@@ -103,6 +103,11 @@ class Semaphore:
         waiting = max(0, found.count - len(holders))
         return Standing(granted, holders, waiting, found.revision)
 
+    def wait_turn(self, seen: int, wait: float) -> bool:
+        """Wait up to ``wait`` for a claim in the line to go (after revision ``seen``, when
+        the line was last looked at): True when one went, so look again."""
+        return self.etcd.watch_deletes(self.line, seen, wait)
+
     def keepalive(self, claim: Claim) -> bool:
         """Renew the claim's lease; False when it is gone (the slot with it)."""
         return self.etcd.keepalive(claim.lease) > 0

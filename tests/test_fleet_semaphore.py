@@ -244,7 +244,8 @@ def test_a_waiter_is_told_when_a_claim_ahead_goes(etcd: EtcdCluster) -> None:
     pool = _pool()
     a, b = _sem(etcd, pool, "web-1", slots=1), _sem(etcd, pool, "web-2", slots=1)
     ca, cb = a.claim(), b.claim()
-    seen = b.standing(cb).revision
+    seen = b.standing(cb)
+    assert seen.ahead == (ca.key,)
     assert not b.wait_turn(seen, 0.3)  # nothing went: the wait runs out
     a.label(ca, playbook="php", incident="i", since="")  # a put is no news to a waiter
     assert not b.wait_turn(seen, 0.3)
@@ -252,3 +253,18 @@ def test_a_waiter_is_told_when_a_claim_ahead_goes(etcd: EtcdCluster) -> None:
     assert b.wait_turn(seen, 10)  # the delete happened before the watch: still seen
     assert b.standing(cb).granted
     b.release(cb)
+
+
+def test_a_waiter_wakes_only_when_enough_ahead_have_gone(etcd: EtcdCluster) -> None:
+    pool = _pool()
+    sems = [_sem(etcd, pool, f"web-{i}", slots=2) for i in range(4)]
+    claims = [s.claim() for s in sems]
+    last = sems[3].standing(claims[3])
+    assert not last.granted and len(last.ahead) == 3
+    sems[0].release(claims[0])  # two ahead still: both slots taken
+    assert not sems[3].wait_turn(last, 0.3)
+    sems[2].release(claims[2])  # one ahead: a slot is free
+    assert sems[3].wait_turn(last, 10)
+    assert sems[3].standing(claims[3]).granted
+    for s, c in ((sems[1], claims[1]), (sems[3], claims[3])):
+        s.release(c)

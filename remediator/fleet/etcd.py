@@ -15,7 +15,7 @@ import base64
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,11 +179,14 @@ class Etcd:
         ]
         return Range(_revision(answer), int(answer.get("count", 0)), kvs)
 
-    def watch_deletes(self, prefix: str, after: int, wait: float) -> bool:
-        """Wait up to ``wait`` seconds for a key under ``prefix`` to be deleted after revision
-        ``after``: True when one was (or etcd ended the watch: look again), False when the
-        time ran out. Raises :class:`Unreachable` when the watch could not be opened (the
-        caller looks again later instead)."""
+    def watch_deletes(
+        self, prefix: str, after: int, wait: float, enough: Callable[[str], bool]
+    ) -> bool:
+        """Watch the deletes of keys under ``prefix`` after revision ``after`` for up to
+        ``wait`` seconds, telling ``enough`` each deleted key: True as soon as it says so (or
+        etcd ended the watch: look again), False when the time ran out. Raises
+        :class:`Unreachable` when the watch could not be opened (the caller looks again
+        later instead)."""
         body = {
             "create_request": {
                 "key": _b64(prefix),
@@ -208,8 +211,12 @@ class Etcd:
                     result = json.loads(line).get("result")
                     if not isinstance(result, dict):
                         return True  # an error: etcd's word, whatever it is, is a change
-                    if result.get("events") or result.get("canceled"):
+                    if result.get("canceled"):
                         return True
+                    for event in result.get("events", []):
+                        key = base64.b64decode(event.get("kv", {}).get("key", ""))
+                        if enough(key.decode("utf-8", "replace")):
+                            return True
                     if time.monotonic() - started >= wait:
                         return False
         except (requests.RequestException, ValueError) as exc:

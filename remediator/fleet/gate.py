@@ -24,7 +24,7 @@ import structlog
 from remediator.fleet.decision import PENDING, Answer, Decision
 from remediator.fleet.etcd import Etcd, EtcdError, Tls, Unreachable
 from remediator.fleet.options import Fleet
-from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore
+from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore, Standing
 from remediator.trust import Untrusted, read_file, trusted_uids
 
 log = structlog.get_logger(__name__)
@@ -210,13 +210,13 @@ class Gate:
             state = "holding" if w.granted else "waiting"
             self._publish(gen, Decision(answer, st.holders, st.waiting), state)
             if not w.granted:
-                self._wait_turn(w, st.revision)
+                self._wait_turn(w, st)
         if w.granted and label is not None and label != w.labelled:
             playbook, incident, since = label
             self.sem.label(claim, playbook=playbook, incident=incident, since=since)
             w.labelled = label
 
-    def _wait_turn(self, w: _Worker, seen: int) -> None:
+    def _wait_turn(self, w: _Worker, st: Standing) -> None:
         """In line: watch for a claim ahead to go (a slot given back is taken at once), at
         most until the lease needs renewing or WATCH_FOR; if the watch cannot be opened,
         look again after ``poll``. The loop's wishes are seen when this returns."""
@@ -225,7 +225,7 @@ class Gate:
         if wait < 0.05:
             return
         try:
-            self.sem.wait_turn(seen, wait)
+            self.sem.wait_turn(st, wait)
             w.due_check = time.monotonic()
         except (Unreachable, EtcdError):
             w.due_check = now + self.poll

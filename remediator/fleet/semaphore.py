@@ -35,6 +35,7 @@ class Standing:
     holders: tuple[Holder, ...]
     waiting: int
     revision: int
+    ahead: tuple[str, ...] = ()  # the keys in line before the claim (when it waits)
 
     @property
     def hosts(self) -> list[str]:
@@ -93,20 +94,34 @@ class Semaphore:
         self.etcd.put(claim.key, _value(playbook, incident, since), lease=claim.lease)
 
     def standing(self, claim: Claim | None = None) -> Standing:
-        """Who holds the slots now, and whether ``claim`` is one of them. Raises
-        :class:`ClaimLost` when ``claim`` would be among them but its key is gone."""
-        found = self.etcd.range_prefix(self.line, limit=self.slots)
-        holders = tuple(_holder(kv, self.line) for kv in found.kvs)
-        granted = claim is not None and any(kv.key == claim.key for kv in found.kvs)
-        if claim is not None and not granted and found.count <= self.slots:
-            raise ClaimLost(claim.key)  # a free slot, and our key not in it: it is gone
+        """Who holds the slots now, and whether ``claim`` is one of them (with the keys
+        ahead of it when it waits). Raises :class:`ClaimLost` when its key is gone."""
+        # the whole line when a claim waits (a pool is tens of hosts), the holders otherwise
+        found = self.etcd.range_prefix(self.line, limit=0 if claim is not None else self.slots)
+        holders = tuple(_holder(kv, self.line) for kv in found.kvs[: self.slots])
         waiting = max(0, found.count - len(holders))
-        return Standing(granted, holders, waiting, found.revision)
+        if claim is None:
+            return Standing(False, holders, waiting, found.revision)
+        keys = [kv.key for kv in found.kvs]
+        if claim.key not in keys:
+            raise ClaimLost(claim.key)  # its lease expired or was revoked
+        place = keys.index(claim.key)
+        granted = place < self.slots
+        ahead = () if granted else tuple(keys[:place])
+        return Standing(granted, holders, waiting, found.revision, ahead)
 
-    def wait_turn(self, seen: int, wait: float) -> bool:
-        """Wait up to ``wait`` for a claim in the line to go (after revision ``seen``, when
-        the line was last looked at): True when one went, so look again."""
-        return self.etcd.watch_deletes(self.line, seen, wait)
+    def wait_turn(self, standing: Standing, wait: float) -> bool:
+        """Wait up to ``wait`` until enough of the claims ahead (as ``standing`` saw them)
+        have gone for this one to hold a slot: True then (look again to be sure), False when
+        the time ran out. Only the deletes are watched, and counted here: a slot given back
+        costs each waiter no request."""
+        ahead = set(standing.ahead)
+
+        def gone(key: str) -> bool:
+            ahead.discard(key)
+            return len(ahead) < self.slots
+
+        return self.etcd.watch_deletes(self.line, standing.revision, wait, gone)
 
     def keepalive(self, claim: Claim) -> bool:
         """Renew the claim's lease; False when it is gone (the slot with it)."""

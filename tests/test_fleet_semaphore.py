@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,13 +12,14 @@ from typing import Any
 import pytest
 
 from remediator.fleet.decision import Answer, Decision
-from remediator.fleet.etcd import Etcd, Unreachable, prefix_end
+from remediator.fleet.etcd import Etcd, EtcdError, Unreachable, prefix_end
 from remediator.fleet.gate import Gate
 from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore
 from tests.etcdcluster import EtcdCluster
 from tests.stack import free_port, wait_for
 
 _pools = itertools.count()
+PASSWORD = "test-only-" + "secret"  # a throwaway etcd member's user
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +270,41 @@ def test_a_waiter_wakes_only_when_enough_ahead_have_gone(etcd: EtcdCluster) -> N
     assert sems[3].standing(claims[3]).granted
     for s, c in ((sems[1], claims[1]), (sems[3], claims[3])):
         s.release(c)
+
+
+def test_with_etcd_auth_a_user_with_its_password_gets_a_slot_others_do_not() -> None:
+    with EtcdCluster(1) as cluster:  # its own member: auth changes it for good
+        cluster.start()
+        ctl = ["etcdctl", f"--endpoints={cluster.endpoints[0]}"]
+        for args in (
+            ["user", "add", "root:rootpw"],
+            ["role", "add", "remediator"],
+            [
+                "role",
+                "grant-permission",
+                "remediator",
+                "--prefix=true",
+                "readwrite",
+                "/remediator/",
+            ],
+            ["user", "add", f"web:{PASSWORD}"],
+            ["user", "grant-role", "web", "remediator"],
+            ["auth", "enable"],
+        ):
+            subprocess.run([*ctl, *args], check=True, capture_output=True, env=_ctl_env())
+        good = Etcd(cluster.endpoints, username="web", password=PASSWORD)
+        sem = Semaphore(good, pool="p", slots=1, ttl=5, host="web-1")
+        claim = sem.claim()
+        assert sem.standing(claim).granted
+        sem.release(claim)
+        wrong = Etcd(cluster.endpoints, username="web", password=PASSWORD + "x")
+        bad = Semaphore(wrong, pool="p", slots=1, ttl=5, host="web-2")
+        with pytest.raises(EtcdError, match="authentication failed"):
+            bad.claim()
+        anonymous = Semaphore(Etcd(cluster.endpoints), pool="p", slots=1, ttl=5, host="web-3")
+        with pytest.raises(EtcdError):
+            anonymous.claim()
+
+
+def _ctl_env() -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "ETCDCTL_API": "3"}

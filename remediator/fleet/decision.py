@@ -28,6 +28,16 @@ class Holder:
         }
 
 
+class State(enum.StrEnum):
+    """This host in its pool, as ``status`` shows it."""
+
+    IDLE = "idle"  # wants no slot
+    WAITING = "waiting"  # in line
+    HOLDING = "holding"  # holds a slot
+    UNREACHABLE = "unreachable"  # no etcd member answered
+    LOST = "lost"  # its claim's lease expired
+
+
 class Answer(enum.StrEnum):
     PENDING = "pending"  # asked, no answer yet
     GRANTED = "granted"  # this host holds a slot

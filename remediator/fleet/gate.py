@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from remediator.fleet.decision import PENDING, Answer, Decision
+from remediator.fleet.decision import PENDING, Answer, Decision, State
 from remediator.fleet.etcd import Etcd, EtcdError, Tls, Unreachable
 from remediator.fleet.options import Fleet
 from remediator.fleet.semaphore import Claim, ClaimLost, Semaphore, Standing
@@ -59,7 +59,7 @@ class Gate:
         self._label: tuple[str, str, str] | None = None  # playbook, incident, since
         self._stop = False
         self._seen: dict[str, Any] = {}  # the pool as last seen, for status
-        self._state = "idle"
+        self._state = State.IDLE
         self._thread = threading.Thread(target=self._run, name="fleet", daemon=True)
 
     # --- the loop's side: never waits for etcd ---
@@ -106,7 +106,7 @@ class Gate:
                 "pool": self.sem.pool,
                 "host": self.sem.host,
                 "max_concurrent": self.sem.slots,
-                "state": self._state,
+                "state": str(self._state),
                 **self._seen,
             }
 
@@ -121,7 +121,7 @@ class Gate:
 
     # --- the worker ---
 
-    def _publish(self, gen: int, decision: Decision, state: str) -> None:
+    def _publish(self, gen: int, decision: Decision, state: State) -> None:
         changed = False
         with self._cond:
             old_gen, old = self._decision
@@ -160,18 +160,19 @@ class Gate:
                     log.warning("fleet_slot_lost", pool=self.sem.pool)
                 w.drop()
                 w.due_check = now + self.poll
-                self._publish(gen, PENDING, "lost")
+                self._publish(gen, PENDING, State.LOST)
             except (Unreachable, EtcdError) as exc:
-                log.warning("fleet_unreachable", pool=self.sem.pool, error=str(exc)[:300])
-                w.retry(now + self.poll)
+                if self._state != State.UNREACHABLE:  # said once, not at every retry
+                    log.warning("fleet_unreachable", pool=self.sem.pool, error=str(exc)[:300])
+                w.retry(now + self.poll, now + self.refresh)
                 self._publish(
-                    gen, Decision(Answer.UNREACHABLE, detail=str(exc)[:300]), "unreachable"
+                    gen, Decision(Answer.UNREACHABLE, detail=str(exc)[:300]), State.UNREACHABLE
                 )
             except Exception as exc:  # a bug must not kill the worker: unreachable, as it were
                 log.exception("fleet_worker_error", error=str(exc))
-                w.retry(now + self.poll)
+                w.retry(now + self.poll, now + self.refresh)
                 self._publish(
-                    gen, Decision(Answer.UNREACHABLE, detail=type(exc).__name__), "unreachable"
+                    gen, Decision(Answer.UNREACHABLE, detail=type(exc).__name__), State.UNREACHABLE
                 )
 
     def _step(
@@ -186,7 +187,7 @@ class Gate:
         if w.claim is not None and (wanted is None or w.gen != gen):
             self._leave(w.claim)
             w.drop()
-            self._publish(gen, PENDING, "idle")
+            self._publish(gen, PENDING, State.IDLE)
         if wanted is not None and w.claim is None and now >= w.due_check:
             w.claim = self.sem.claim(playbook=wanted, since=utc_now())
             w.gen, w.granted = gen, False
@@ -196,7 +197,7 @@ class Gate:
             if now >= w.due_refresh:
                 w.due_refresh = now + self.refresh
                 st = self.sem.standing()
-                self._publish(gen, Decision(Answer.PENDING, st.holders, st.waiting), "idle")
+                self._publish(gen, Decision(Answer.PENDING, st.holders, st.waiting), State.IDLE)
             return
         if now >= w.due_keepalive:
             w.due_keepalive = now + claim.ttl / 3
@@ -207,7 +208,7 @@ class Gate:
             w.granted = st.granted
             w.due_check = now + self.poll
             answer = Answer.GRANTED if w.granted else Answer.BUSY
-            state = "holding" if w.granted else "waiting"
+            state = State.HOLDING if w.granted else State.WAITING
             self._publish(gen, Decision(answer, st.holders, st.waiting), state)
             if not w.granted:
                 self._wait_turn(w, st)
@@ -252,8 +253,9 @@ class _Worker:
     def drop(self) -> None:
         self.claim, self.granted, self.labelled = None, False, None
 
-    def retry(self, when: float) -> None:
-        self.due_check = self.due_refresh = when
+    def retry(self, when: float, idle: float) -> None:
+        """After a failure: a wish is tried again at ``when``; an idle look at ``idle``."""
+        self.due_check, self.due_refresh = when, idle
         if self.claim is not None:
             self.due_keepalive = min(self.due_keepalive, when)
 

@@ -155,6 +155,14 @@ def test_three_hosts_one_fault_one_slot_they_take_turns_with_a_member_dead(
         10,
         "status to show the pool",
     )
+    status = subprocess.run(
+        [sys.executable, "-m", "remediator", "-c", str(d.config_path), "status"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    print(status)
+    assert f"fleet: pool {pool}, " in status
 
 
 def test_a_holder_killed_mid_step_loses_its_slot_with_its_lease(

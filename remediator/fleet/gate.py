@@ -187,6 +187,7 @@ class Gate:
         if w.claim is not None and (wanted is None or w.gen != gen):
             self._leave(w.claim)
             w.drop()
+            w.due_refresh = now  # status: who holds the slots now, at the next turn
             self._publish(gen, PENDING, State.IDLE)
         if wanted is not None and w.claim is None and now >= w.due_check:
             w.claim = self.sem.claim(playbook=wanted, since=utc_now())

@@ -232,6 +232,11 @@ class Engine:
             return in_line
         return in_line
 
+    def held_by_fleet(self, playbook: str) -> str | None:
+        """Why the fleet holds ``playbook`` back now (slots busy, etcd unreachable), if so."""
+        key, prefix = self._held.get(playbook, ""), f"{Guard.FLEET}: "
+        return key.removeprefix(prefix) if key.startswith(prefix) else None
+
     def needs_slot(self, pb: Playbook) -> bool:
         """Whether ``pb`` runs its changing steps only in one of the fleet's slots."""
         return self.config.fleet is not None and pb.fleet and any(changes_host(s) for s in pb.steps)

@@ -125,6 +125,9 @@ def _verdict(engine: Engine, pb: Playbook, now: float) -> Verdict:
     waiting = engine.corroboration.waiting.get(pb.name)
     if verdict.allowed and waiting:
         return Verdict(False, Guard.UNCORROBORATED, f"uncorroborated: waiting for {waiting}")
+    fleet = engine.held_by_fleet(pb.name)
+    if verdict.allowed and fleet:
+        return Verdict(False, Guard.FLEET, fleet)
     return verdict
 
 

@@ -124,6 +124,7 @@ def test_a_changing_playbook_waits_for_the_slot_naming_its_holder(bed: _Bed) -> 
     held = bed.records("trigger_held_back")[0]
     assert (held["guard"], held["reason"]) == ("fleet", "fleet slots busy (web-9)")
     assert bed.calls == [] and bed.engine.incident is None
+    assert bed.engine.held_by_fleet("pb") == "fleet slots busy (web-9)"  # status shows it
     assert bed.gate.wanted
     bed.other.release(theirs)
     bed.tick_until(lambda: bed.calls, "the restart")

@@ -38,7 +38,7 @@ from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import Event, IncidentOutcome, JudgedOn
 from remediator.flap import Flap, Flapping, seconds
-from remediator.fleet.decision import Answer, Decision
+from remediator.fleet import hook
 from remediator.guards import Guard, Guards, Verdict
 from remediator.incident import (
     Incident,
@@ -68,21 +68,6 @@ DEFAULT_VERIFY = Verify()
 
 class Executor(Protocol):
     def submit(self, fn: Callable[[], Any]) -> Future[Any]: ...
-
-
-class Slots(Protocol):
-    """The fleet's slots (remediator.fleet.gate.Gate): asked for without waiting."""
-
-    def want(self, playbook: str) -> Decision: ...
-    def opened(self, playbook: str, incident: str) -> None: ...
-    def release(self) -> None: ...
-    def withdraw(self) -> None: ...
-    @property
-    def wanted(self) -> bool: ...
-
-
-# The fleet has not answered yet: wait for it (the gate wakes the loop), record nothing.
-_ASKING = Verdict(False, Guard.FLEET, "")
 
 
 class InlineExecutor:
@@ -137,7 +122,7 @@ class Engine:
         self.request_probe = request_probe
         self.request_service: Callable[[str], None] | None = None  # poll a service now
         self.lock = lock  # one remediation at a time on the host, across processes
-        self.fleet: Slots | None = None  # the pool's slots (a `fleet:` section, acting live)
+        self.fleet: hook.Slots | None = None  # with a `fleet:` section, live
         self.verifier = verifier or Verifier(signals)
         # Log lines alone never change the host. ``observed`` False (replay): no probe or
         # service state exists, corroboration is assumed and said so.
@@ -217,11 +202,11 @@ class Engine:
             verdict = self.guards.may_run(pb, now)
             if verdict.allowed:
                 verdict = self._steps_held(pb, now) or verdict
-            slot: dict[str, Any] | None = None
+            slot: hook.Slot | None = None
             if verdict.allowed:
                 verdict, slot = self._fleet_slot(pb)
                 in_line = in_line or (self.fleet is not None and self.fleet.wanted)
-                if verdict is _ASKING:
+                if verdict is hook.ASKING:
                     return True  # the answer wakes the loop
             if not verdict.allowed:
                 self._log_held(pb, verdict, readings)
@@ -243,34 +228,13 @@ class Engine:
 
     def _fleet_slot(
         self, pb: Playbook, *, dry_run: bool = False
-    ) -> tuple[Verdict, dict[str, Any] | None]:
+    ) -> tuple[Verdict, hook.Slot | None]:
         """Whether the fleet lets ``pb`` act now, and what its opening record says of it.
-        Never waits: the gate answers from its worker thread (pending: :data:`_ASKING`)."""
-        fleet = self.config.fleet
-        if fleet is None or not self.needs_slot(pb):
+        Never waits: the gate answers from its worker thread (``hook.ASKING`` until then)."""
+        options = self.config.fleet
+        if options is None or not self.needs_slot(pb):
             return Verdict.ok(), None
-        if self.dry_run or dry_run:
-            return Verdict.ok(), {"slot": "none", "reason": "dry run: no fleet slot taken"}
-        if self.fleet is None:  # replay, tests: no etcd here
-            return Verdict.ok(), {"slot": "none", "reason": "the fleet is not consulted here"}
-        decision = self.fleet.want(pb.name)
-        if decision.answer is Answer.PENDING:
-            return _ASKING, None
-        if decision.answer is Answer.GRANTED:
-            return Verdict.ok(), {
-                "slot": "granted",
-                "pool": fleet.pool,
-                "max_concurrent": fleet.max_concurrent,
-                "holders": [h.record() for h in decision.holders],
-            }
-        if decision.answer is Answer.UNREACHABLE and fleet.on_unreachable == "act":
-            return Verdict.ok(), {
-                "slot": "alone",
-                "pool": fleet.pool,
-                "reason": "fleet unreachable: acting alone (on_unreachable: act)",
-                "error": decision.detail,
-            }
-        return Verdict(False, Guard.FLEET, decision.reason()), None
+        return hook.ask(options, self.fleet, pb.name, dry_run=self.dry_run or dry_run)
 
     def _flap(self, pb: Playbook) -> Flap:
         return pb.flap or self.config.guards.flap
@@ -397,7 +361,7 @@ class Engine:
         slot: dict[str, Any] | None = None
         if verdict.allowed:
             verdict, slot = self._fleet_slot(pb, dry_run=dry_run)
-            if verdict is _ASKING:
+            if verdict is hook.ASKING:
                 if not force:
                     return Verdict(False, Guard.FLEET, "asking the fleet for a slot: try again")
                 verdict = Verdict(False, Guard.FLEET, "the fleet has not answered yet")
@@ -484,25 +448,17 @@ class Engine:
         self._next_step(inc, now)
         return True
 
-    def _slot_taken(self, inc: Incident, slot: dict[str, Any]) -> None:
+    def _slot_taken(self, inc: Incident, slot: hook.Slot) -> None:
         """Record the slot this incident acts in (or that it acts alone), and label it."""
-        fleet = self.config.fleet
-        if fleet is None or slot["slot"] == "none":
+        options = self.config.fleet
+        rec = hook.taken(options, slot, inc.playbook.name, inc.id) if options else None
+        if rec is None:
             return
-        base = {"incident": inc.id, "playbook": inc.playbook.name, "pool": fleet.pool}
-        if slot["slot"] == "alone":
-            event, reason = Event.FLEET_ACTING_ALONE, slot["reason"]
-            self._record({"event": event, **base, "reason": reason, "error": slot.get("error")})
-            return
-        inc.slot = True
-        if self.fleet is not None:
-            self.fleet.opened(inc.playbook.name, inc.id)
-        hosts = ", ".join(h["host"] for h in slot["holders"])
-        reason = (
-            f"a slot of pool {fleet.pool}: {len(slot['holders'])} of {fleet.max_concurrent} "
-            f"held now ({hosts})"
-        )
-        self._record({"event": Event.FLEET_SLOT_ACQUIRED, **base, "reason": reason})
+        if slot["slot"] == "granted":
+            inc.slot = True
+            if self.fleet is not None:
+                self.fleet.opened(inc.playbook.name, inc.id)
+        self._record(rec)
 
     def _skip_flapping(self, inc: Incident, flapping: Flapping) -> None:
         """Record the steps a flapping playbook does not repeat; the incident goes on from
@@ -838,16 +794,8 @@ class Engine:
             self.lock.release()  # one remediation at a time: this one is over
         if inc.slot and self.fleet is not None and self.config.fleet is not None:
             self.fleet.release()  # after the verification: the next host may act
-            self._record(
-                {
-                    "event": Event.FLEET_SLOT_RELEASED,
-                    "incident": inc.id,
-                    "playbook": inc.playbook.name,
-                    "pool": self.config.fleet.pool,
-                    "reason": f"the incident is over ({outcome})",
-                },
-                must=False,
-            )
+            rec = hook.released(self.config.fleet, inc.playbook.name, inc.id, outcome)
+            self._record(rec, must=False)
         self.closed.append(
             {
                 "incident": inc.id,

@@ -12,8 +12,11 @@ that answered: a dead member costs one refused connection, a hung one one timeou
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,6 +102,8 @@ class Etcd:
         self._credentials = (username, password) if username else None
         self._token: str | None = None
         self.requests = 0  # how many HTTP requests this client made (benchmarks)
+        self._watching: requests.Response | None = None  # a watch in progress
+        self._interrupted = threading.Event()
 
     def close(self) -> None:
         self._session.close()
@@ -207,6 +212,9 @@ class Etcd:
                 stream=True,
                 timeout=(self.timeout, wait),
             ) as resp:
+                self._watching = resp
+                if self._interrupted.is_set():
+                    return True
                 for line in resp.iter_lines():
                     result = json.loads(line).get("result")
                     if not isinstance(result, dict):
@@ -219,11 +227,27 @@ class Etcd:
                             return True
                     if time.monotonic() - started >= wait:
                         return False
-        except (requests.RequestException, ValueError) as exc:
+        except (requests.RequestException, ValueError, OSError) as exc:
+            if self._interrupted.is_set():
+                return True
             if time.monotonic() - started >= wait * 0.9:
                 return False  # nothing happened while we waited: the read timed out
             raise Unreachable(f"{endpoint}: watch: {type(exc).__name__}") from exc
+        finally:
+            self._watching = None
+            self._interrupted.clear()
         return True
+
+    def interrupt(self) -> None:
+        """End a watch in progress now (from another thread: it only shuts the socket down,
+        which never blocks); the watching thread returns as if something changed."""
+        self._interrupted.set()
+        resp = self._watching
+        conn = getattr(resp.raw, "connection", None) if resp is not None else None
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def delete(self, key: str) -> int:
         return _revision(self.call("/v3/kv/deleterange", {"key": _b64(key)}))

@@ -91,6 +91,7 @@ class Gate:
             self._label = None
             self._gen += 1
             self._cond.notify()
+        self.sem.etcd.interrupt()  # a waiter's watch: leave the line now, not when it ends
 
     withdraw = release  # the trigger stopped holding before the slot was used
 
@@ -116,6 +117,7 @@ class Gate:
         with self._cond:
             self._stop = True
             self._cond.notify()
+        self.sem.etcd.interrupt()
         if self._thread.is_alive():
             self._thread.join(timeout)
 

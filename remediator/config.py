@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from remediator.actions.declare import HOSTNAME
 from remediator.flap import Flap
+from remediator.fleet.options import Fleet
 from remediator.playbook import PLAYBOOK, Playbook
 from remediator.schema import (
     Bool,
@@ -656,6 +657,12 @@ class Config:
         Record(Reports, name="reports"),
         "Each closed incident as a page, for notifications to point at.",
         Reports(),
+    )
+    fleet: Fleet | None = opt(
+        Record(Fleet, name="fleet"),
+        "A pool of hosts of which at most `max_concurrent` remediate at once, coordinated "
+        "through etcd (docs/fleet.md). Unset: this host acts alone and never talks to etcd.",
+        None,
     )
 
     def report_dir(self) -> Path | None:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 TICK_WHILE_VERIFYING = 0.05
+FLEET_ANSWER_WAIT = 10.0  # `trigger` with no daemon: how long it waits for the fleet's answer
 
 
 def notify(message: str) -> None:
@@ -114,6 +115,7 @@ class Daemon:
         self.metrics: Metrics | None = None  # run(): once `metrics:` asks for them
         self.pages = PageWriter(config_path)  # incident pages, written as incidents close
         self._reports_keep = 200
+        self.fleet: Any = None  # a remediator.fleet.gate.Gate, with a `fleet:` section
 
     # --- set-up ---
 
@@ -156,6 +158,10 @@ class Daemon:
         # Only the daemon itself writes incident pages (a one-shot `trigger` leaves none).
         self.engine.report_dir = cfg.report_dir() if self.is_service else None
         self._reports_keep = cfg.reports.keep
+        if cfg.fleet is not None and not dry:  # no section, no etcd: not even imported
+            from remediator.fleet.gate import start  # noqa: PLC0415
+
+            self.fleet = self.engine.fleet = start(cfg.fleet, wake=self._wake)
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()
@@ -172,6 +178,9 @@ class Daemon:
             self.watcher.wake()
 
     def teardown(self) -> None:
+        if self.fleet is not None:
+            self.fleet.close()  # gives a held slot back (its lease would expire anyway)
+            self.fleet = None
         if self.watcher is not None:
             self.watcher.close()
             self.watcher = None
@@ -243,6 +252,8 @@ class Daemon:
         try:
             if self.engine is None:
                 return operator.Reply(False, "the daemon is not built")
+            if self.fleet is not None and request.playbook and not request.dry_run:
+                self._fleet_answer(request.playbook)
             now = time.monotonic()
             self.engine.guards.save(now)  # the runs a dead daemon left are closed now
             reply = switches.apply(self.engine, request, now, pid=None)
@@ -252,6 +263,19 @@ class Daemon:
             return reply
         finally:
             self._shutdown()
+
+    def _fleet_answer(self, playbook: str) -> None:
+        """``trigger`` with no daemon running: this process may wait for the fleet's first
+        answer (a slot, the holders, or unreachable) before asking the engine."""
+        from remediator.fleet.decision import Answer  # noqa: PLC0415
+
+        cfg = self.fleet.sem
+        deadline = time.monotonic() + FLEET_ANSWER_WAIT
+        while self.fleet.want(playbook).answer is Answer.PENDING:
+            if time.monotonic() > deadline:
+                log.warning("fleet_no_answer", pool=cfg.pool, waited_s=FLEET_ANSWER_WAIT)
+                return
+            time.sleep(0.02)
 
     def _turn(self) -> None:
         if self.watcher is None or self.engine is None:

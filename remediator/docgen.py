@@ -14,6 +14,7 @@ from remediator.actions.declare import ACTIONS
 from remediator.causes import Cause, describe
 from remediator.config import CONFIG, SOURCE_TYPES, Backoff, Breaker, Metrics, Notifier, Service
 from remediator.flap import Flap
+from remediator.fleet.options import Fleet
 from remediator.playbook import (
     CONDITION,
     PLAYBOOK_FILE,
@@ -104,6 +105,7 @@ def markdown() -> str:
     out += _section(3, "`guards.backoff`", Backoff)
     out += _section(3, "`guards.breaker`", Breaker)
     out += _section(3, "`guards.flap` (and a playbook's own `flap`)", Flap)
+    out += _section(2, "`fleet` (docs/fleet.md)", Fleet)
     out += [
         "## Playbooks",
         "",

@@ -39,6 +39,7 @@ from remediator.config import Config
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import Event, IncidentOutcome, JudgedOn
 from remediator.flap import Flap, Flapping, seconds
+from remediator.fleet import hook
 from remediator.guards import Guard, Guards, Verdict
 from remediator.incident import (
     Incident,
@@ -123,6 +124,7 @@ class Engine:
         self.request_probe = request_probe
         self.request_service: Callable[[str], None] | None = None  # poll a service now
         self.lock = lock  # one remediation at a time on the host, across processes
+        self.fleet: hook.Slots | None = None  # with a `fleet:` section, live
         self.verifier = verifier or Verifier(signals)
         # Log lines alone never change the host. ``observed`` False (replay): no probe or
         # service state exists, corroboration is assumed and said so.
@@ -184,7 +186,15 @@ class Engine:
         return not inc.accounted and not self.dry_run and inc.phase is Phase.VERIFYING
 
     def _consider(self, now: float, *, supersede: Incident | None = None) -> None:
+        in_line = self._consider_playbooks(now, supersede)
+        if not in_line and self.incident is None and self.fleet is not None and self.fleet.wanted:
+            self.fleet.withdraw()  # no trigger wants the slot any more: leave the line
+
+    def _consider_playbooks(self, now: float, supersede: Incident | None) -> bool:
+        """Open an incident for the first playbook that may run; True when one asked the
+        fleet for its slot (and waits in line, or opened with it)."""
         since = self._acted_until
+        in_line = False
         for pb in self.playbooks:
             if not holds(pb.when, self.signals, now, since=since):
                 asked = self.corroboration.released(pb.name)
@@ -204,13 +214,39 @@ class Engine:
             verdict = self.guards.may_run(pb, now)
             if verdict.allowed:
                 verdict = self._steps_held(pb, now) or verdict
+            slot: hook.Slot | None = None
+            if verdict.allowed:
+                verdict, slot = self._fleet_slot(pb)
+                in_line = in_line or (self.fleet is not None and self.fleet.wanted)
+                if verdict is hook.ASKING:
+                    return True  # the answer wakes the loop
             if not verdict.allowed:
                 self._log_held(pb, verdict, readings)
                 continue
             if supersede is not None:
                 self._close(supersede, now, IncidentOutcome.SUPERSEDED, success=None)
-            self._open(pb, readings, now, backed=backed)
-            return
+            self._open(pb, readings, now, backed=backed, slot=slot)
+            return in_line
+        return in_line
+
+    def held_by_fleet(self, playbook: str) -> str | None:
+        """Why the fleet holds ``playbook`` back now (slots busy, etcd unreachable), if so."""
+        key, prefix = self._held.get(playbook, ""), f"{Guard.FLEET}: "
+        return key.removeprefix(prefix) if key.startswith(prefix) else None
+
+    def needs_slot(self, pb: Playbook) -> bool:
+        """Whether ``pb`` runs its changing steps only in one of the fleet's slots."""
+        return self.config.fleet is not None and pb.fleet and any(changes_host(s) for s in pb.steps)
+
+    def _fleet_slot(
+        self, pb: Playbook, *, dry_run: bool = False
+    ) -> tuple[Verdict, hook.Slot | None]:
+        """Whether the fleet lets ``pb`` act now, and what its opening record says of it.
+        Never waits: the gate answers from its worker thread (``hook.ASKING`` until then)."""
+        options = self.config.fleet
+        if options is None or not self.needs_slot(pb):
+            return Verdict.ok(), None
+        return hook.ask(options, self.fleet, pb.name, dry_run=self.dry_run or dry_run)
 
     def _flap(self, pb: Playbook) -> Flap:
         return pb.flap or self.config.guards.flap
@@ -295,6 +331,8 @@ class Engine:
         corroboration: dict[str, Any] | None = None,
     ) -> None:
         key = f"{verdict.guard}"
+        if verdict.guard is Guard.FLEET:  # who holds the slots is news each time it changes
+            key += f": {verdict.reason}"
         if self._held.get(pb.name) == key:
             return
         self._held[pb.name] = key
@@ -332,6 +370,13 @@ class Engine:
         if self.incident is not None:
             return Verdict(False, None, f"incident {self.incident.id} is in progress")
         verdict = self.guards.may_run(pb, now)
+        slot: dict[str, Any] | None = None
+        if verdict.allowed:
+            verdict, slot = self._fleet_slot(pb, dry_run=dry_run)
+            if verdict is hook.ASKING:
+                if not force:
+                    return Verdict(False, Guard.FLEET, "asking the fleet for a slot: try again")
+                verdict = Verdict(False, Guard.FLEET, "the fleet has not answered yet")
         if not verdict.allowed and not force:
             self._log_held(pb, verdict, [])
             return verdict
@@ -340,7 +385,10 @@ class Engine:
         if force and not verdict.allowed:
             why += f", forced past: {verdict.reason}"
         backed = corroborate.MANUAL if self.corroboration.needs.get(pb.name) else None
-        if not self._open(pb, readings, now, manual=why, dry_run=dry_run, backed=backed):
+        opened = self._open(
+            pb, readings, now, manual=why, dry_run=dry_run, backed=backed, slot=slot
+        )
+        if not opened:
             return Verdict(False, None, "another remediator process is acting")
         return Verdict.ok()
 
@@ -353,6 +401,7 @@ class Engine:
         manual: str = "",
         dry_run: bool = False,
         backed: corroborate.Judgement | None = None,
+        slot: dict[str, Any] | None = None,
     ) -> bool:
         """Open an incident for ``pb``; False when it could not be (lock, action log).
         ``backed``: what corroborated the trigger (recorded when the playbook needs it)."""
@@ -394,11 +443,15 @@ class Engine:
         need = self.corroboration.needs.get(pb.name)
         if need is not None and backed is not None:
             rec["corroboration"] = backed.record(need)
+        if slot is not None:
+            rec["fleet"] = slot
         ok = self._record(rec)
         if not ok:
             if self.lock is not None:
                 self.lock.release()
             return False
+        if slot is not None:
+            self._slot_taken(inc, slot)
         if inc.accounted:
             self.guards.run_started(pb, now, inc.id)
             self.guards.save(now)
@@ -425,6 +478,18 @@ class Engine:
             if dns is not None and dns.mismatch_since is not None:
                 first = min(first, dns.mismatch_since)
         return first
+
+    def _slot_taken(self, inc: Incident, slot: hook.Slot) -> None:
+        """Record the slot this incident acts in (or that it acts alone), and label it."""
+        options = self.config.fleet
+        rec = hook.taken(options, slot, inc.playbook.name, inc.id) if options else None
+        if rec is None:
+            return
+        if slot["slot"] == "granted":
+            inc.slot = True
+            if self.fleet is not None:
+                self.fleet.opened(inc.playbook.name, inc.id)
+        self._record(rec)
 
     def _skip_flapping(self, inc: Incident, flapping: Flapping) -> None:
         """Record the steps a flapping playbook does not repeat; the incident goes on from
@@ -755,6 +820,10 @@ class Engine:
             self.record_resolved()
         if self.lock is not None:
             self.lock.release()  # one remediation at a time: this one is over
+        if inc.slot and self.fleet is not None and self.config.fleet is not None:
+            self.fleet.release()  # after the verification: the next host may act
+            rec = hook.released(self.config.fleet, inc.playbook.name, inc.id, outcome)
+            self._record(rec, must=False)
         self.closed.append(
             {
                 "incident": inc.id,

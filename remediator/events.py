@@ -27,6 +27,9 @@ class Event(enum.StrEnum):
     OPERATOR_RESUME = "operator_resume"
     OPERATOR_RESET = "operator_reset"
     OPERATOR_TRIGGER = "operator_trigger"
+    FLEET_SLOT_ACQUIRED = "fleet_slot_acquired"  # one of the pool's K slots, for this incident
+    FLEET_SLOT_RELEASED = "fleet_slot_released"  # given back when the incident closed
+    FLEET_ACTING_ALONE = "fleet_acting_alone"  # etcd unreachable, `on_unreachable: act`
 
 
 class Outcome(enum.StrEnum):

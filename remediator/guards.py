@@ -42,6 +42,7 @@ class Guard(enum.StrEnum):
     STARTUP_GRACE = "startup_grace"
     UNCORROBORATED = "uncorroborated"  # log lines alone (see remediator.corroborate)
     FLAPPING = "flapping"  # a step that kept resolving incidents only for a moment
+    FLEET = "fleet"  # the pool's slots are busy, or etcd cannot be reached (remediator.fleet)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ class Incident:
     flapping: Flapping | None = None  # found flapping when opened: its first steps are skipped
     opened_at: str = ""  # wall time of the opening, RFC 3339 (an alert's startsAt)
     alerted: set[str] = field(default_factory=set)  # alertmanager notifiers it fired on
+    slot: bool = False  # holds one of the fleet's slots, given back when it closes
 
     @property
     def current(self) -> Step:

@@ -626,6 +626,13 @@ class Playbook:
         "straight back. Unset: `guards.flap`.",
         None,
     )
+    fleet: bool = opt(
+        Bool(),
+        "With a `fleet:` section, this playbook's changing steps wait for one of the pool's "
+        "slots (at most `max_concurrent` hosts act at once); `false`: it acts without one. "
+        "A playbook that changes nothing (notify, diagnose) never takes a slot.",
+        True,
+    )
 
 
 PLAYBOOK = Record(Playbook, name="playbook")

@@ -143,6 +143,14 @@ def _line(rec: dict[str, Any]) -> str:
             return f"{step} rollback: {rec.get('outcome') or ''} {reason}".rstrip()
         case "incident_closed":
             return f"closed: {rec.get('outcome')}{dur}" + (f": {reason}" if reason else "")
+        case "trigger_held_back" if rec.get("guard") == "fleet":
+            return f"{rec.get('playbook')} held: {reason}"
+        case "fleet_slot_acquired":
+            return f"fleet slot acquired: {reason}"
+        case "fleet_slot_released":
+            return f"fleet slot released: {reason}"
+        case "fleet_acting_alone":
+            return f"fleet: {reason}"
         case _:
             target = f" {rec.get('target')}" if rec.get("target") else ""
             said = " ".join(str(x) for x in (rec.get("outcome"), reason) if x)
@@ -152,8 +160,14 @@ def _line(rec: dict[str, Any]) -> str:
 def _below(rec: dict[str, Any], all_evidence: bool) -> list[str]:
     """The lines under a record: an opening's evidence, a step's commands."""
     if rec.get("event") == "incident_opened":
-        return _corroboration(rec.get("corroboration")) + _evidence(
-            rec.get("evidence"), all_evidence
+        fleet = rec.get("fleet")
+        slot = (
+            [f"fleet: {fleet['reason']}"] if isinstance(fleet, dict) and fleet.get("reason") else []
+        )
+        return (
+            slot
+            + _corroboration(rec.get("corroboration"))
+            + _evidence(rec.get("evidence"), all_evidence)
         )
     if "details" in rec:
         return commands(rec.get("details"), dry_run=bool(rec.get("dry_run")))

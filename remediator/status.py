@@ -114,6 +114,8 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
             for pb in engine.playbooks
         }
         out["recent_actions"] = list(engine.recent)
+    if daemon.fleet is not None:
+        out["fleet"] = daemon.fleet.view()
     return out
 
 
@@ -123,6 +125,9 @@ def _verdict(engine: Engine, pb: Playbook, now: float) -> Verdict:
     waiting = engine.corroboration.waiting.get(pb.name)
     if verdict.allowed and waiting:
         return Verdict(False, Guard.UNCORROBORATED, f"uncorroborated: waiting for {waiting}")
+    fleet = engine.held_by_fleet(pb.name)
+    if verdict.allowed and fleet:
+        return Verdict(False, Guard.FLEET, fleet)
     return verdict
 
 
@@ -212,6 +217,7 @@ def _text(data: dict[str, Any] | None, running: bool, state_dir: Path) -> Iterat
         if inc
         else "none"
     )
+    yield from _fleet(data.get("fleet"))
     yield "playbooks:"
     for name, p in data.get("playbooks", {}).items():
         state = "ready" if p["ready"] else f"held: {p['reason']}"
@@ -231,6 +237,23 @@ def _text(data: dict[str, Any] | None, running: bool, state_dir: Path) -> Iterat
                 f"  {_when(r.get('ts'))}  {r.get('event')} {r.get('playbook') or ''} "
                 f"{r.get('action') or ''} {r.get('outcome') or ''}"
             ).rstrip()
+
+
+def _fleet(fleet: dict[str, Any] | None) -> Iterator[str]:
+    """The pool's slots as this host last saw them: who holds one, since when, for what."""
+    if not fleet:
+        return
+    holders = fleet.get("holders") or []
+    yield (
+        f"fleet: pool {fleet.get('pool')}, {len(holders)} of {fleet.get('max_concurrent')} "
+        f"slot(s) held, {fleet.get('waiting', 0)} waiting; this host ({fleet.get('host')}) "
+        f"{fleet.get('state')}" + (f", seen {_when(fleet['seen'])}" if fleet.get("seen") else "")
+    )
+    if fleet.get("state") == "unreachable" and fleet.get("detail"):
+        yield f"  etcd: {fleet['detail']}"
+    for h in holders:
+        since = _when(h["since"]) if h.get("since") else "-"
+        yield f"  {h.get('host'):<16} since {since}  {h.get('playbook') or '-'} {h.get('incident') or ''}".rstrip()
 
 
 def _when(ts: Any) -> str:

@@ -168,6 +168,8 @@ def test_master_only_kill_is_a_crash_seen_by_its_pidfd_and_healed_at_once(
     assert reading["seen_at"] <= opened["ts"]
     assert reading["down_for_s"] < 30  # LASTING was not waited out
     assert f"a crash, seen by {reading['seen_by']}" in opened["reason"]
+    restart = daemon.records("action_result")[0]
+    assert f"(master {old} gone -> {fpm.master_pid()})" in restart["reason"], restart["reason"]
     assert daemon.records("incident_closed")[0]["outcome"] == "resolved"
     assert http_get(nginx_fpm.url())[0] == 200
 

@@ -398,9 +398,10 @@ class PidFileControl(Backend):
                 f"started, but no live master in {self.pid_file} after {UP_WAIT:.0f}s",
                 details,
             )
+        before = master if master is not None else (f"{old_pid} gone" if old_pid else "none")
         return Attempt(
             Outcome.OK,
-            f"restarted {self.name} (master {master} -> {details['pid_after']})",
+            f"restarted {self.name} (master {before} -> {details['pid_after']})",
             details,
         )
 

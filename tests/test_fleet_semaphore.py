@@ -236,7 +236,7 @@ def test_a_hung_etcd_never_blocks_the_caller_and_ends_unreachable() -> None:
         try:
             assert gate.want("php").answer is Answer.PENDING  # at once: the worker asks
             decision = _answer(gate, "php", Answer.UNREACHABLE)
-            assert decision.reason() == "fleet unreachable"
+            assert decision.reason() == "fleet unreachable (no answer in time)"
             assert woken
         finally:
             gate.close()

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -126,8 +127,8 @@ class Etcd:
                 resp = self._session.post(
                     url, data=json.dumps(body), headers=headers, timeout=self.timeout
                 )
-            except requests.RequestException as exc:
-                errors.append(f"{self.endpoints[index]}: {type(exc).__name__}")
+            except (requests.RequestException, OSError) as exc:  # OSError: a TLS file unread
+                errors.append(f"{self.endpoints[index]}: {why(exc)}")
                 continue
             try:
                 answer: dict[str, Any] = resp.json()
@@ -271,6 +272,31 @@ class Etcd:
         except EtcdError as exc:
             if LEASE_NOT_FOUND not in str(exc):
                 raise
+
+
+def why(exc: BaseException) -> str:
+    """A request's failure in a few words an operator acts on (never a traceback): a
+    certificate refused says which check failed, a dead member "connection refused"."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        found = _SSL_REASON.search(text)
+        if found is None and "certificate" in text:
+            found = _CERT_WORDS.search(text)
+        reason = found.group(1).strip() if found else "handshake failed"
+        if "alert" in reason:  # etcd's side of the handshake said no
+            return f"TLS: etcd refused this host's client certificate ({reason})"
+        return f"TLS: {reason}"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "no answer in time"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection refused" if "refused" in text.lower() else "cannot connect"
+    if not isinstance(exc, requests.RequestException):  # a TLS file requests could not read
+        return text[:200]  # "Could not find the TLS certificate file, invalid path: ..."
+    return type(exc).__name__
+
+
+_SSL_REASON = re.compile(r"\[(?:SSL|X509)(?:: [A-Z0-9_]+)?\] ([^(\]'\"]+)")
+_CERT_WORDS = re.compile(r"(certificate[^(\]'\"]*)")
 
 
 def _message(answer: dict[str, Any]) -> str:

@@ -26,6 +26,10 @@ from typing import Any
 import requests
 
 LEASE_NOT_FOUND = "requested lease not found"
+REFUSED_CLIENT = (
+    "etcd refused this host's client certificate (none given, or not signed by the CA etcd "
+    "trusts: see cert_file, key_file)"
+)
 
 
 class EtcdError(Exception):
@@ -283,8 +287,9 @@ def why(exc: BaseException) -> str:
         if found is None and "certificate" in text:
             found = _CERT_WORDS.search(text)
         reason = found.group(1).strip() if found else "handshake failed"
-        if "alert" in reason:  # etcd's side of the handshake said no
-            return f"TLS: etcd refused this host's client certificate ({reason})"
+        if "alert" in reason or "EOF occurred" in text:  # etcd's side of the handshake said no
+            # (TLS 1.3: its alert may arrive as the connection closing; the same words then)
+            return f"TLS: {REFUSED_CLIENT}"
         return f"TLS: {reason}"
     if isinstance(exc, requests.exceptions.Timeout):
         return "no answer in time"

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -176,6 +176,7 @@ class Gate:
                 if w.granted and w.claim is not None and now - w.renewed >= w.claim.ttl:
                     # no renewal for a whole lease: etcd has let it expire by now (its clock
                     # runs no slower than ours), whether we hear etcd say so or not
+                    w.stale.append(w.claim)  # etcd may not know yet: revoked when it answers
                     self._slot_lost(
                         w, gen, f"etcd unreachable for longer than the lease ({w.claim.ttl} s)"
                     )
@@ -210,6 +211,9 @@ class Gate:
         label: tuple[str, str, str] | None,
     ) -> None:
         """One turn of the worker: leave, join, renew, look, label, or refresh the view."""
+        while w.stale:  # a claim given up for lost while etcd was away: make it so
+            self.sem.release(w.stale[0])  # Unreachable: tried again at the next turn
+            w.stale.pop(0)
         if w.claim is not None and (wanted is None or w.gen != gen):
             self._leave(w.claim)
             w.drop()
@@ -278,6 +282,7 @@ class _Worker:
     due_check: float = 0.0
     due_refresh: float = 0.0
     renewed: float = 0.0  # when the lease was last renewed (monotonic)
+    stale: list[Claim] = field(default_factory=list)  # lost while cut off, not yet revoked
 
     def drop(self) -> None:
         self.claim, self.granted, self.labelled = None, False, None

@@ -287,6 +287,8 @@ def why(exc: BaseException) -> str:
         if found is None and "certificate" in text:
             found = _CERT_WORDS.search(text)
         reason = found.group(1).strip() if found else "handshake failed"
+        if "KEY_VALUES_MISMATCH" in text:
+            return "TLS: key_file is not the key of cert_file"
         if "alert" in reason or "EOF occurred" in text:  # etcd's side of the handshake said no
             # (TLS 1.3: its alert may arrive as the connection closing; the same words then)
             return f"TLS: {REFUSED_CLIENT}"
@@ -300,7 +302,7 @@ def why(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-_SSL_REASON = re.compile(r"\[(?:SSL|X509)(?:: [A-Z0-9_]+)?\] ([^(\]'\"]+)")
+_SSL_REASON = re.compile(r"\[(?:SSL|X509)(?:: [A-Z0-9_]+)?\] (.+?)\.? ?(?:\(_ssl\.c|'\)|\"\)|$)")
 _CERT_WORDS = re.compile(r"(certificate[^(\]'\"]*)")
 
 

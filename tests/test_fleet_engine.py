@@ -67,6 +67,7 @@ class _Bed:
         extra: str = "",
         *,
         executor: Executor | None = None,
+        ttl: int = 5,
     ) -> None:
         self.pool = tmp_path.name.replace("_", "-")[-40:]
         self.log = tmp_path / "actions.jsonl"
@@ -99,13 +100,13 @@ class _Bed:
             actions,
             executor=executor,
         )
-        self.gate = Gate(self._sem(etcd, "web-1"), poll=0.05)
+        self.gate = Gate(self._sem(etcd, "web-1", ttl), poll=0.05)
         self.gate.start()
         self.engine.fleet = self.gate
         self.other = self._sem(etcd, "web-9")
 
-    def _sem(self, etcd: EtcdCluster, host: str) -> Semaphore:
-        return Semaphore(Etcd(etcd.endpoints), pool=self.pool, slots=1, ttl=5, host=host)
+    def _sem(self, etcd: EtcdCluster, host: str, ttl: int = 5) -> Semaphore:
+        return Semaphore(Etcd(etcd.endpoints), pool=self.pool, slots=1, ttl=ttl, host=host)
 
     def _action(self, name: str) -> Any:
         def run(args: Any, ctx: ActionContext) -> ActionResult:
@@ -215,9 +216,9 @@ def test_a_dry_run_engine_asks_no_one(tmp_path: Path, etcd: EtcdCluster) -> None
 def test_a_slot_revoked_mid_step_is_recorded_and_no_further_step_runs_without_one(
     tmp_path: Path, etcd: EtcdCluster
 ) -> None:
-    steps = "{restart: fpm, verify: {probe: site, within: 1s, settle: 0s}}, {restart: fpm}"
+    steps = "{restart: fpm, verify: {probe: site, within: 500ms, settle: 0s}}, {restart: fpm}"
     with ThreadPoolExecutor(1) as pool:
-        bed = _Bed(tmp_path, etcd, steps, executor=pool)
+        bed = _Bed(tmp_path, etcd, steps, executor=pool, ttl=2)  # renewed, so checked, often
         bed.going.clear()  # the first restart runs until the test lets it end
         try:
             bed.fail()

@@ -170,6 +170,8 @@ class Engine:
         if self.resolutions:
             self.record_resolved()
         inc = self.incident
+        if inc is not None and inc.slot and self.fleet is not None:
+            self._slot_lost(inc)
         if inc is None:
             self._consider(now)
         elif self._gives_way(inc):
@@ -491,6 +493,27 @@ class Engine:
                 self.fleet.opened(inc.playbook.name, inc.id)
         self._record(rec)
 
+    def _slot_lost(self, inc: Incident) -> None:
+        """The fleet took the slot back (its lease expired or was revoked): say so, once."""
+        why = self.fleet.lost() if self.fleet is not None else None
+        if why is None or self.config.fleet is None:
+            return
+        inc.slot_lost = True
+        log.warning("fleet_slot_lost", incident=inc.id, reason=why)
+        self._record(hook.lost(self.config.fleet, inc.playbook.name, inc.id, why), must=False)
+
+    def _slot_again(self, inc: Incident) -> Verdict | None:
+        """Before a changing step of an incident that lost its slot: None when a slot is
+        this host's again (or it acts alone, ``on_unreachable: act``), recorded; otherwise
+        why the step is held."""
+        verdict, slot = self._fleet_slot(inc.playbook)
+        if not verdict.allowed or slot is None:
+            why = verdict.reason or "the fleet has not answered yet"
+            return Verdict(False, Guard.FLEET, f"the fleet slot was lost: {why}")
+        inc.slot_lost = False
+        self._slot_taken(inc, slot)
+        return None
+
     def _skip_flapping(self, inc: Incident, flapping: Flapping) -> None:
         """Record the steps a flapping playbook does not repeat; the incident goes on from
         the first one after them (or, none left, to ``on_exhausted``)."""
@@ -543,6 +566,8 @@ class Engine:
             return
         step = inc.current
         held = self._service_verdict(step, now)
+        if held is None and inc.slot_lost and changes_host(step):
+            held = self._slot_again(inc)
         if held is not None:
             rec = step_record(inc, Event.ACTION_HELD, Outcome.HELD, held.reason)
             self._record(rec | {"guard": held.guard}, must=False)

@@ -30,6 +30,7 @@ class Event(enum.StrEnum):
     FLEET_SLOT_ACQUIRED = "fleet_slot_acquired"  # one of the pool's K slots, for this incident
     FLEET_SLOT_RELEASED = "fleet_slot_released"  # given back when the incident closed
     FLEET_ACTING_ALONE = "fleet_acting_alone"  # etcd unreachable, `on_unreachable: act`
+    FLEET_SLOT_LOST = "fleet_slot_lost"  # its lease expired or was revoked mid-incident
 
 
 class Outcome(enum.StrEnum):

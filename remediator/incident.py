@@ -46,6 +46,7 @@ class Incident:
     opened_at: str = ""  # wall time of the opening, RFC 3339 (an alert's startsAt)
     alerted: set[str] = field(default_factory=set)  # alertmanager notifiers it fired on
     slot: bool = False  # holds one of the fleet's slots, given back when it closes
+    slot_lost: bool = False  # ...and lost it: no further changing step until it is had again
 
     @property
     def current(self) -> Step:

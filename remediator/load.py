@@ -18,6 +18,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from remediator import secret, trust
 from remediator.config import CONFIG, Config
+from remediator.fleet.options import Fleet
 from remediator.playbook import PLAYBOOK_FILE, Playbook
 from remediator.schema import (
     ConfigError,
@@ -129,6 +130,10 @@ def load(path: Path, *, uids: frozenset[int] | None = None) -> Loaded:
         return Loaded(path, None, [*ctx.errors, *dir_errors], files)
     config, secret_errors, warnings = _secrets(value, node, display, main.mode, uids)
     ctx.errors.extend(secret_errors)
+    if config.fleet is not None:
+        fleet_errors, fleet_warnings = _fleet_files(config.fleet, node, display, uids)
+        ctx.errors.extend(fleet_errors)
+        warnings += fleet_warnings
     playbooks_dir = config.playbooks_dir
     if not playbooks_dir.is_absolute():
         playbooks_dir = path.parent / playbooks_dir
@@ -195,6 +200,25 @@ def _secrets(
                     f"or chmod o-r {trust.quote(display)}"
                 )
     return dataclasses.replace(config, notifiers=notifiers), errors, warnings
+
+
+def _fleet_files(
+    fleet: Fleet, node: Node, display: str, uids: frozenset[int]
+) -> tuple[list[ConfigError], list[str]]:
+    """The fleet's TLS and password files that cannot be used (errors), and a client key
+    others can read (a warning), each located at its option."""
+    from remediator.fleet import files  # noqa: PLC0415 - only with a `fleet:` section
+
+    problems, cautions = files.problems(fleet, uids)
+    errors = [
+        ConfigError(display, *_where(node, "fleet", key), f"fleet.{key}", problem)
+        for key, problem in problems
+    ]
+    warnings = []
+    for key, caution in cautions:
+        line, col = _where(node, "fleet", key)
+        warnings.append(f"{display}:{line}:{col}: fleet.{key}: {caution}")
+    return errors, warnings
 
 
 def _where(node: Node, *keys: str) -> tuple[int, int]:

@@ -147,6 +147,8 @@ def _line(rec: dict[str, Any]) -> str:
             return f"{rec.get('playbook')} held: {reason}"
         case "fleet_slot_acquired":
             return f"fleet slot acquired: {reason}"
+        case "fleet_slot_lost":
+            return f"fleet slot LOST: {reason}"
         case "fleet_slot_released":
             return f"fleet slot released: {reason}"
         case "fleet_acting_alone":

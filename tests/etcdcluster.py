@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -22,6 +23,68 @@ from tests.closing import Closing
 from tests.stack import free_port, is_alive, tail, wait_for
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with
+    ``openssl req`` / ``x509`` in ``root``; ``other_ca`` signed none of them."""
+
+    root: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def server(self) -> Path:
+        return self.root / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.root / "server-key.pem"
+
+    @property
+    def client(self) -> Path:
+        return self.root / "client.pem"
+
+    @property
+    def client_key(self) -> Path:
+        return self.root / "client-key.pem"
+
+    @property
+    def other_ca(self) -> Path:
+        return self.root / "other-ca.pem"
+
+    @classmethod
+    def make(cls, root: Path) -> Pki:
+        pki = cls(root)
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("ca", "other-ca"):
+            _openssl(
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", f"/CN=remediator test {name}",
+                "-keyout", root / f"{name}-key.pem", "-out", root / f"{name}.pem",
+            )  # fmt: skip
+        ext = root / "san.ext"
+        ext.write_text("subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth, clientAuth\n")
+        for name, cn in (("server", "127.0.0.1"), ("client", "web-1")):
+            _openssl(
+                "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                "-keyout", root / f"{name}-key.pem", "-out", root / f"{name}.csr",
+            )  # fmt: skip
+            _openssl(
+                "x509", "-req", "-in", root / f"{name}.csr", "-days", "2",
+                "-CA", pki.ca, "-CAkey", root / "ca-key.pem", "-CAcreateserial",
+                "-extfile", ext, "-out", root / f"{name}.pem",
+            )  # fmt: skip
+        for key in root.glob("*-key.pem"):
+            key.chmod(0o600)
+        return pki
 
 
 @dataclass
@@ -32,17 +95,19 @@ class Member:
     data: Path
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client}"
+        return f"{self.scheme}://127.0.0.1:{self.client}"
 
 
 class EtcdCluster(Closing):
     """``size`` members forming one cluster; ``endpoints`` for clients."""
 
-    def __init__(self, size: int = 1, workdir: Path | None = None) -> None:
+    def __init__(self, size: int = 1, workdir: Path | None = None, *, tls: bool = False) -> None:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="remediator-etcd-"))
+        self.pki = Pki.make(self.workdir / "pki") if tls else None
         self.members = [
             Member(
                 f"m{i}",
@@ -50,6 +115,7 @@ class EtcdCluster(Closing):
                 free_port(),
                 self.workdir / f"m{i}.data",
                 self.workdir / f"m{i}.log",
+                scheme="https" if tls else "http",
             )
             for i in range(size)
         ]
@@ -83,6 +149,13 @@ class EtcdCluster(Closing):
             "--election-timeout", "500",
             "--log-outputs", "stderr",
         ]  # fmt: skip
+        if self.pki is not None:  # what Debian's ETCD_CERT_FILE & co. say in /etc/default/etcd
+            argv += [
+                "--cert-file", str(self.pki.server),
+                "--key-file", str(self.pki.server_key),
+                "--trusted-ca-file", str(self.pki.ca),
+                "--client-cert-auth",
+            ]  # fmt: skip
         with m.log.open("ab") as out:
             m.proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -94,12 +167,21 @@ class EtcdCluster(Closing):
             if m.proc is None or m.proc.poll() is not None:
                 continue
             try:
-                resp = requests.get(f"{m.url}/health", timeout=0.5)
+                resp = requests.get(f"{m.url}/health", timeout=0.5, **self.client_tls())
                 if resp.ok and resp.json().get("health") == "true":
                     return True
             except (requests.RequestException, ValueError):
                 continue
         return False
+
+    def client_tls(self) -> dict[str, Any]:
+        """``requests``' TLS arguments for a client with the test's certificate."""
+        if self.pki is None:
+            return {}
+        return {
+            "verify": str(self.pki.ca),
+            "cert": (str(self.pki.client), str(self.pki.client_key)),
+        }
 
     def kill(self, index: int) -> None:
         """SIGKILL one member (by its PID)."""

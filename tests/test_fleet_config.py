@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+from remediator.cli import main
 from remediator.load import load
 
 BASE = """\
@@ -79,3 +81,78 @@ def test_without_a_fleet_section_no_etcd_code_is_imported(tmp_path: Path) -> Non
         "remediator.fleet.gate",
     }
     assert "remediator.fleet.options" in loaded  # the check reached the fleet at all
+
+
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+def _check(cfg: Path) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(["-c", str(cfg), "check"], out, err)
+    return rc, err.getvalue()
+
+
+def _tls_config(root: Path, **files: str) -> Path:
+    (root / "etcd").mkdir(mode=0o755)
+    modes = {"password": 0o600, "key.pem": 0o600}
+    for name, text in {
+        "ca.pem": CERT,
+        "cert.pem": CERT,
+        "key.pem": KEY,
+        "password": "pw\n",
+    }.items():
+        path = root / "etcd" / name
+        path.write_text(files.get(name, text))
+        path.chmod(modes.get(name, 0o644))
+    lines = [
+        "fleet:",
+        "  etcd: ['https://127.0.0.1:2379']",
+        "  pool: web",
+        f"  ca_file: {root}/etcd/ca.pem",
+        f"  cert_file: {root}/etcd/cert.pem",
+        f"  key_file: {root}/etcd/key.pem",
+        "  username: web",
+        f"  password_file: {root}/etcd/password",
+    ]
+    return _config(root, BASE + "\n".join(lines) + "\n")
+
+
+def test_check_accepts_the_fleet_files(tmp_path: Path) -> None:
+    rc, err = _check(_tls_config(tmp_path))
+    assert rc == 0, err
+    assert "fleet" not in err
+
+
+def test_check_locates_each_fleet_file_it_cannot_use(tmp_path: Path) -> None:
+    cfg = _tls_config(tmp_path, **{"cert.pem": "not a certificate\n"})
+    (tmp_path / "etcd" / "ca.pem").unlink()
+    (tmp_path / "etcd" / "password").chmod(0o644)  # a secret others can read: refused
+    rc, err = _check(cfg)
+    assert rc != 0, err
+    lines = err.splitlines()
+    assert (
+        f"{cfg}:12:12: fleet.ca_file: cannot read {tmp_path}/etcd/ca.pem: No such file or directory"
+        in lines
+    ), err
+    assert any(
+        ln.startswith(f"{cfg}:13:14: fleet.cert_file: ") and "is not a PEM certificate" in ln
+        for ln in lines
+    ), err
+    assert any(
+        ln.startswith(f"{cfg}:16:18: fleet.password_file: refusing to use ")
+        and "readable by others" in ln
+        for ln in lines
+    ), err
+    assert "Traceback" not in err
+
+
+def test_check_warns_of_a_client_key_others_can_read(tmp_path: Path) -> None:
+    cfg = _tls_config(tmp_path)
+    key = tmp_path / "etcd" / "key.pem"
+    key.chmod(0o644)
+    rc, err = _check(cfg)
+    assert rc == 0, err
+    warning = f"warning: {cfg}:14:13: fleet.key_file: the client key {key} is readable by others"
+    assert warning in err, err
+    assert f"chmod 0600 {key}" in err

@@ -199,7 +199,7 @@ def test_every_member_down_hold_holds_and_act_acts_alone(
         act_fpm.kill_all()
         act.wait_record("incident_closed", 30, outcome="resolved")
         held = hold.wait_record("trigger_held_back", 30, guard="fleet")
-        assert held[0]["reason"] == "fleet unreachable"
+        assert held[0]["reason"] == "fleet unreachable (connection refused)"
         alone = act.records("fleet_acting_alone")
         assert len(alone) == 1 and "acting alone" in alone[0]["reason"], act.report()
         assert act.records("incident_opened")[0]["fleet"]["slot"] == "alone"

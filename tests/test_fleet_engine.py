@@ -7,9 +7,13 @@ the watcher would feed them.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ import pytest
 from remediator.actionlog import ActionLog, read
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.detect import Signals
-from remediator.engine import Engine
+from remediator.engine import Engine, Executor
 from remediator.fleet.etcd import Etcd
 from remediator.fleet.gate import Gate
 from remediator.fleet.semaphore import Semaphore
@@ -31,6 +35,7 @@ from tests.etcdcluster import EtcdCluster
 from tests.stack import wait_for
 
 CONFIG = """
+action_log: {log}
 sources:
   site: {{type: probe, url: "http://127.0.0.1:1/"}}
 services:
@@ -54,21 +59,37 @@ def etcd() -> Iterator[EtcdCluster]:
 
 
 class _Bed:
-    def __init__(self, tmp_path: Path, etcd: EtcdCluster, step: str, extra: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        etcd: EtcdCluster,
+        step: str,
+        extra: str = "",
+        *,
+        executor: Executor | None = None,
+        ttl: int = 5,
+    ) -> None:
         self.pool = tmp_path.name.replace("_", "-")[-40:]
+        self.log = tmp_path / "actions.jsonl"
         text = CONFIG.format(
-            endpoints=etcd.endpoints, pool=self.pool, name="pb", step=step, extra=extra
+            endpoints=etcd.endpoints,
+            pool=self.pool,
+            name="pb",
+            step=step,
+            extra=extra,
+            log=self.log,
         )
         (tmp_path / "playbooks.d").mkdir()
-        cfg = tmp_path / "r.yaml"
-        cfg.write_text(textwrap.dedent(text))
-        loaded = load(cfg)
+        self.cfg = tmp_path / "r.yaml"
+        self.cfg.write_text(textwrap.dedent(text))
+        loaded = load(self.cfg)
         assert loaded.config is not None, loaded.all_errors()
         conds = [c for pb in loaded.playbooks for c in walk_conditions(pb.when)]
         self.signals = Signals.for_conditions(conds)
         self.calls: list[str] = []
+        self.going = threading.Event()  # the actions run when it is set
+        self.going.set()
         actions = {n: self._action(n) for n in ("restart", "notify")}
-        self.log = tmp_path / "actions.jsonl"
         self.engine = Engine(
             loaded.config,
             loaded.playbooks,
@@ -77,18 +98,20 @@ class _Bed:
             ActionLog(self.log, journal=False),
             System(),
             actions,
+            executor=executor,
         )
-        self.gate = Gate(self._sem(etcd, "web-1"), poll=0.05)
+        self.gate = Gate(self._sem(etcd, "web-1", ttl), poll=0.05)
         self.gate.start()
         self.engine.fleet = self.gate
         self.other = self._sem(etcd, "web-9")
 
-    def _sem(self, etcd: EtcdCluster, host: str) -> Semaphore:
-        return Semaphore(Etcd(etcd.endpoints), pool=self.pool, slots=1, ttl=5, host=host)
+    def _sem(self, etcd: EtcdCluster, host: str, ttl: int = 5) -> Semaphore:
+        return Semaphore(Etcd(etcd.endpoints), pool=self.pool, slots=1, ttl=ttl, host=host)
 
     def _action(self, name: str) -> Any:
         def run(args: Any, ctx: ActionContext) -> ActionResult:
             self.calls.append(name)
+            self.going.wait(30)
             return ActionResult(Outcome.OK, f"{name} done", target=getattr(args, "service", None))
 
         return run
@@ -188,3 +211,53 @@ def test_a_dry_run_engine_asks_no_one(tmp_path: Path, etcd: EtcdCluster) -> None
         bed.other.release(theirs)
     finally:
         bed.gate.close()
+
+
+def test_a_slot_revoked_mid_step_is_recorded_and_no_further_step_runs_without_one(
+    tmp_path: Path, etcd: EtcdCluster
+) -> None:
+    steps = "{restart: fpm, verify: {probe: site, within: 500ms, settle: 0s}}, {restart: fpm}"
+    with ThreadPoolExecutor(1) as pool:
+        bed = _Bed(tmp_path, etcd, steps, executor=pool, ttl=2)  # renewed, so checked, often
+        bed.going.clear()  # the first restart runs until the test lets it end
+        try:
+            bed.fail()
+            bed.tick_until(lambda: bed.calls, "the first restart to start")
+            (mine,) = bed.other.etcd.range_prefix(bed.other.line).kvs
+            patient = Semaphore(  # next in line, and keeps its lease through the test
+                Etcd(etcd.endpoints), pool=bed.pool, slots=1, ttl=60, host="web-9"
+            )
+            theirs = patient.claim()
+            subprocess.run(
+                [
+                    "etcdctl",
+                    f"--endpoints={etcd.endpoints[0]}",
+                    "lease",
+                    "revoke",
+                    f"{mine.lease:x}",
+                ],
+                check=True,
+                capture_output=True,
+                env={"PATH": "/usr/bin:/bin", "ETCDCTL_API": "3"},
+            )
+            bed.tick_until(lambda: bed.records("fleet_slot_lost"), "the loss to be recorded")
+            lost = bed.records("fleet_slot_lost")[0]
+            assert "revoked" in lost["reason"] and "carries on" in lost["reason"], lost
+            assert bed.records("action_result") == []  # the step under way goes on
+            bed.going.set()
+            bed.tick_until(lambda: bed.records("incident_closed"), "the incident to close")
+            assert bed.calls == ["restart"], "no second restart without a slot"
+            held = bed.records("action_held")
+            assert [(r["step"], r["guard"]) for r in held] == [(2, "fleet")], held
+            assert held[0]["reason"] == "the fleet slot was lost: fleet slots busy (web-9)"
+            shown = subprocess.run(
+                [sys.executable, "-m", "remediator", "-c", str(bed.cfg), "log"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "fleet slot LOST: its lease expired or was revoked in etcd" in shown, shown
+            patient.release(theirs)
+        finally:
+            bed.going.set()
+            bed.gate.close()

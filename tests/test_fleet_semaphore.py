@@ -236,10 +236,43 @@ def test_a_hung_etcd_never_blocks_the_caller_and_ends_unreachable() -> None:
         try:
             assert gate.want("php").answer is Answer.PENDING  # at once: the worker asks
             decision = _answer(gate, "php", Answer.UNREACHABLE)
-            assert decision.reason() == "fleet unreachable"
+            assert decision.reason() == "fleet unreachable (no answer in time)"
             assert woken
         finally:
             gate.close()
+
+
+def test_a_holder_cut_off_for_longer_than_its_lease_is_told_its_slot_is_lost(
+    etcd: EtcdCluster,
+) -> None:
+    pool = _pool()
+    sem = Semaphore(Etcd(etcd.endpoints, timeout=0.3), pool=pool, slots=1, ttl=2, host="web-1")
+    gate = Gate(sem, poll=0.05)
+    gate.start()
+    try:
+        _answer(gate, "php", Answer.GRANTED)
+        assert gate.lost() is None
+        etcd.kill(0)
+        try:
+            told: list[str] = []
+
+            def lost() -> bool:
+                why = gate.lost()
+                told.extend([why] if why else [])
+                return bool(told)
+
+            wait_for(lost, 15, "the loss", 0.02)
+            assert told == ["etcd unreachable for longer than the lease (2 s)"]
+            assert gate.lost() is None  # said once
+        finally:
+            etcd.restart_all()
+        # etcd back (its new leader renews every lease's TTL): the claim given up for lost is
+        # revoked, not left behind; the host holds a slot again by a new claim
+        _answer(gate, "php", Answer.GRANTED)
+        probe = _sem(etcd, pool, "probe")
+        wait_for(lambda: probe.etcd.range_prefix(probe.line).count == 1, 15, "one claim left")
+    finally:
+        gate.close()
 
 
 def test_a_waiter_is_told_when_a_claim_ahead_goes(etcd: EtcdCluster) -> None:

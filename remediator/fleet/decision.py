@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,23 @@ class Decision:
         if self.answer is Answer.BUSY:
             return f"fleet slots busy ({', '.join(self.hosts)})"
         if self.answer is Answer.UNREACHABLE:
-            return "fleet unreachable"
+            causes = _causes(self.detail)
+            return f"fleet unreachable ({causes})" if causes else "fleet unreachable"
         return f"fleet slot {self.answer}"
+
+
+def _causes(detail: str) -> str:
+    """Why no member answered, each cause once, without the endpoints (the same words for
+    every retry: a hold-back is recorded again only when the cause changes)."""
+    seen: list[str] = []
+    for part in detail.split("; "):
+        cause = _ENDPOINT.sub("", part.strip())
+        if cause and cause not in seen:
+            seen.append(cause)
+    return "; ".join(seen)
+
+
+_ENDPOINT = re.compile(r"^https?://\S+?: ")
 
 
 PENDING = Decision(Answer.PENDING)

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -25,6 +26,10 @@ from typing import Any
 import requests
 
 LEASE_NOT_FOUND = "requested lease not found"
+REFUSED_CLIENT = (
+    "etcd refused this host's client certificate (none given, or not signed by the CA etcd "
+    "trusts: see cert_file, key_file)"
+)
 
 
 class EtcdError(Exception):
@@ -126,8 +131,8 @@ class Etcd:
                 resp = self._session.post(
                     url, data=json.dumps(body), headers=headers, timeout=self.timeout
                 )
-            except requests.RequestException as exc:
-                errors.append(f"{self.endpoints[index]}: {type(exc).__name__}")
+            except (requests.RequestException, OSError) as exc:  # OSError: a TLS file unread
+                errors.append(f"{self.endpoints[index]}: {why(exc)}")
                 continue
             try:
                 answer: dict[str, Any] = resp.json()
@@ -271,6 +276,34 @@ class Etcd:
         except EtcdError as exc:
             if LEASE_NOT_FOUND not in str(exc):
                 raise
+
+
+def why(exc: BaseException) -> str:
+    """A request's failure in a few words an operator acts on (never a traceback): a
+    certificate refused says which check failed, a dead member "connection refused"."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        found = _SSL_REASON.search(text)
+        if found is None and "certificate" in text:
+            found = _CERT_WORDS.search(text)
+        reason = found.group(1).strip() if found else "handshake failed"
+        if "KEY_VALUES_MISMATCH" in text:
+            return "TLS: key_file is not the key of cert_file"
+        if "alert" in reason or "EOF occurred" in text:  # etcd's side of the handshake said no
+            # (TLS 1.3: its alert may arrive as the connection closing; the same words then)
+            return f"TLS: {REFUSED_CLIENT}"
+        return f"TLS: {reason}"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "no answer in time"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection refused" if "refused" in text.lower() else "cannot connect"
+    if not isinstance(exc, requests.RequestException):  # a TLS file requests could not read
+        return text[:200]  # "Could not find the TLS certificate file, invalid path: ..."
+    return type(exc).__name__
+
+
+_SSL_REASON = re.compile(r"\[(?:SSL|X509)(?:: [A-Z0-9_]+)?\] (.+?)\.? ?(?:\(_ssl\.c|'\)|\"\)|$)")
+_CERT_WORDS = re.compile(r"(certificate[^(\]'\"]*)")
 
 
 def _message(answer: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -60,6 +60,7 @@ class Gate:
         self._stop = False
         self._seen: dict[str, Any] = {}  # the pool as last seen, for status
         self._state = State.IDLE
+        self._lost: str | None = None  # a held slot lost, until the loop has heard of it
         self._thread = threading.Thread(target=self._run, name="fleet", daemon=True)
 
     # --- the loop's side: never waits for etcd ---
@@ -89,11 +90,20 @@ class Gate:
                 return
             self._wanted = None
             self._label = None
+            self._lost = None
             self._gen += 1
             self._cond.notify()
         self.sem.etcd.interrupt()  # a waiter's watch: leave the line now, not when it ends
 
     withdraw = release  # the trigger stopped holding before the slot was used
+
+    def lost(self) -> str | None:
+        """Why the slot this host held is gone (its lease expired or was revoked), once;
+        None when it still holds it, or was told already. The worker has joined the line
+        again: :meth:`want` says when a slot is this host's again."""
+        with self._cond:
+            lost, self._lost = self._lost, None
+            return lost
 
     @property
     def wanted(self) -> bool:
@@ -158,14 +168,18 @@ class Gate:
             try:
                 self._step(w, now, wanted, gen, label)
             except ClaimLost:
-                if w.granted:
-                    log.warning("fleet_slot_lost", pool=self.sem.pool)
-                w.drop()
+                self._slot_lost(w, gen, "its lease expired or was revoked in etcd")
                 w.due_check = now + self.poll
-                self._publish(gen, PENDING, State.LOST)
             except (Unreachable, EtcdError) as exc:
                 if self._state != State.UNREACHABLE:  # said once, not at every retry
                     log.warning("fleet_unreachable", pool=self.sem.pool, error=str(exc)[:300])
+                if w.granted and w.claim is not None and now - w.renewed >= w.claim.ttl:
+                    # no renewal for a whole lease: etcd has let it expire by now (its clock
+                    # runs no slower than ours), whether we hear etcd say so or not
+                    w.stale.append(w.claim)  # etcd may not know yet: revoked when it answers
+                    self._slot_lost(
+                        w, gen, f"etcd unreachable for longer than the lease ({w.claim.ttl} s)"
+                    )
                 w.retry(now + self.poll, now + self.refresh)
                 self._publish(
                     gen, Decision(Answer.UNREACHABLE, detail=str(exc)[:300]), State.UNREACHABLE
@@ -177,6 +191,17 @@ class Gate:
                     gen, Decision(Answer.UNREACHABLE, detail=type(exc).__name__), State.UNREACHABLE
                 )
 
+    def _slot_lost(self, w: _Worker, gen: int, why: str) -> None:
+        """The claim is gone: tell the loop (when the slot was this host's and is still
+        wanted for the same wish), and join the line again at the next turn."""
+        if w.granted:
+            log.warning("fleet_slot_lost", pool=self.sem.pool, reason=why)
+            with self._cond:
+                if self._wanted is not None and self._gen == gen == w.gen:
+                    self._lost = why
+        w.drop()
+        self._publish(gen, PENDING, State.LOST)  # wakes the loop: the answer changed
+
     def _step(
         self,
         w: _Worker,
@@ -186,6 +211,9 @@ class Gate:
         label: tuple[str, str, str] | None,
     ) -> None:
         """One turn of the worker: leave, join, renew, look, label, or refresh the view."""
+        while w.stale:  # a claim given up for lost while etcd was away: make it so
+            self.sem.release(w.stale[0])  # Unreachable: tried again at the next turn
+            w.stale.pop(0)
         if w.claim is not None and (wanted is None or w.gen != gen):
             self._leave(w.claim)
             w.drop()
@@ -193,7 +221,7 @@ class Gate:
             self._publish(gen, PENDING, State.IDLE)
         if wanted is not None and w.claim is None and now >= w.due_check:
             w.claim = self.sem.claim(playbook=wanted, since=utc_now())
-            w.gen, w.granted = gen, False
+            w.gen, w.granted, w.renewed = gen, False, now
             w.due_keepalive, w.due_check = now + w.claim.ttl / 3, now
         claim = w.claim
         if claim is None:
@@ -206,6 +234,7 @@ class Gate:
             w.due_keepalive = now + claim.ttl / 3
             if not self.sem.keepalive(claim):
                 raise ClaimLost(claim.key)
+            w.renewed = now
         if not w.granted and now >= w.due_check:
             st = self.sem.standing(claim)
             w.granted = st.granted
@@ -252,6 +281,8 @@ class _Worker:
     due_keepalive: float = 0.0
     due_check: float = 0.0
     due_refresh: float = 0.0
+    renewed: float = 0.0  # when the lease was last renewed (monotonic)
+    stale: list[Claim] = field(default_factory=list)  # lost while cut off, not yet revoked
 
     def drop(self) -> None:
         self.claim, self.granted, self.labelled = None, False, None

@@ -19,6 +19,7 @@ class Slots(Protocol):
     def opened(self, playbook: str, incident: str) -> None: ...
     def release(self) -> None: ...
     def withdraw(self) -> None: ...
+    def lost(self) -> str | None: ...
     @property
     def wanted(self) -> bool: ...
 
@@ -77,6 +78,20 @@ def taken(options: Fleet, slot: Slot, playbook: str, incident: str) -> dict[str,
         "reason": (
             f"a slot of pool {options.pool}: {len(slot['holders'])} of "
             f"{options.max_concurrent} held now ({hosts})"
+        ),
+    }
+
+
+def lost(options: Fleet, playbook: str, incident: str, why: str) -> dict[str, Any]:
+    """The record of a slot lost while the incident runs: what the daemon does now."""
+    return {
+        "event": Event.FLEET_SLOT_LOST,
+        "incident": incident,
+        "playbook": playbook,
+        "pool": options.pool,
+        "reason": (
+            f"{why}: another host may take it; the step under way carries on, and no "
+            "further changing step runs until this host holds a slot again"
         ),
     }
 

@@ -60,11 +60,20 @@ class Fleet:
         "once; when the watch cannot be opened it looks again this often.",
         0.5,
     )
-    ca_file: Path | None = opt(PathSpec(), "CA bundle to verify etcd's TLS certificate.", None)
-    cert_file: Path | None = opt(
-        PathSpec(), "Client certificate (etcd `--client-cert-auth`).", None
+    ca_file: Path | None = opt(
+        PathSpec(),
+        "The CA (PEM) that signed etcd's server certificates; unset: the system's CAs. Judged "
+        "like config: root's, written by no one else (it decides whom this host trusts).",
+        None,
     )
-    key_file: Path | None = opt(PathSpec(), "The client certificate's key.", None)
+    cert_file: Path | None = opt(
+        PathSpec(), "Client certificate (PEM; etcd `--client-cert-auth`), with `key_file`.", None
+    )
+    key_file: Path | None = opt(
+        PathSpec(),
+        "The client certificate's key (PEM); `check` warns when others can read it (0600 root).",
+        None,
+    )
     username: str | None = opt(Str(what="etcd user"), "etcd user (etcd auth enabled).", None)
     password_file: Path | None = opt(
         PathSpec(),

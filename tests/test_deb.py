@@ -188,6 +188,11 @@ def test_the_package_is_arch_all_and_depends_on_debians_libraries() -> None:
     assert "/usr/share/man/man5/remediator.yaml.5.gz" in files
     assert "/usr/share/bash-completion/completions/remediator" in files
     assert "/usr/share/doc/remediator/install.md.gz" in files
+    for page in ("monitoring.md.gz", "fleet.md.gz"):  # every page README.md lists
+        assert f"/usr/share/doc/remediator/{page}" in files
+    # docs/monitoring.md names these paths for rule_files and Grafana's import
+    assert "/usr/share/remediator/monitoring/alerts.yml" in files
+    assert "/usr/share/remediator/monitoring/dashboard.json" in files
 
 
 def test_lintian_finds_nothing_that_is_not_overridden_with_a_reason() -> None:

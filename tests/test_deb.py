@@ -263,6 +263,23 @@ def test_check_and_reload_as_docs_install_md_says(machine: Machine) -> None:
     assert machine.host.main_pid(UNIT) == pid
 
 
+def test_the_pools_status_is_reached_on_debians_socket_as_install_md_says(
+    machine: Machine,
+) -> None:
+    # Debian's pool socket is www-data:www-data 0660 and the unit bounds root's capabilities:
+    # the daemon reaches it (group www-data), and the pool's status page is off until the
+    # operator sets pm.status_path, which docs/install.md says in these words.
+    said = "status '404' from the pool (is '/status' its pm.status_path?)"
+    assert f"`{said}`" in " ".join(INSTALL_MD.read_text().split())
+
+    def pool_line() -> str:
+        lines = machine.cli("status").stdout.splitlines()
+        return next((ln for ln in lines if ln.lstrip().startswith("fpm_pool ")), "")
+
+    _wait(lambda: "failing" in pool_line(), 10, "the fpm_pool source to be read")
+    assert said in pool_line(), pool_line()
+
+
 def test_state_and_log_directories_are_root_adm(machine: Machine) -> None:
     for d in ("/var/lib/remediator", "/var/log/remediator"):
         st = machine.inside(d).stat()

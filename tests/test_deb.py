@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import stat
 import subprocess
@@ -303,6 +304,13 @@ def test_a_killed_php_fpm_is_recorded_would_run(machine: Machine) -> None:
     # Which shipped playbook sees it first (master gone, or the 502s) is theirs to decide.
     assert record["playbook"] in ("php-fpm-master-gone", "php-fpm-down"), record
     assert (record["action"], record["dry_run"]) == ("restart", True), record
+    # docs/install.md quotes the step as `remediator log` prints it (after its time)
+    shown = machine.cli("log").stdout.splitlines()
+    step = next(ln for ln in shown if ": would_run (" in ln and "restart" in ln)
+    step = re.sub(r"^\s*\d\d:\d\d:\d\d\.\d{3} [+-]\d\d:\d\d\s+", "", step)
+    assert f"  {step}\n" in INSTALL_MD.read_text(), step
+    command = shown[shown.index(next(ln for ln in shown if ln.endswith(step))) + 1].strip()
+    assert f"{command}\n" in INSTALL_MD.read_text(), command
     assert host.show(FPM, "ActiveState")["ActiveState"] in ("failed", "inactive")  # untouched
     host.systemctl("reset-failed", FPM)
     host.systemctl("start", FPM, check=True)

@@ -281,6 +281,31 @@ def test_the_pools_status_is_reached_on_debians_socket_as_install_md_says(
     assert said in pool_line(), pool_line()
 
 
+def test_the_metrics_textfile_monitoring_md_names_is_written_under_the_unit(
+    machine: Machine,
+) -> None:
+    # docs/monitoring.md and the example config name node_exporter's directory, which the
+    # unit's read-only /var must leave writable.
+    prom = "/var/lib/prometheus/node-exporter/remediator.prom"
+    assert f"textfile: {prom}" in (debpkg.REPO / "docs" / "monitoring.md").read_text()
+    main = machine.inside(CONFIG)
+    original = main.read_bytes()
+    machine.host.run(["mkdir", "-p", "/var/lib/prometheus/node-exporter"], check=True)
+    # node_exporter was there first: the unit's ReadWritePaths= takes a directory that exists
+    # when the service starts (monitoring.md says to restart after installing node_exporter)
+    machine.host.run(["systemctl", "restart", UNIT], check=True)
+    machine.active_pid()
+    try:
+        main.write_bytes(original + f"metrics: {{textfile: {prom}}}\n".encode())
+        machine.host.run(["systemctl", "reload", UNIT], check=True)
+        _wait(machine.inside(prom).exists, 20, "the textfile")
+        assert "remediator_dry_run 1.0" in machine.inside(prom).read_text()
+    finally:
+        main.write_bytes(original)  # the conffile as shipped: the upgrades below see no edit
+        machine.host.run(["systemctl", "reload", UNIT], check=True)
+        machine.host.run(["rm", "-r", "/var/lib/prometheus"], check=True)
+
+
 def test_state_and_log_directories_are_root_adm(machine: Machine) -> None:
     for d in ("/var/lib/remediator", "/var/log/remediator"):
         st = machine.inside(d).stat()

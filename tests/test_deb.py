@@ -369,6 +369,11 @@ def test_an_upgrade_that_check_refuses_keeps_the_old_daemon_and_says_why(
         assert f"\n  {where}: bogus_key: unknown key 'bogus_key'\n" in res.stderr
         assert f"\n  {CONFIG}: 1 error, configuration not usable\n" in res.stderr
         assert "the old daemon keeps running" in res.stderr
+        # what docs/install.md quotes of it, up to the version and the line number
+        quoted = INSTALL_MD.read_text().split("\n```\nremediator: NOT restarted", 1)[1]
+        quoted = "remediator: NOT restarted" + quoted.split("\n```", 1)[0] + "\n"
+        said = res.stderr.replace("from 0.1.0+test1:", "from 0.1.0:")
+        assert re.sub(r":\d+:1:", ":N:1:", quoted) in re.sub(r":\d+:1:", ":N:1:", said), said
         assert machine.host.show(UNIT, "ActiveState", "MainPID") == {
             "ActiveState": "active",
             "MainPID": str(old),

@@ -279,6 +279,18 @@ def test_the_pools_status_is_reached_on_debians_socket_as_install_md_says(
 
     _wait(lambda: "failing" in pool_line(), 10, "the fpm_pool source to be read")
     assert said in pool_line(), pool_line()
+    # install.md's two commands turn the status on; then the source reads the pool
+    text = " ".join(INSTALL_MD.read_text().split())
+    turn_on = (
+        "sed -i 's|^;pm.status_path = /status|pm.status_path = /status|' "
+        "/etc/php/8.2/fpm/pool.d/www.conf",
+        "php-fpm8.2 -t && systemctl reload php8.2-fpm",
+    )
+    for command in turn_on:
+        assert command in text, command
+        res = machine.host.run(["sh", "-c", command])
+        assert res.returncode == 0, res.stdout + res.stderr
+    _wait(lambda: "ok (pool www:" in pool_line(), 10, "the pool's status read")
 
 
 def test_the_metrics_textfile_monitoring_md_names_is_written_under_the_unit(

@@ -178,6 +178,8 @@ def test_the_package_is_arch_all_and_depends_on_debians_libraries() -> None:
     deb = debpkg.built()
     assert debpkg.field(deb, "Version") == __version__  # debian/changelog follows the code
     assert deb.name == f"remediator_{__version__}_all.deb"
+    for doc in (INSTALL_MD, debpkg.REPO / "README.md"):  # the command they give names it
+        assert f"apt install ./build/deb/{deb.name}" in doc.read_text(), doc
     assert debpkg.field(deb, "Architecture") == "all"
     depends = debpkg.field(deb, "Depends")
     for lib in ("yaml", "psutil", "requests", "systemd", "structlog", "prometheus-client"):

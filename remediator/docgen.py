@@ -12,7 +12,16 @@ from typing import Any
 
 from remediator.actions.declare import ACTIONS
 from remediator.causes import Cause, describe
-from remediator.config import CONFIG, SOURCE_TYPES, Backoff, Breaker, Metrics, Notifier, Service
+from remediator.config import (
+    CONFIG,
+    SOURCE_TYPES,
+    Backoff,
+    Breaker,
+    Metrics,
+    Notifier,
+    Reports,
+    Service,
+)
 from remediator.flap import Flap
 from remediator.fleet.options import Fleet
 from remediator.playbook import (
@@ -101,6 +110,7 @@ def markdown() -> str:
     out += _section(2, "Services", Service)
     out += _section(2, "Notifiers", Notifier)
     out += _section(2, "Metrics (`metrics`)", Metrics)
+    out += _section(2, "Incident pages (`reports`)", Reports)
     out += ["## Guards", ""]
     out += _section(3, "`guards.backoff`", Backoff)
     out += _section(3, "`guards.breaker`", Breaker)

@@ -66,6 +66,9 @@ from remediator.verify import Verifier
 log = structlog.get_logger(__name__)
 
 DEFAULT_VERIFY = Verify()
+# `remediator trigger` with a fleet: its wish for a slot stays in line this long, so that the
+# operator's next attempt finds the fleet's answer (no trigger of the playbook holds meanwhile).
+MANUAL_WISH_S = 10.0
 
 
 class Executor(Protocol):
@@ -125,6 +128,7 @@ class Engine:
         self.request_service: Callable[[str], None] | None = None  # poll a service now
         self.lock = lock  # one remediation at a time on the host, across processes
         self.fleet: hook.Slots | None = None  # with a `fleet:` section, live
+        self._wish_by_hand_until = 0.0  # monotonic; see MANUAL_WISH_S
         self.verifier = verifier or Verifier(signals)
         # Log lines alone never change the host. ``observed`` False (replay): no probe or
         # service state exists, corroboration is assumed and said so.
@@ -189,7 +193,13 @@ class Engine:
 
     def _consider(self, now: float, *, supersede: Incident | None = None) -> None:
         in_line = self._consider_playbooks(now, supersede)
-        if not in_line and self.incident is None and self.fleet is not None and self.fleet.wanted:
+        if (
+            not in_line
+            and self.incident is None
+            and self.fleet is not None
+            and self.fleet.wanted
+            and now >= self._wish_by_hand_until
+        ):
             self.fleet.withdraw()  # no trigger wants the slot any more: leave the line
 
     def _consider_playbooks(self, now: float, supersede: Incident | None) -> bool:
@@ -377,6 +387,7 @@ class Engine:
             verdict, slot = self._fleet_slot(pb, dry_run=dry_run)
             if verdict is hook.ASKING:
                 if not force:
+                    self._wish_by_hand_until = now + MANUAL_WISH_S
                     return Verdict(False, Guard.FLEET, "asking the fleet for a slot: try again")
                 verdict = Verdict(False, Guard.FLEET, "the fleet has not answered yet")
         if not verdict.allowed and not force:

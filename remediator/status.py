@@ -171,7 +171,13 @@ def show(state_dir: Path, out: TextIO, *, as_json: bool) -> bool:
     path = state_dir / "status.json"
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError):  # there, but not for this user: never "never"
+            why = f"cannot read {path}: {exc.strerror}: run it as root or as a member of adm"
+            out.write(escape.text(why) + "\n")
+            return False
+        data = None
+    except ValueError:
         data = None
     running = (
         bool(data)

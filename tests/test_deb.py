@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import stat
 import subprocess
@@ -177,6 +178,8 @@ def test_the_package_is_arch_all_and_depends_on_debians_libraries() -> None:
     deb = debpkg.built()
     assert debpkg.field(deb, "Version") == __version__  # debian/changelog follows the code
     assert deb.name == f"remediator_{__version__}_all.deb"
+    for doc in (INSTALL_MD, debpkg.REPO / "README.md"):  # the command they give names it
+        assert f"apt install ./build/deb/{deb.name}" in doc.read_text(), doc
     assert debpkg.field(deb, "Architecture") == "all"
     depends = debpkg.field(deb, "Depends")
     for lib in ("yaml", "psutil", "requests", "systemd", "structlog", "prometheus-client"):
@@ -188,6 +191,11 @@ def test_the_package_is_arch_all_and_depends_on_debians_libraries() -> None:
     assert "/usr/share/man/man5/remediator.yaml.5.gz" in files
     assert "/usr/share/bash-completion/completions/remediator" in files
     assert "/usr/share/doc/remediator/install.md.gz" in files
+    for page in ("monitoring.md.gz", "fleet.md.gz"):  # every page README.md lists
+        assert f"/usr/share/doc/remediator/{page}" in files
+    # docs/monitoring.md names these paths for rule_files and Grafana's import
+    assert "/usr/share/remediator/monitoring/alerts.yml" in files
+    assert "/usr/share/remediator/monitoring/dashboard.json" in files
 
 
 def test_lintian_finds_nothing_that_is_not_overridden_with_a_reason() -> None:
@@ -258,6 +266,60 @@ def test_check_and_reload_as_docs_install_md_says(machine: Machine) -> None:
     assert machine.host.main_pid(UNIT) == pid
 
 
+def test_the_pools_status_is_reached_on_debians_socket_as_install_md_says(
+    machine: Machine,
+) -> None:
+    # Debian's pool socket is www-data:www-data 0660 and the unit bounds root's capabilities:
+    # the daemon reaches it (group www-data), and the pool's status page is off until the
+    # operator sets pm.status_path, which docs/install.md says in these words.
+    said = "status '404' from the pool (is '/status' its pm.status_path?)"
+    assert f"`{said}`" in " ".join(INSTALL_MD.read_text().split())
+
+    def pool_line() -> str:
+        lines = machine.cli("status").stdout.splitlines()
+        return next((ln for ln in lines if ln.lstrip().startswith("fpm_pool ")), "")
+
+    _wait(lambda: "failing" in pool_line(), 10, "the fpm_pool source to be read")
+    assert said in pool_line(), pool_line()
+    # install.md's two commands turn the status on; then the source reads the pool
+    text = " ".join(INSTALL_MD.read_text().split())
+    turn_on = (
+        "sed -i 's|^;pm.status_path = /status|pm.status_path = /status|' "
+        "/etc/php/8.2/fpm/pool.d/www.conf",
+        "php-fpm8.2 -t && systemctl reload php8.2-fpm",
+    )
+    for command in turn_on:
+        assert command in text, command
+        res = machine.host.run(["sh", "-c", command])
+        assert res.returncode == 0, res.stdout + res.stderr
+    _wait(lambda: "ok (pool www:" in pool_line(), 10, "the pool's status read")
+
+
+def test_the_metrics_textfile_monitoring_md_names_is_written_under_the_unit(
+    machine: Machine,
+) -> None:
+    # docs/monitoring.md and the example config name node_exporter's directory, which the
+    # unit's read-only /var must leave writable.
+    prom = "/var/lib/prometheus/node-exporter/remediator.prom"
+    assert f"textfile: {prom}" in (debpkg.REPO / "docs" / "monitoring.md").read_text()
+    main = machine.inside(CONFIG)
+    original = main.read_bytes()
+    machine.host.run(["mkdir", "-p", "/var/lib/prometheus/node-exporter"], check=True)
+    # node_exporter was there first: the unit's ReadWritePaths= takes a directory that exists
+    # when the service starts (monitoring.md says to restart after installing node_exporter)
+    machine.host.run(["systemctl", "restart", UNIT], check=True)
+    machine.active_pid()
+    try:
+        main.write_bytes(original + f"metrics: {{textfile: {prom}}}\n".encode())
+        machine.host.run(["systemctl", "reload", UNIT], check=True)
+        _wait(machine.inside(prom).exists, 20, "the textfile")
+        assert "remediator_dry_run 1.0" in machine.inside(prom).read_text()
+    finally:
+        main.write_bytes(original)  # the conffile as shipped: the upgrades below see no edit
+        machine.host.run(["systemctl", "reload", UNIT], check=True)
+        machine.host.run(["rm", "-r", "/var/lib/prometheus"], check=True)
+
+
 def test_state_and_log_directories_are_root_adm(machine: Machine) -> None:
     for d in ("/var/lib/remediator", "/var/log/remediator"):
         st = machine.inside(d).stat()
@@ -281,6 +343,13 @@ def test_a_killed_php_fpm_is_recorded_would_run(machine: Machine) -> None:
     # Which shipped playbook sees it first (master gone, or the 502s) is theirs to decide.
     assert record["playbook"] in ("php-fpm-master-gone", "php-fpm-down"), record
     assert (record["action"], record["dry_run"]) == ("restart", True), record
+    # docs/install.md quotes the step as `remediator log` prints it (after its time)
+    shown = machine.cli("log").stdout.splitlines()
+    step = next(ln for ln in shown if ": would_run (" in ln and "restart" in ln)
+    step = re.sub(r"^\s*\d\d:\d\d:\d\d\.\d{3} [+-]\d\d:\d\d\s+", "", step)
+    assert f"  {step}\n" in INSTALL_MD.read_text(), step
+    command = shown[shown.index(next(ln for ln in shown if ln.endswith(step))) + 1].strip()
+    assert f"{command}\n" in INSTALL_MD.read_text(), command
     assert host.show(FPM, "ActiveState")["ActiveState"] in ("failed", "inactive")  # untouched
     host.systemctl("reset-failed", FPM)
     host.systemctl("start", FPM, check=True)
@@ -314,6 +383,11 @@ def test_an_upgrade_that_check_refuses_keeps_the_old_daemon_and_says_why(
         assert f"\n  {where}: bogus_key: unknown key 'bogus_key'\n" in res.stderr
         assert f"\n  {CONFIG}: 1 error, configuration not usable\n" in res.stderr
         assert "the old daemon keeps running" in res.stderr
+        # what docs/install.md quotes of it, up to the version and the line number
+        quoted = INSTALL_MD.read_text().split("\n```\nremediator: NOT restarted", 1)[1]
+        quoted = "remediator: NOT restarted" + quoted.split("\n```", 1)[0] + "\n"
+        said = res.stderr.replace("from 0.1.0+test1:", "from 0.1.0:")
+        assert re.sub(r":\d+:1:", ":N:1:", quoted) in re.sub(r":\d+:1:", ":N:1:", said), said
         assert machine.host.show(UNIT, "ActiveState", "MainPID") == {
             "ActiveState": "active",
             "MainPID": str(old),

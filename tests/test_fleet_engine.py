@@ -261,3 +261,16 @@ def test_a_slot_revoked_mid_step_is_recorded_and_no_further_step_runs_without_on
         finally:
             bed.going.set()
             bed.gate.close()
+
+
+def test_a_trigger_by_hand_gets_the_slot_when_asked_again(bed: _Bed) -> None:
+    # docs/fleet.md: the first `remediator trigger` may answer "try again"; the next one must
+    # find the fleet's answer, although no trigger of the playbook holds in between.
+    first = bed.engine.trigger(bed.engine.playbooks[0], time.monotonic())
+    assert (first.allowed, first.reason) == (False, "asking the fleet for a slot: try again")
+    bed.tick_until(lambda: bed.other.standing().hosts == ["web-1"], "web-1 to hold the slot")
+    assert bed.gate.wanted  # the loop's turns left the operator's wish in line
+    second = bed.engine.trigger(bed.engine.playbooks[0], time.monotonic())
+    assert second.allowed, second.reason
+    assert bed.records("incident_opened")[0]["fleet"]["slot"] == "granted"
+    bed.tick_until(lambda: bed.calls, "the restart")  # the gate's close gives the slot back

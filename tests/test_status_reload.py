@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from remediator.cli import main
 from remediator.load import load
+from tests.attacker import as_www_data_argv
 from tests.stack import wait_for
 
 CONFIG = """\
@@ -116,3 +119,28 @@ def test_a_kept_playbook_that_names_a_removed_service_is_dropped(conf: Path) -> 
     after = load(conf)
     assert after.config is not None
     assert after.keep_previous(before) == []
+
+
+def test_status_that_cannot_be_read_says_so_and_not_never() -> None:
+    # docs/install.md: `adm` members read the status; anyone else must not be told that the
+    # daemon never ran when it is running and its status.json is only not theirs to read.
+    state = Path(tempfile.mkdtemp())  # in /tmp: www-data can enter it once it is 0755
+    try:
+        state.chmod(0o755)
+        (state / "status.json").write_text('{"updated": 1, "pid": 1}\n')
+        (state / "status.json").chmod(0o640)  # root:root here, as root:adm under the unit
+        code = "import sys; from pathlib import Path; from remediator.status import show; "
+        code += f"sys.exit(0 if show(Path({str(state)!r}), sys.stdout, as_json=False) else 1)"
+        res = subprocess.run(
+            as_www_data_argv([sys.executable, "-c", code]),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert res.returncode == 1
+        assert res.stdout == (
+            f"cannot read {state}/status.json: Permission denied: run it as root or as a "
+            "member of adm\n"
+        )
+    finally:
+        shutil.rmtree(state)

@@ -447,6 +447,7 @@ def combined_lines(draw: st.DrawFn) -> list[bytes]:
     anywhere, empty."""
     lines = []
     t = 0
+    left_open = False  # the last line was cut inside quotes
     for _ in range(draw(st.integers(0, 40))):
         t += draw(st.sampled_from([0, 0, 0, 0, 1]))
         status = draw(st.sampled_from([200, 200, 200, 304, 404, 502, 504, 100, 599]))
@@ -460,12 +461,18 @@ def combined_lines(draw: st.DrawFn) -> list[bytes]:
             agent,
         )
         spoil = draw(st.sampled_from(["none"] * 6 + ["more", "cut", "empty"]))
+        if spoil == "cut" and left_open:
+            # A line cut inside quotes, then one cut just after its first quote, read as one
+            # well-formed line by the scans: known, pinned by a strict xfail in
+            # tests/test_scan_agrees.py (only forged lines can do it: docs/benchmarks.md).
+            spoil = "none"
         if spoil == "more":
             line += b' "10.0.0.9"'
         elif spoil == "cut":
             line = line[: draw(st.integers(0, len(line) - 1))]
         elif spoil == "empty":
             line = b""
+        left_open = spoil == "cut" and line.count(b'"') % 2 == 1
         lines.append(line)
     return [
         *lines,

@@ -114,7 +114,9 @@ class Watcher:
         resolving = {n: s for n, s in config.sources.items() if isinstance(s, DnsSource)}
         self.dns = DnsThreads({n: s for n, s in resolving.items() if n in signals.dns}, self.wake)
         fpms = {n: s for n, s in config.sources.items() if isinstance(s, FpmStatusSource)}
-        self.fpm = FpmStatusThreads({n: s for n, s in fpms.items() if n in signals.fpm}, self.wake)
+        self.fpm = FpmStatusThreads(
+            {n: s for n, s in fpms.items() if n in signals.fpm}, self.wake, config.services
+        )
         watched = {n for n in signals.services if n in config.services}
         self.deaths = DeathWatch()
         self._seen: dict[str, tuple[bool, str]] = {}

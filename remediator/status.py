@@ -90,6 +90,8 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                     else ("waiting" if fpm.last_at is None else "failing"),
                     "reason": fpm.last_detail,
                     "consecutive_failures": fpm.consecutive_failures,
+                    # the pool's usual longest request (p99 of those seen done), when known
+                    "usual_request_s": fpm.usual(now)[0],
                 }
             sources[name] = entry
         out["sources"] = sources

@@ -89,6 +89,7 @@ def _pool(daemon: DaemonProcess) -> dict[str, Any]:
 def _healed(daemon: DaemonProcess, nginx: Nginx) -> dict[str, Any]:
     """The one incident, php-fpm-stuck, closed after a successful restart; the site answers."""
     [closed] = daemon.wait_record("incident_closed", 30)
+    assert closed["outcome"] == "resolved", daemon.report()
     [opened] = daemon.records("incident_opened")
     assert opened["playbook"] == "php-fpm-stuck", daemon.report()
     assert [(r["action"], r["outcome"]) for r in daemon.records("action_result")] == [

@@ -4,7 +4,7 @@ Run: ``.venv/bin/python -m tests.bench.bench_mttr`` (about 6 minutes; ``make ben
 the other benchmarks). It needs root or a user that may run nginx and PHP-FPM on high ports, and
 Debian's ``monit`` (5.33). Options: ``--reps N`` (contestants' repetitions, default 5),
 ``--baseline-reps N`` (default 3), ``--seed S``, ``--only FAULT[,FAULT]`` (kill, hang,
-saturation, master), ``--quick`` (2 and 1 reps: a smoke run), ``--no-idle``, ``--json FILE``.
+phphang, saturation, master), ``--quick`` (2 and 1 reps: a smoke run), ``--no-idle``, ``--json FILE``.
 
 Each trial starts a fresh real nginx + PHP-FPM (``tests/stack.py``), one contestant, and a paced
 keep-alive load of 1,000 req/s (``LoadGenerator``: every request's send time and status). After
@@ -14,6 +14,8 @@ anywhere in its cycle), one fault is injected:
 
 - ``kill``: SIGKILL to the PHP-FPM master's process group (the socket file is left behind);
 - ``hang``: SIGSTOP to every worker (the socket accepts, nobody answers);
+- ``phphang``: every worker blocked in PHP: as many requests to ``/lock.php`` (it waits for
+  a lock this harness holds) as workers, sent once; the site's other requests wait;
 - ``saturation``: PHP-FPM with ``listen.backlog = 16`` (the others keep the default), and as
   many 30-second requests as workers plus backlog (4 + 16) and four more, sent once; the site's
   other requests get 502 at once (``EAGAIN``);
@@ -31,7 +33,8 @@ Contestants:
 - ``remediator``: ``python -m remediator -c CFG run`` as a process, one config for all faults
   (restart on refused/missing, scale_workers on an overloaded backlog, reload then restart when
   the probe fails, restart when ``service_down`` holds for 500 ms as in the shipped
-  ``15-php-fpm-master-gone.yaml``).
+  ``15-php-fpm-master-gone.yaml``, restart on ``fpm_stuck`` as in the shipped
+  ``18-php-fpm-stuck.yaml``, the pool's status read every 100 ms with its service named).
 - ``monit``: ``monit -I`` with ``set daemon 1`` (its shortest cycle), ``check process`` by pid
   file, an HTTP test of ``/index.php`` through nginx with a 1 s timeout, a 2 s start timeout,
   and a stop program that SIGKILLs the whole PHP-FPM process group.
@@ -51,6 +54,7 @@ import contextlib
 import ctypes
 import datetime as dt
 import enum
+import fcntl
 import http.client
 import json
 import os
@@ -73,6 +77,7 @@ from typing import Any
 import psutil
 
 from tests.stack import (
+    LOCK,
     PHP_FPM,
     LoadGenerator,
     Nginx,
@@ -111,6 +116,7 @@ WORK_ROOT = Path.home() / ".cache" / "remediator-bench"
 class Fault(enum.StrEnum):
     KILL = "kill"
     HANG = "hang"
+    PHPHANG = "phphang"
     SATURATION = "saturation"
     MASTER = "master"
 
@@ -118,6 +124,7 @@ class Fault(enum.StrEnum):
 LABELS = {
     Fault.KILL: "(a) PHP-FPM master + workers killed",
     Fault.HANG: "(b) workers hung (SIGSTOP)",
+    Fault.PHPHANG: "(b') every worker blocked in PHP on a lock",
     Fault.SATURATION: f"(c) saturation (slow requests, listen.backlog {BACKLOG})",
     Fault.MASTER: "(d) only the master killed",
 }
@@ -356,6 +363,7 @@ sources:
   errors: {{type: error_log, path: {error}, format: nginx-error}}
   fpm_log: {{type: error_log, path: {fpm_log}, format: php-fpm}}
   site: {{type: probe, url: "{url}", interval: 1s, timeout: 500ms, expect_body: ok}}
+  pool: {{type: fpm_status, socket: {sock}, path: /fpm-status, interval: 100ms, service: fpm}}
 services:
   fpm:
     kind: php-fpm
@@ -378,6 +386,13 @@ playbooks:
       all:
         - status_rate: {{source: access, status: [502, 503], window: 10s, at_least: 3}}
         - error_cause: {{source: errors, cause: [upstream_refused, upstream_missing], window: 10s}}
+    steps:
+      - restart: fpm
+        verify: {{probe: site, within: 5s}}
+  - name: fpm-stuck
+    priority: 18
+    when:
+      fpm_stuck: {{source: pool}}
     steps:
       - restart: fpm
         verify: {{probe: site, within: 5s}}
@@ -420,6 +435,7 @@ class Remediator(Contestant):
                 error=site.nginx.error_log,
                 fpm_log=site.fpm.error_log,
                 url=site.nginx.url(),
+                sock=site.fpm.socket,
                 pid=site.fpm.pid_file,
                 php_fpm=PHP_FPM,
                 conf=site.fpm.conf,
@@ -515,12 +531,13 @@ class Injected:
     wall: float  # time.time() at the same moment
     old_master: int
     threads: list[threading.Thread] = field(default_factory=list)
+    lock: Any = None  # phphang: the lock file held (closed when the trial ends)
 
 
-def _slow_request(port: int) -> None:
+def _slow_request(port: int, path: str = f"/slow.php?s={SLOW_SECONDS}") -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=SLOW_SECONDS + 5)
     with contextlib.suppress(OSError, http.client.HTTPException):
-        conn.request("GET", f"/slow.php?s={SLOW_SECONDS}")
+        conn.request("GET", path)
         conn.getresponse().read()
     conn.close()
 
@@ -531,6 +548,19 @@ def inject(fault: Fault, site: Site) -> Injected:
     if master is None:
         raise RuntimeError("php-fpm is not running before the fault")
     workers = site.fpm.worker_pids()
+    if fault is Fault.PHPHANG:
+        path = site.nginx.docroot / LOCK
+        path.touch(mode=0o644)
+        held = path.open("rb")
+        fcntl.flock(held, fcntl.LOCK_EX)
+        threads = [
+            threading.Thread(target=_slow_request, args=(site.nginx.port, "/lock.php"), daemon=True)
+            for _ in range(MAX_CHILDREN)
+        ]
+        inj = Injected(time.monotonic(), time.time(), master.pid, threads, held)
+        for t in threads:
+            t.start()
+        return inj
     if fault is Fault.SATURATION:
         threads = [
             threading.Thread(target=_slow_request, args=(site.nginx.port,), daemon=True)
@@ -620,6 +650,8 @@ def run_trial(fault: Fault, name: str, reaper: Reaper, rng: random.Random) -> Tr
         time.sleep(offset)
         cpu_end, cpu_wall = contestant.cpu_seconds(), time.monotonic()
         inj = inject(fault, site)
+        if inj.lock is not None:
+            cleanup.callback(inj.lock.close)
         repaired = _observe(fault, site, load, inj, CAP_MASTER if fault is Fault.MASTER else CAP)
         samples = load.stop()
         contestant.stop()

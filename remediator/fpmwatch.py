@@ -30,6 +30,7 @@ import structlog
 
 from remediator.config import FpmStatusSource, Service
 from remediator.detect import Signals
+from remediator.fpmdetect import UNANSWERED
 from remediator.sources.fpmprocs import PoolWatch
 from remediator.sources.fpmstatus import FpmResult, FpmStatus, StatusReader
 
@@ -86,8 +87,10 @@ class FpmStatusThreads:
             quiet = now - active_at >= QUIET_AFTER
             every = reader.spec.read_quiet_every if quiet else reader.spec.interval
             # a fixed cadence (not interval after each read): a timed-out read does not
-            # stretch the gap between reads
-            due = max(due + every, time.monotonic() + MIN_GAP)
+            # stretch the gap between reads; after one that went unanswered the next starts
+            # as soon as it is due (the wait was the read's), to see a stuck pool sooner
+            gap = 0.0 if result.failure in UNANSWERED else MIN_GAP
+            due = max(due + every, time.monotonic() + gap)
             self._stop.wait(max(0.0, due - time.monotonic()))
 
     def drain(self, signals: Signals, now: float) -> None:

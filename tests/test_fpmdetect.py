@@ -13,6 +13,7 @@ from remediator import corroborate
 from remediator.corroborate import Need
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import JudgedOn
+from remediator.fpmdetect import DURATIONS_MIN, UNKNOWN_SPAN
 from remediator.playbook import (
     AllOf,
     AnyOf,
@@ -24,7 +25,6 @@ from remediator.playbook import (
     Verify,
 )
 from remediator.sources.fastcgi import Failure
-from remediator.fpmdetect import DURATIONS_MIN, UNKNOWN_SPAN
 from remediator.sources.fpmprocs import Workers
 from remediator.sources.fpmstatus import FpmStatus
 from remediator.verify import Health, Verifier

@@ -168,7 +168,7 @@ class FpmStatusSource:
     workers, the listen queue, "max children reached", slow requests. Read straight from the
     pool's socket over FastCGI (`socket` and `path`: no web server needed, so it works when
     the web server is the broken part), or through the web server (`url`). The conditions
-    `fpm_saturated`, `fpm_hung` and `fpm_slow` judge it. The status is served by a worker:
+    `fpm_saturated`, `fpm_hung`, `fpm_stuck` and `fpm_slow` judge it. The status is served by a worker:
     a pool whose every worker is busy or stopped does not answer it in time, and that is
     read as the pool taking no new request. The answer is not trusted: capped at 1 MiB,
     parsed strictly, numbers only kept."""

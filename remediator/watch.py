@@ -131,6 +131,7 @@ class Watcher:
         hosts = [s for s in config.sources.values() if isinstance(s, HostSource)]
         self.host_interval = min((h.interval for h in hosts), default=None)
         self._host_due = 0.0
+        self.extra_fds: list[int] = []  # the owner's: readable ones only end the wait
         self._last_checkpoint = time.monotonic()
         self._saved_cursors: dict[str, str] = {}
         self._unsaved = False
@@ -163,6 +164,7 @@ class Watcher:
                 timeout = limit if timeout is None else min(timeout, limit)
         fds = [self.tailer.fileno(), self._wake_r, *self.deaths.fds()]
         fds += [j.fileno() for j in self.journals.values() if j is not None]
+        fds += self.extra_fds
         readable, _, _ = select.select([fd for fd in fds if fd >= 0], [], [], timeout)
         for name, how in self.deaths.fired(set(readable)):
             self.services.request(name, how)  # its thread looks now: a crash, or a stop?

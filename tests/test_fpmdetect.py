@@ -475,3 +475,24 @@ def test_verification_reads_only_the_pools_answers_after_the_action() -> None:
     judged = verifier.judge(Verify(), AnyOf((SAT, HUNG)), since=10.5, now=11.0)
     assert judged.health is Health.HEALTHY
     assert "pool fpm not hung" in judged.detail
+
+
+def test_fpm_stuck_on_a_source_without_its_service_is_a_check_warning(tmp_path: Path) -> None:
+    text = """
+    services:
+      fpm: {kind: php-fpm, pid_file: /run/php/php-fpm.pid, start: [/bin/true]}
+    sources:
+      pool: {type: fpm_status, socket: /run/php/php8.2-fpm.sock, path: /status%s}
+    playbooks:
+      - name: stuck
+        when: {fpm_stuck: pool}
+        steps: [{restart: fpm}]
+    """
+    blind = load_text(tmp_path, text % "")
+    assert blind.ok, blind.all_errors()
+    assert any("fpm_stuck on source 'pool' can never hold" in w for w in blind.warnings)
+    seeing = load_text(tmp_path, text % ", service: fpm")
+    assert seeing.ok and not any("fpm_stuck" in w for w in seeing.warnings)
+    wrong = load_text(tmp_path, text.replace("kind: php-fpm", "kind: nginx") % ", service: fpm")
+    [err] = [str(e) for e in wrong.all_errors()]
+    assert "service 'fpm' is a nginx; an fpm_status source needs a php-fpm" in err

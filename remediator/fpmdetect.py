@@ -189,7 +189,8 @@ def stuck(cond: FpmStuck, st: FpmState | None, now: float) -> tuple[bool, dict[s
     pool's usual longest request, ``at_least`` at least, UNKNOWN_SPAN while that is unknown)."""
     newest = st.reads[-1] if st and st.reads else None
     workers = newest.workers if newest is not None and newest.failure in UNANSWERED else None
-    usual, samples = st.usual(now) if st is not None else (None, 0)
+    # the usual duration matters (and is worth sorting for) only while the pool is unanswered
+    usual, samples = st.usual(now) if st is not None and workers is not None else (None, 0)
     span = max(cond.at_least, UNKNOWN_SPAN if usual is None else cond.factor * usual)
     quiet_for = 0.0 if workers is None else max(0.0, now - workers.quiet_since)
     stopped = workers is not None and workers.all_stopped

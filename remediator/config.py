@@ -24,6 +24,7 @@ from remediator.schema import (
     MapOf,
     PathSpec,
     Record,
+    Ref,
     Str,
     Tagged,
     Url,
@@ -168,7 +169,7 @@ class FpmStatusSource:
     workers, the listen queue, "max children reached", slow requests. Read straight from the
     pool's socket over FastCGI (`socket` and `path`: no web server needed, so it works when
     the web server is the broken part), or through the web server (`url`). The conditions
-    `fpm_saturated`, `fpm_hung` and `fpm_slow` judge it. The status is served by a worker:
+    `fpm_saturated`, `fpm_hung`, `fpm_stuck` and `fpm_slow` judge it. The status is served by a worker:
     a pool whose every worker is busy or stopped does not answer it in time, and that is
     read as the pool taking no new request. The answer is not trusted: capped at 1 MiB,
     parsed strictly, numbers only kept."""
@@ -198,10 +199,30 @@ class FpmStatusSource:
         "Unset: 0.5 s, or the interval if that is shorter.",
         None,
     )
+    quiet_interval: float | None = opt(
+        Duration(min=0.1, max=3600),
+        "Time between reads while the pool is quiet (no request in progress but the status's, "
+        "nothing queued, for 10 s): a quiet pool is read less often, and as soon as a read "
+        "finds a request in progress, a queue or no answer, every `interval` again. Unset: "
+        "1 s, or the interval if that is longer.",
+        None,
+    )
+    service: str | None = opt(
+        Ref("service", ("php-fpm",), "an fpm_status source"),
+        "The php-fpm service this pool belongs to. Its workers are then looked at in `/proc` "
+        "when the status goes unanswered: every worker stopped (SIGSTOP) is said at once, "
+        "and whether any finished a request tells a stuck pool from a busy one "
+        "(`fpm_stuck` needs it).",
+        None,
+    )
 
     @property
     def read_timeout(self) -> float:
         return self.timeout if self.timeout is not None else min(0.5, self.interval)
+
+    @property
+    def read_quiet_every(self) -> float:
+        return self.quiet_interval if self.quiet_interval is not None else max(1.0, self.interval)
 
     @property
     def status_path(self) -> str:
@@ -219,6 +240,8 @@ class FpmStatusSource:
             return [("path", "only with 'socket' (with 'url', the URL's path is the status path)")]
         if self.timeout is not None and self.timeout > self.interval:
             return [("timeout", "must not be longer than interval")]
+        if self.quiet_interval is not None and self.quiet_interval < self.interval:
+            return [("quiet_interval", "must not be shorter than interval")]
         return []
 
 

@@ -31,7 +31,7 @@ from remediator.config import Config
 from remediator.engine import Engine
 from remediator.events import Event, Outcome
 from remediator.guards import Guards
-from remediator.inbox import LOOK_EVERY, Inbox
+from remediator.inbox import Inbox
 from remediator.load import Loaded, load
 from remediator.pages import PageWriter
 from remediator.schema import ConfigError
@@ -284,7 +284,8 @@ class Daemon:
         busy = self.engine.incident is not None or self.engine.corroboration.asking
         wait = TICK_WHILE_VERIFYING if busy else max(0.0, self._status_due - now)
         if self.inbox is not None:
-            wait = min(wait, LOOK_EVERY)
+            wait = min(wait, self.inbox.look_every)
+            self.watcher.extra_fds = [self.inbox.fileno()]
         if self._ping_every is not None:
             wait = min(wait, self._ping_every)
         self.watcher.run_once(now, wait)

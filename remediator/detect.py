@@ -28,6 +28,7 @@ from remediator.playbook import (
     FpmHung,
     FpmSaturated,
     FpmSlow,
+    FpmStuck,
     HostCondition,
     NotOf,
     ProbeFailing,
@@ -362,7 +363,7 @@ class Signals:
             elif isinstance(cond, DnsMismatch):
                 sig.dns.setdefault(cond.source, DnsWatch())
                 continue
-            elif isinstance(cond, FpmSaturated | FpmHung | FpmSlow):
+            elif isinstance(cond, FpmSaturated | FpmHung | FpmStuck | FpmSlow):
                 sig.fpm.setdefault(cond.source, FpmState())
                 continue
             else:
@@ -517,7 +518,7 @@ def _known(cond: Condition, sig: Signals, now: float, since: float | None) -> bo
     if isinstance(cond, DnsMismatch):
         dw = sig.dns.get(cond.source)
         return dw is not None and dw.last_at is not None
-    if isinstance(cond, FpmSaturated | FpmHung | FpmSlow):
+    if isinstance(cond, FpmSaturated | FpmHung | FpmStuck | FpmSlow):
         pool = sig.fpm.get(cond.source)
         return pool is not None and pool.last_at is not None
     if isinstance(cond, HostCondition):
@@ -582,6 +583,8 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
         return Reading("fpm_saturated", *fpmdetect.saturated(cond, sig.fpm.get(cond.source), now))
     if isinstance(cond, FpmHung):
         return Reading("fpm_hung", *fpmdetect.hung(cond, sig.fpm.get(cond.source), now))
+    if isinstance(cond, FpmStuck):
+        return Reading("fpm_stuck", *fpmdetect.stuck(cond, sig.fpm.get(cond.source), now))
     if isinstance(cond, FpmSlow):
         return Reading("fpm_slow", *fpmdetect.slow(cond, sig.fpm.get(cond.source), now))
     if isinstance(cond, HostCondition):

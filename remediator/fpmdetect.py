@@ -1,4 +1,4 @@
-"""Detectors over PHP-FPM's status: saturated, hung, slow. Pure: fed reads and a clock.
+"""Detectors over PHP-FPM's status: saturated, hung, stuck, slow. Pure: fed reads and a clock.
 
 Each read of an ``fpm_status`` source is kept (bounded: ``HISTORY`` reads, enough for the
 longest ``lasting`` at the shortest interval) with the time it came in; a condition holds when
@@ -12,16 +12,25 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
-from remediator.playbook import FpmHung, FpmSaturated, FpmSlow
+from remediator.playbook import FpmHung, FpmSaturated, FpmSlow, FpmStuck
 from remediator.sources.fastcgi import Failure
+from remediator.sources.fpmprocs import Workers
 from remediator.sources.fpmstatus import FpmStatus
 
 HISTORY = 4096
-# No answer because no worker took the request: the pool is full (or stuck).
-UNANSWERED = frozenset({Failure.TIMEOUT, Failure.BACKLOG_FULL})
+# No answer because no worker took the request: the pool is full (or stuck, or stopped).
+UNANSWERED = frozenset({Failure.TIMEOUT, Failure.BACKLOG_FULL, Failure.STOPPED})
 # Failures that say the pool cannot serve, which nothing but the pool itself can cause
 # (what corroboration accepts; a refused or malformed answer is not among them).
-NOT_SERVING = frozenset({Failure.TIMEOUT, Failure.BACKLOG_FULL, Failure.REFUSED})
+NOT_SERVING = frozenset({Failure.TIMEOUT, Failure.BACKLOG_FULL, Failure.STOPPED, Failure.REFUSED})
+# How long this pool's requests take (fpm_stuck): the durations of the requests its status
+# showed done, the newest DURATIONS of the last DURATIONS_FOR seconds; with fewer than
+# DURATIONS_MIN of them the pool's usual is not known, and a stuck pool is not said before
+# UNKNOWN_SPAN.
+DURATIONS = 1024
+DURATIONS_FOR = 600.0
+DURATIONS_MIN = 20
+UNKNOWN_SPAN = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,7 @@ class Read:
     status: FpmStatus | None
     failure: Failure | None
     mcr_rose: bool  # "max children reached" went up since the previous answer
+    workers: Workers | None = None  # the pool's workers in /proc, when it went unanswered
 
 
 @dataclass
@@ -49,7 +59,12 @@ class FpmState:
     last_failed_at: float | None = None  # when it last could not serve (corroboration)
     last_failure: str = ""
     consecutive_failures: int = 0
+    # (when, seconds): the requests seen done, each once (fpm_stuck's usual duration)
+    durations: collections.deque[tuple[float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=DURATIONS)
+    )
     _last_status: FpmStatus | None = None
+    _done: dict[int, int] = field(default_factory=dict)  # pid -> its requests, seen done
 
     def record(
         self,
@@ -58,6 +73,7 @@ class FpmState:
         detail: str,
         now: float,
         elapsed: float = 0.0,
+        workers: Workers | None = None,
     ) -> None:
         prev = self._last_status
         rose = (
@@ -65,9 +81,10 @@ class FpmState:
             and prev is not None
             and status.max_children_reached > prev.max_children_reached
         )
-        self.reads.append(Read(now, now - elapsed, status, failure, rose))
+        self.reads.append(Read(now, now - elapsed, status, failure, rose, workers))
         if status is not None:
             self._last_status = status
+            self._durations(status, now)
         self.last_ok = status is not None
         self.last_detail = detail
         self.last_at = now
@@ -75,9 +92,25 @@ class FpmState:
         if failure in NOT_SERVING:
             self.last_failed_at, self.last_failure = now, detail
 
+    def _durations(self, status: FpmStatus, now: float) -> None:
+        done: dict[int, int] = {}
+        for pid, requests, duration in status.done:
+            if requests > 0 and self._done.get(pid) != requests:
+                self.durations.append((now, duration))
+            done[pid] = requests
+        self._done = done
+
     @property
     def latest(self) -> FpmStatus | None:
         return self._last_status
+
+    def usual(self, now: float) -> tuple[float | None, int]:
+        """The 99th percentile of the request durations seen done in the last DURATIONS_FOR
+        seconds (None with fewer than DURATIONS_MIN), and how many there were."""
+        recent = sorted(d for at, d in self.durations if at >= now - DURATIONS_FOR)
+        if len(recent) < DURATIONS_MIN:
+            return None, len(recent)
+        return recent[min(len(recent) - 1, (len(recent) * 99) // 100)], len(recent)
 
 
 def _since(reads: collections.deque[Read], pred: Any) -> Read | None:
@@ -148,6 +181,32 @@ def hung(cond: FpmHung, st: FpmState | None, now: float) -> tuple[bool, dict[str
         detail |= _numbers(latest)
     holds = since is not None and now >= since and for_s >= cond.lasting
     return holds, detail
+
+
+def stuck(cond: FpmStuck, st: FpmState | None, now: float) -> tuple[bool, dict[str, Any]]:
+    """Stuck, not busy: the newest read went unanswered and its look at the workers found
+    every one stopped, or none that finished a request for the span (``factor`` times the
+    pool's usual longest request, ``at_least`` at least, UNKNOWN_SPAN while that is unknown)."""
+    newest = st.reads[-1] if st and st.reads else None
+    workers = newest.workers if newest is not None and newest.failure in UNANSWERED else None
+    # the usual duration matters (and is worth sorting for) only while the pool is unanswered
+    usual, samples = st.usual(now) if st is not None and workers is not None else (None, 0)
+    span = max(cond.at_least, UNKNOWN_SPAN if usual is None else cond.factor * usual)
+    quiet_for = 0.0 if workers is None else max(0.0, now - workers.quiet_since)
+    stopped = workers is not None and workers.all_stopped
+    detail: dict[str, Any] = {
+        "source": cond.source,
+        "stuck_for_s": round(quiet_for, 3),
+        "span_s": round(span, 3),
+        "usual_s": None if usual is None else round(usual, 3),
+        "durations_seen": samples,
+        "workers": None if workers is None else workers.count,
+        "stopped": None if workers is None else workers.stopped,
+        "last": st.last_detail if st else "no read yet",
+    }
+    if newest is not None and newest.failure in UNANSWERED and workers is None:
+        detail["blind"] = "no look at the workers (does the source name its service?)"
+    return stopped or (workers is not None and quiet_for >= span), detail
 
 
 def _run(reads: collections.deque[Read], pred: Any) -> list[Read]:
@@ -223,7 +282,9 @@ def _numbers(s: FpmStatus) -> dict[str, Any]:
     }
 
 
-def after(cond: FpmSaturated | FpmHung | FpmSlow, st: FpmState | None, since: float) -> bool | None:
+def after(
+    cond: FpmSaturated | FpmHung | FpmStuck | FpmSlow, st: FpmState | None, since: float
+) -> bool | None:
     """What the reads made after ``since`` say of ``cond`` (verification): True while the
     newest still shows it (saturated, stuck, slow requests rising), False once it does not,
     None without a read that tells (none yet; refused: a pool restarting)."""
@@ -238,6 +299,8 @@ def after(cond: FpmSaturated | FpmHung | FpmSlow, st: FpmState | None, since: fl
     newest = reads[-1]
     if isinstance(cond, FpmSaturated):
         shows = _saturated(newest)
+    elif isinstance(cond, FpmStuck):
+        shows = newest.failure in UNANSWERED
     else:
         shows = _stuck(cond, newest) or newest.failure in UNANSWERED
     if shows:

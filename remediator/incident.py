@@ -151,6 +151,13 @@ def _describe(r: Reading) -> str:
         return f"pool on {d['source']} saturated for {d['saturated_for_s']:g}s ({d['last']})"
     if r.condition == "fpm_hung":
         return f"pool on {d['source']} stuck for {d['hung_for_s']:g}s ({d['last']})"
+    if r.condition == "fpm_stuck":
+        how = (
+            f"all {d['workers']} workers stopped"
+            if d.get("workers") and d.get("stopped") == d.get("workers")
+            else f"no request finished for {d['stuck_for_s']:g}s (span {d['span_s']:g}s)"
+        )
+        return f"pool on {d['source']} stuck: {how} ({d['last']})"
     if r.condition == "fpm_slow":
         return f"{d['slow_requests_rise']} slow requests in {d['window_s']:g}s on {d['source']}"
     if r.condition == "probe_failing":

@@ -17,9 +17,9 @@ from typing import Any
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from remediator import secret, trust
-from remediator.config import CONFIG, Config
+from remediator.config import CONFIG, Config, FpmStatusSource
 from remediator.fleet.options import Fleet
-from remediator.playbook import PLAYBOOK_FILE, Playbook
+from remediator.playbook import PLAYBOOK_FILE, FpmStuck, Playbook, walk_conditions
 from remediator.schema import (
     ConfigError,
     Context,
@@ -158,7 +158,26 @@ def load(path: Path, *, uids: frozenset[int] | None = None) -> Loaded:
                 )
     if config.playbooks == () and not any(f.playbooks for f in files):
         warnings.append("no usable playbooks: the daemon will watch and report, but never act")
-    return Loaded(path, config, main_errors, files, warnings)
+    loaded = Loaded(path, config, main_errors, files, warnings)
+    warnings += _blind_stuck(config, loaded.playbooks)
+    return loaded
+
+
+def _blind_stuck(config: Config, playbooks: list[Playbook]) -> list[str]:
+    """``fpm_stuck`` needs to look at the pool's workers: its source must name the service."""
+    out = []
+    for pb in playbooks:
+        for cond in walk_conditions(pb.when):
+            if not isinstance(cond, FpmStuck):
+                continue
+            src = config.sources.get(cond.source)
+            if isinstance(src, FpmStatusSource) and (src.service is None or src.url is not None):
+                out.append(
+                    f"playbook '{pb.name}': fpm_stuck on source '{cond.source}' can never hold: "
+                    "the source must read the pool's socket and name its `service` (the "
+                    "workers are looked at in /proc)"
+                )
+    return out
 
 
 def _programs(uids: frozenset[int]) -> ProgramFinder:

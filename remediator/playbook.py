@@ -256,6 +256,28 @@ class FpmHung:
 
 
 @dataclass(frozen=True)
+class FpmStuck:
+    """Holds when PHP-FPM's pool is stuck, not merely busy: its status goes unanswered and its
+    workers, looked at in `/proc` (the source must name its `service`), are all stopped
+    (SIGSTOP: holds at once) or have not finished a single request (their read and write
+    counts unchanged) for `factor` times the pool's usual longest request, and `at_least`.
+    The usual longest request is the 99th percentile of the durations of the requests the
+    status showed done in the last 10 minutes; until 20 were seen, it is not known and the
+    span is at least 2 s. A pool whose workers keep finishing requests, however slowly and
+    however full, is busy: this never holds for it."""
+
+    source: str = opt(Ref("source", FPM_SOURCE, "fpm_stuck"), "The fpm_status source.")
+    factor: float = opt(
+        Float(min=1.0),
+        "How many times the pool's usual longest request no worker may finish one.",
+        4.0,
+    )
+    at_least: float = opt(
+        Duration(min=0.1, max=3600), "The shortest span without a finished request.", 0.25
+    )
+
+
+@dataclass(frozen=True)
 class FpmSlow:
     """Holds when PHP-FPM's "slow requests" count (requests past
     `request_slowlog_timeout`) rose by `at_least` within `window`, throughout `lasting`."""
@@ -322,6 +344,7 @@ Condition = (
     | ServiceDown
     | FpmSaturated
     | FpmHung
+    | FpmStuck
     | FpmSlow
     | HostCondition
     | DnsMismatch
@@ -393,6 +416,9 @@ CONDITION.add(
 )
 CONDITION.add(
     "fpm_hung", Record(FpmHung, name="fpm_hung", shorthand="source"), FpmHung.__doc__ or ""
+)
+CONDITION.add(
+    "fpm_stuck", Record(FpmStuck, name="fpm_stuck", shorthand="source"), FpmStuck.__doc__ or ""
 )
 CONDITION.add(
     "fpm_slow", Record(FpmSlow, name="fpm_slow", shorthand="source"), FpmSlow.__doc__ or ""

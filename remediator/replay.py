@@ -483,6 +483,7 @@ _KINDS = {
     "ServiceDown": "service_down",
     "FpmSaturated": "fpm_saturated",
     "FpmHung": "fpm_hung",
+    "FpmStuck": "fpm_stuck",
     "FpmSlow": "fpm_slow",
     "HostCondition": "host",
     "DnsMismatch": "dns_mismatch",

@@ -90,6 +90,8 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
                     else ("waiting" if fpm.last_at is None else "failing"),
                     "reason": fpm.last_detail,
                     "consecutive_failures": fpm.consecutive_failures,
+                    # the pool's usual longest request (p99 of those seen done), when known
+                    "usual_request_s": fpm.usual(now)[0],
                 }
             sources[name] = entry
         out["sources"] = sources
@@ -140,11 +142,28 @@ def _playbook(verdict: Any, st: PlaybookBook | None) -> dict[str, Any]:
     }
 
 
+# What only counts up as lines come (a probe through the web server adds an access-log line a
+# second), or moves with every request (a pool's usual request duration, once known): a change
+# in these alone is written with the next REFRESH, not at once.
+_COUNTERS = frozenset({"lines", "malformed", "matched"})
+_MEASURES = frozenset({"usual_request_s"})
+
+
 def publish(daemon: Daemon, state_dir: Path, now: float) -> dict[str, Any]:
     """Write status.json when it changed, or every REFRESH seconds (an fsync costs more than
-    the whole idle loop); the snapshot (the daemon's metrics sample it)."""
+    the whole idle loop); counters alone wait for the refresh. The snapshot (the daemon's
+    metrics sample it)."""
     snap = collect(daemon, now)
-    body = json.dumps({k: v for k, v in snap.items() if k != "updated"}, default=str)
+    shown = {k: v for k, v in snap.items() if k not in ("updated", "sources")}
+    shown["sources"] = {
+        name: {
+            k: (v is not None) if k in _MEASURES else v
+            for k, v in entry.items()
+            if k not in _COUNTERS
+        }
+        for name, entry in snap.get("sources", {}).items()
+    }
+    body = json.dumps(shown, default=str)
     last_body, last_at = daemon.published
     if body == last_body and now - last_at < REFRESH:
         return snap

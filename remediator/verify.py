@@ -11,7 +11,7 @@ failing since):
 - the service's own state, where the trigger watches it (``service_down``);
 - error-log causes of the trigger, which can only say "still failing";
 - PHP-FPM's own status, where the trigger reads it (``fpm_saturated``, ``fpm_hung``,
-  ``fpm_slow``): the newest read after the action (live only).
+  ``fpm_stuck``, ``fpm_slow``): the newest read after the action (live only).
 
 Any evidence of failure is a failure; otherwise any evidence of health is health; otherwise
 nothing is known yet. A step passes when the site is healthy before the deadline and still
@@ -33,6 +33,7 @@ from remediator.playbook import (
     FpmHung,
     FpmSaturated,
     FpmSlow,
+    FpmStuck,
     ProbeFailing,
     ServiceDown,
     StatusRate,
@@ -191,7 +192,7 @@ class Verifier:
                     out.append((Health.HEALTHY, JudgedOn.DNS, f"{c.source}: {dw.detail}"))
                 else:
                     out.append((Health.FAILING, JudgedOn.DNS, f"{c.source}: {dw.detail}"))
-            elif isinstance(c, FpmSaturated | FpmHung | FpmSlow):
+            elif isinstance(c, FpmSaturated | FpmHung | FpmStuck | FpmSlow):
                 out.append(self._pool(c, since))
             elif isinstance(c, ErrorCause):
                 win = self.signals.causes.get(c.source)
@@ -202,7 +203,7 @@ class Verifier:
         return out
 
     def _pool(
-        self, c: FpmSaturated | FpmHung | FpmSlow, since: float
+        self, c: FpmSaturated | FpmHung | FpmStuck | FpmSlow, since: float
     ) -> tuple[Health, JudgedOn, str]:
         st = self.signals.fpm.get(c.source)
         shows = fpmdetect.after(c, st, since)

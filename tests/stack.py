@@ -60,6 +60,7 @@ _PORT_ATTEMPTS = 6
 _POLL = 0.005
 
 # The docroot every instance serves. Query parameters make each script's behaviour adjustable.
+LOCK = "hang.lock"  # in the docroot: see lock.php
 PHP_SCRIPTS: Mapping[str, str] = {
     "index.php": '<?php\necho "ok\\n";\n',
     # slow.php?s=2.5 sleeps that many seconds (a busy worker), then answers.
@@ -91,6 +92,12 @@ PHP_SCRIPTS: Mapping[str, str] = {
     ),
     # pid.php tells which worker answered.
     "pid.php": '<?php\necho getmypid(), "\\n";\n',
+    # lock.php waits for a shared lock on hang.lock beside it: while a test holds an exclusive
+    # one (LOCK), every worker that takes this request is blocked in PHP (a real hang).
+    "lock.php": (
+        "<?php\n$f = fopen(__DIR__ . '/hang.lock', 'r');\nflock($f, LOCK_SH);\n"
+        'echo "unlocked\\n";\n'
+    ),
 }
 
 

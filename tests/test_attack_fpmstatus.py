@@ -127,7 +127,7 @@ def test_a_status_forged_on_a_replaced_socket_restarts_nothing(
         seen: dict[str, Any] = {}
 
         def refused() -> bool:
-            # before the daemon's first status.json, `status --json` has no sources yet
+            # (no status.json yet for a moment after daemon_ready: not running, no sources)
             seen.update(_status(daemon).get("sources", {}).get("pool", {}))
             return int(seen.get("consecutive_failures", 0)) >= 10  # a second of reads, refused
 

@@ -42,7 +42,7 @@ def test_check_on_valid_config_prints_summary_and_exits_0(example: Path) -> None
     ]
     assert others == [], err
     last = out.splitlines()[-1]
-    assert last.startswith("ok: 9 sources, 3 services, 9 playbooks (8 playbook files; ")
+    assert last.startswith("ok: 9 sources, 3 services, 10 playbooks (9 playbook files; ")
 
 
 def test_check_on_broken_playbook_exits_2_with_one_located_line_per_error(example: Path) -> None:

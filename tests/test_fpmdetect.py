@@ -1,4 +1,4 @@
-"""fpm_saturated, fpm_hung and fpm_slow on a clock set by the test; the fast ``holds`` agrees
+"""fpm_saturated, fpm_hung, fpm_stuck and fpm_slow on a clock set by the test; the fast ``holds`` agrees
 with ``evaluate``; a pool that could not serve corroborates a log trigger; the source's config
 is checked with located errors."""
 
@@ -13,6 +13,7 @@ from remediator import corroborate
 from remediator.corroborate import Need
 from remediator.detect import Reading, Signals, evaluate, holds
 from remediator.events import JudgedOn
+from remediator.fpmdetect import DURATIONS_MIN, UNKNOWN_SPAN
 from remediator.playbook import (
     AllOf,
     AnyOf,
@@ -20,9 +21,11 @@ from remediator.playbook import (
     FpmHung,
     FpmSaturated,
     FpmSlow,
+    FpmStuck,
     Verify,
 )
 from remediator.sources.fastcgi import Failure
+from remediator.sources.fpmprocs import Workers
 from remediator.sources.fpmstatus import FpmStatus
 from remediator.verify import Health, Verifier
 from tests.wired import load_text
@@ -36,6 +39,7 @@ def _status(
     mcr: int = 0,
     slow: int = 0,
     youngest: float | None = None,
+    done: tuple[tuple[int, int, float], ...] = (),
 ) -> FpmStatus:
     return FpmStatus(
         pool="www",
@@ -48,6 +52,7 @@ def _status(
         slow_requests=slow,
         youngest_busy=youngest,
         oldest_busy=youngest,
+        done=done,
     )
 
 
@@ -182,11 +187,90 @@ def test_no_read_yet_holds_nothing() -> None:
         assert isinstance(reading, Reading)
 
 
+STUCK = FpmStuck(source="fpm", factor=4.0, at_least=0.25)
+
+
+def _stuck_signals(usual: float | None = 0.05, at: float = 5.0) -> Signals:
+    """A pool that was seen finishing requests of ``usual`` seconds (None: too few seen)."""
+    sig = Signals.for_conditions([STUCK])
+    n = DURATIONS_MIN if usual is not None else DURATIONS_MIN - 1
+    for i in range(n):  # one worker, one more request done at each read
+        status = _status(done=((100, i + 1, usual or 0.05),))
+        sig.fpm["fpm"].record(status, None, "ok", at + i * 0.1)
+    return sig
+
+
+def _unanswered(
+    sig: Signals, now: float, workers: Workers | None, failure: Failure = Failure.TIMEOUT
+) -> None:
+    sig.fpm["fpm"].record(None, failure, str(failure), now, 0.1, workers)
+
+
+def test_every_worker_stopped_is_stuck_at_once() -> None:
+    sig = _stuck_signals()
+    _unanswered(sig, 10.0, Workers(4, 4, 10.0), Failure.STOPPED)
+    ok, [reading] = evaluate(STUCK, sig, 10.0)
+    assert ok and holds(STUCK, sig, 10.0)
+    assert (reading.detail["workers"], reading.detail["stopped"]) == (4, 4)
+
+
+def test_some_workers_stopped_is_not_stuck_while_others_progress() -> None:
+    sig = _stuck_signals()
+    _unanswered(sig, 10.0, Workers(4, 3, 10.0))
+    _unanswered(sig, 10.2, Workers(4, 3, 10.2))  # a worker's counters moved
+    assert not holds(STUCK, sig, 10.3)
+
+
+def test_no_worker_finishing_for_the_span_is_stuck() -> None:
+    sig = _stuck_signals(usual=0.05)  # span: max(0.25, 4 x 0.05) = 0.25 s
+    _unanswered(sig, 10.1, Workers(4, 0, 10.05))
+    assert not holds(STUCK, sig, 10.2)  # 0.15 s without progress
+    _unanswered(sig, 10.3, Workers(4, 0, 10.05))
+    ok, [reading] = evaluate(STUCK, sig, 10.3)
+    assert ok and reading.detail["span_s"] == 0.25 and reading.detail["usual_s"] == 0.05
+
+
+def test_the_span_follows_the_pools_own_request_durations() -> None:
+    sig = _stuck_signals(usual=1.0)  # requests of 1 s: 4 s without one finishing
+    _unanswered(sig, 10.0, Workers(2, 0, 9.0))
+    assert not holds(STUCK, sig, 12.9)
+    assert holds(STUCK, sig, 13.0)
+    assert evaluate(STUCK, sig, 13.0)[1][0].detail["span_s"] == 4.0
+
+
+def test_without_enough_durations_seen_the_span_is_at_least_the_unknown_span() -> None:
+    sig = _stuck_signals(usual=None)
+    _unanswered(sig, 10.0, Workers(2, 0, 10.0))
+    assert not holds(STUCK, sig, 10.0 + UNKNOWN_SPAN - 0.01)
+    assert holds(STUCK, sig, 10.0 + UNKNOWN_SPAN)
+
+
+def test_an_answer_or_a_read_without_a_look_at_the_workers_is_never_stuck() -> None:
+    sig = _stuck_signals()
+    _unanswered(sig, 10.0, None)  # the source names no service: blind
+    ok, [reading] = evaluate(STUCK, sig, 30.0)
+    assert not ok and "blind" in reading.detail
+    _unanswered(sig, 30.0, Workers(2, 0, 10.0))
+    assert holds(STUCK, sig, 30.0)
+    _answer(sig, 30.1)
+    assert not holds(STUCK, sig, 40.0)
+
+
+def test_a_request_seen_done_twice_is_counted_once() -> None:
+    sig = Signals.for_conditions([STUCK])
+    for i in range(DURATIONS_MIN * 2):  # the same idle worker, the same request, every read
+        sig.fpm["fpm"].record(_status(done=((7, 3, 9.0),)), None, "ok", 5.0 + i * 0.1)
+    assert list(sig.fpm["fpm"].durations) == [(5.0, 9.0)]
+    assert sig.fpm["fpm"].usual(10.0) == (None, 1)
+
+
 _READS = st.lists(
     st.tuples(
         st.floats(0.05, 1.0),
         st.one_of(
-            st.sampled_from([Failure.TIMEOUT, Failure.BACKLOG_FULL, Failure.REFUSED]),
+            st.sampled_from(
+                [Failure.TIMEOUT, Failure.BACKLOG_FULL, Failure.REFUSED, Failure.STOPPED]
+            ),
             st.tuples(
                 st.integers(0, 4),
                 st.integers(0, 2),
@@ -196,8 +280,11 @@ _READS = st.lists(
                 st.floats(0, 5),
             ),
         ),
+        # the workers' look with an unanswered read: (count, stopped, progress this read)
+        st.one_of(st.none(), st.tuples(st.integers(1, 4), st.integers(0, 4), st.booleans())),
+        st.floats(0, 3),  # a duration seen done with an answered read
     ),
-    max_size=30,
+    max_size=40,
 )
 
 
@@ -209,35 +296,70 @@ _READS = st.lists(
     window=st.floats(1, 10),
     at_least=st.integers(1, 4),
     after=st.floats(0, 3),
+    factor=st.floats(1, 10),
 )
 def test_the_fast_holds_agrees_with_evaluate_on_fpm_conditions(
-    reads: list[tuple[float, Failure | tuple[int, int, int, int, int, float]]],
+    reads: list[
+        tuple[
+            float,
+            Failure | tuple[int, int, int, int, int, float],
+            tuple[int, int, bool] | None,
+            float,
+        ]
+    ],
     lasting: float,
     older_than: float,
     window: float,
     at_least: int,
     after: float,
+    factor: float,
 ) -> None:
     sat = FpmSaturated(source="fpm", lasting=lasting)
     hung = FpmHung(source="fpm", older_than=older_than, lasting=lasting)
     slow = FpmSlow(source="fpm", window=max(1.0, window), at_least=at_least, lasting=lasting)
-    sig = Signals.for_conditions([sat, hung, slow])
+    stuck = FpmStuck(source="fpm", factor=factor, at_least=max(0.1, older_than / 4))
+    sig = Signals.for_conditions([sat, hung, slow, stuck])
     now = 100.0
     mcr = slow_n = 0
-    for gap, what in reads:
+    quiet_since = now
+    for i, (gap, what, look, duration) in enumerate(reads):
         now += gap
         if isinstance(what, Failure):
-            sig.fpm["fpm"].record(None, what, str(what), now, min(gap, 0.5))
+            workers = None
+            if look is not None:
+                count, stopped, progressed = look
+                quiet_since = now if progressed else quiet_since
+                workers = Workers(count, min(stopped, count), quiet_since)
+            sig.fpm["fpm"].record(None, what, str(what), now, min(gap, 0.5), workers)
         else:
             busy, idle, queue, dm, ds, youngest = what
             mcr, slow_n = mcr + dm, slow_n + ds
             status = _status(
-                busy=busy, idle=idle, queue=queue, mcr=mcr, slow=slow_n, youngest=youngest
+                busy=busy,
+                idle=idle,
+                queue=queue,
+                mcr=mcr,
+                slow=slow_n,
+                youngest=youngest,
+                done=((1000 + i % 3, i, duration),),
             )
             sig.fpm["fpm"].record(status, None, "ok", now)
+            quiet_since = now
     now += after
-    for cond in (sat, hung, slow, AnyOf((sat, AllOf((hung, slow)))), AllOf((sat, hung))):
+    for cond in (
+        sat,
+        hung,
+        slow,
+        stuck,
+        AnyOf((sat, AllOf((hung, slow)))),
+        AllOf((sat, hung)),
+        AnyOf((stuck, sat)),
+    ):
         assert holds(cond, sig, now) == evaluate(cond, sig, now)[0]
+    # stuck only ever on an unanswered newest read that looked at the workers
+    newest = sig.fpm["fpm"].reads[-1] if sig.fpm["fpm"].reads else None
+    if holds(stuck, sig, now):
+        assert newest is not None and newest.status is None and newest.workers is not None
 
 
 # --- corroboration ----------------------------------------------------------------------------
@@ -353,3 +475,24 @@ def test_verification_reads_only_the_pools_answers_after_the_action() -> None:
     judged = verifier.judge(Verify(), AnyOf((SAT, HUNG)), since=10.5, now=11.0)
     assert judged.health is Health.HEALTHY
     assert "pool fpm not hung" in judged.detail
+
+
+def test_fpm_stuck_on_a_source_without_its_service_is_a_check_warning(tmp_path: Path) -> None:
+    text = """
+    services:
+      fpm: {kind: php-fpm, pid_file: /run/php/php-fpm.pid, start: [/bin/true]}
+    sources:
+      pool: {type: fpm_status, socket: /run/php/php8.2-fpm.sock, path: /status%s}
+    playbooks:
+      - name: stuck
+        when: {fpm_stuck: pool}
+        steps: [{restart: fpm}]
+    """
+    blind = load_text(tmp_path, text % "")
+    assert blind.ok, blind.all_errors()
+    assert any("fpm_stuck on source 'pool' can never hold" in w for w in blind.warnings)
+    seeing = load_text(tmp_path, text % ", service: fpm")
+    assert seeing.ok and not any("fpm_stuck" in w for w in seeing.warnings)
+    wrong = load_text(tmp_path, text.replace("kind: php-fpm", "kind: nginx") % ", service: fpm")
+    [err] = [str(e) for e in wrong.all_errors()]
+    assert "service 'fpm' is a nginx; an fpm_status source needs a php-fpm" in err

@@ -5,6 +5,7 @@ are hung; and a hostile FastCGI server on loopback is refused with a reason, wit
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -19,9 +20,11 @@ from remediator.config import FpmStatusSource
 from remediator.detect import Signals, evaluate, holds
 from remediator.fpmwatch import FpmStatusThreads
 from remediator.playbook import Condition, FpmHung, FpmSaturated
+from remediator.sources import fastcgi
 from remediator.sources.fastcgi import Failure
+from remediator.sources.fpmprocs import PoolWatch, Workers
 from remediator.sources.fpmstatus import MAX_ANSWER, StatusReader, parse
-from tests.stack import Nginx, PhpFpm, Stack, http_get, wait_for
+from tests.stack import LOCK, Nginx, PhpFpm, Stack, http_get, wait_for
 
 STATUS_PATH = "/fpm-status"  # tests/stack.py's pm.status_path
 
@@ -390,3 +393,87 @@ def test_slots_still_spawning_and_status_requests_finishing_are_not_busy_workers
     )
     assert parse(busy, "/s").busy == 1
     assert parse(busy, "/s").oldest_busy == 3.0
+
+
+# --- looking at the workers when the pool does not answer (fpm_stuck) ------------------------
+
+
+def test_a_look_is_taken_once_while_the_answer_is_late_and_may_end_the_read(
+    fake_fcgi: tuple[str, list[Callable[[socket.socket], None]]],
+) -> None:
+    addr, behaviours = fake_fcgi
+    looks: list[float] = []
+
+    def late(conn: socket.socket) -> None:
+        time.sleep(0.3)  # the scenario: an answer that comes late
+        conn.sendall(_stdout(_GOOD_JSON))
+
+    behaviours.append(late)
+    answer = fastcgi.request(
+        addr,
+        {"SCRIPT_NAME": "/s"},
+        timeout=2.0,
+        max_bytes=MAX_ANSWER,
+        on_wait=(0.05, lambda: looks.append(time.monotonic())),
+    )
+    assert b'"pool":"www"' in answer.stdout
+    assert len(looks) == 1  # late, so looked at; once
+
+    def stopped() -> None:
+        raise fastcgi.FastCGIError(Failure.STOPPED, "every worker stopped")
+
+    behaviours.append(lambda _: time.sleep(1.0))
+    with pytest.raises(fastcgi.FastCGIError) as caught:
+        fastcgi.request(
+            addr, {"SCRIPT_NAME": "/s"}, timeout=2.0, max_bytes=MAX_ANSWER, on_wait=(0.05, stopped)
+        )
+    assert caught.value.failure is Failure.STOPPED
+
+
+@pytest.mark.parametrize("fpm", [{"max_children": 2}], indirect=True)
+def test_a_pool_whose_workers_are_all_stopped_is_read_as_stopped(fpm: PhpFpm) -> None:
+    watch = PoolWatch(fpm.master_pid)
+    reader = StatusReader("fpm", _socket_source(fpm, interval=0.5, timeout=0.5), watch)
+    assert reader.read().ok
+    fpm.stop_workers()
+    try:
+        result = reader.read()
+        assert result.failure is Failure.STOPPED, result.detail
+        assert "every worker of pool www is stopped" in result.detail
+        assert result.workers is not None and (result.workers.count, result.workers.stopped) == (
+            2,
+            2,
+        )
+    finally:
+        fpm.cont_workers()
+    assert reader.read().ok
+
+
+@pytest.mark.parametrize("fpm", [{"max_children": 2}], indirect=True)
+def test_workers_blocked_on_a_lock_make_no_progress_until_it_is_released(
+    nginx_fpm: Nginx,
+) -> None:
+    fpm = nginx_fpm.fpm
+    assert isinstance(fpm, PhpFpm)
+    lock = nginx_fpm.docroot / LOCK
+    lock.touch(mode=0o644)
+    reader = StatusReader(
+        "fpm", _socket_source(fpm, interval=0.2, timeout=0.2), PoolWatch(fpm.master_pid)
+    )
+    assert reader.read().ok
+    with lock.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        blocked = _fill(nginx_fpm.url("/lock.php"), 2)
+        looks: list[Workers] = []
+        for _ in range(6):  # until both requests are taken, then their counts stand still
+            result = reader.read()
+            if result.workers is not None:
+                looks.append(result.workers)
+            if len(looks) >= 2 and looks[-1].quiet_since == looks[-2].quiet_since:
+                break
+        assert result.failure is Failure.TIMEOUT, result.detail
+        assert looks[-1].count == 2 and looks[-1].stopped == 0
+        assert looks[-1].quiet_since == looks[-2].quiet_since  # nothing finished between
+    for t in blocked:
+        t.join(timeout=10)
+    assert reader.read().ok

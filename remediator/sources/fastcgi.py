@@ -17,7 +17,7 @@ import enum
 import socket
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 _VERSION = 1
@@ -46,6 +46,7 @@ class Failure(enum.StrEnum):
     REFUSED = "refused"  # nothing listens (ECONNREFUSED, no socket file): down, not busy
     BACKLOG_FULL = "backlog_full"  # the listen backlog is full (EAGAIN on a unix socket)
     TIMEOUT = "timeout"  # connected (or connecting) but no complete answer in time
+    STOPPED = "stopped"  # no answer, and every worker of the pool is stopped (SIGSTOP)
     CLOSED = "closed"  # the peer closed before END_REQUEST
     PROTOCOL = "protocol"  # an answer that breaks the protocol or the bounds: refused
     ERROR = "error"  # any other socket error
@@ -133,14 +134,20 @@ def request(
     timeout: float,
     max_bytes: int,
     listener_uids: frozenset[int] | None = None,
+    on_wait: tuple[float, Callable[[], None]] | None = None,
 ) -> Answer:
     """One request to ``spec``; raises :class:`FastCGIError` saying why there is no answer.
     ``params`` may be given built (:func:`build_request`), for a request made again and again.
 
     ``listener_uids``: on a unix socket, who may be listening (its peer credentials); a socket
     anyone else bound (a path in a directory the pool's user can write, replaced) is refused
-    before a byte is sent."""
-    deadline = time.monotonic() + timeout
+    before a byte is sent.
+
+    ``on_wait``: ``(after, look)``: when no answer has come ``after`` seconds into the
+    exchange, ``look()`` is called once (it may raise :class:`FastCGIError` to give up at
+    once), and the wait goes on to the deadline."""
+    start = time.monotonic()
+    deadline = start + timeout
     family, addr = address(spec)
     sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -159,7 +166,8 @@ def request(
             sock.connect(addr)
         payload = params if isinstance(params, bytes) else build_request(params)
         _send_all(sock, payload, deadline)
-        return _read_answer(sock, deadline, max_bytes)
+        look = None if on_wait is None else (start + on_wait[0], on_wait[1])
+        return _read_answer(sock, deadline, max_bytes, look)
     except FastCGIError:
         raise
     except TimeoutError as exc:
@@ -196,18 +204,42 @@ def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
 class _Reader:
     """Exact reads under the deadline, never more than the answer's budget."""
 
-    def __init__(self, sock: socket.socket, deadline: float, budget: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        deadline: float,
+        budget: int,
+        look: tuple[float, Callable[[], None]] | None = None,
+    ) -> None:
         self._sock = sock
         self._deadline = deadline
         self._budget = budget
         self._buf = bytearray()
+        self._look = look
+
+    def _recv(self, n: int) -> bytes:
+        """One recv under the deadline; a pending look is taken when its time comes first."""
+        while True:
+            left = _remaining(self._deadline)
+            look = self._look
+            if look is None:
+                self._sock.settimeout(left)
+                return self._sock.recv(n)
+            self._sock.settimeout(max(0.0, min(left, look[0] - time.monotonic())) or 1e-6)
+            try:
+                return self._sock.recv(n)
+            except TimeoutError:
+                if time.monotonic() >= self._deadline:
+                    raise
+            if time.monotonic() >= look[0]:
+                self._look = None
+                look[1]()
 
     def exactly(self, n: int) -> bytes:
         while len(self._buf) < n:
             if self._budget <= 0:
                 raise FastCGIError(Failure.PROTOCOL, "answer larger than allowed")
-            self._sock.settimeout(_remaining(self._deadline))
-            chunk = self._sock.recv(min(65536 + 8, self._budget))
+            chunk = self._recv(min(65536 + 8, self._budget))
             if not chunk:
                 raise FastCGIError(Failure.CLOSED, "closed before the end of the answer")
             self._budget -= len(chunk)
@@ -217,10 +249,15 @@ class _Reader:
         return out
 
 
-def _read_answer(sock: socket.socket, deadline: float, max_bytes: int) -> Answer:
+def _read_answer(
+    sock: socket.socket,
+    deadline: float,
+    max_bytes: int,
+    look: tuple[float, Callable[[], None]] | None = None,
+) -> Answer:
     # The framing (headers, padding) is counted in the budget too, so a flood of empty
     # records is bounded like a big one.
-    reader = _Reader(sock, deadline, max_bytes + 64 * 1024)
+    reader = _Reader(sock, deadline, max_bytes + 64 * 1024, look)
     stdout = bytearray()
     stderr = bytearray()
     for _ in range(_MAX_RECORDS):

@@ -19,18 +19,20 @@ new request (:class:`Failure` ``TIMEOUT``, ``BACKLOG_FULL``), which the conditio
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
 import re
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from remediator import escape
 from remediator.sources import fastcgi
 from remediator.sources.fastcgi import Failure
+from remediator.sources.fpmprocs import PoolWatch, Workers
 from remediator.trust import trusted_uids
 
 if TYPE_CHECKING:
@@ -40,9 +42,14 @@ MAX_ANSWER = 1024 * 1024  # a full status of ~2,500 workers; a pool that big is 
 MAX_WORKERS = 4096
 MAX_COUNTER = 2**53
 _QUERY = "json&full"
+# A pool answers its status within a millisecond when a worker is free: one that has not
+# answered by then has its workers looked at (a stopped pool is said at once).
+LOOK_AFTER = 0.03
+_UNANSWERED = frozenset({Failure.TIMEOUT, Failure.BACKLOG_FULL})
 _POOL_NAME = re.compile(r"[A-Za-z0-9_.@:-]{1,64}")
 _MANAGERS = frozenset({"static", "dynamic", "ondemand"})
 _IDLE = "Idle"
+_FINISHING = "Finishing"  # the request is done; its duration is final
 _NO_PROCESS = "(null)"  # how PHP-FPM 8.2 shows a scoreboard slot with no worker in it yet
 _COUNTS = (
     "accepted conn",
@@ -77,16 +84,22 @@ class FpmStatus:
     slow_requests: int
     youngest_busy: float | None
     oldest_busy: float | None
+    # (pid, its request count, the duration of its last request) of each worker whose request
+    # is done (idle or finishing): how long this pool's requests take. Not compared: a status
+    # that differs only in these changes no verdict (it wakes nothing, see fpmwatch)
+    done: tuple[tuple[int, int, float], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class FpmResult:
-    """One read: the status, or why there is none (``failure``), and how long it took."""
+    """One read: the status, or why there is none (``failure``), and how long it took;
+    ``workers``: the pool's workers as ``/proc`` showed them when it went unanswered."""
 
     status: FpmStatus | None
     failure: Failure | None
     detail: str
     elapsed: float
+    workers: Workers | None = None
 
     @property
     def ok(self) -> bool:
@@ -143,15 +156,21 @@ def parse(body: bytes, status_path: str) -> FpmStatus:
     if not isinstance(procs, list) or len(procs) > MAX_WORKERS:
         raise Refused("'processes' is not the list of the pool's processes (json&full)")
     ages: list[float] = []
+    done: list[tuple[int, int, float]] = []
     idle = 0
     ours: float | None = None
     for proc in procs:
         state, age, uri = _process(proc)
         if state == _NO_PROCESS:  # a slot whose worker is still being spawned
             continue
+        status_request = uri.partition("?")[0] == status_path
+        if state in (_IDLE, _FINISHING) and not status_request:
+            one = _done(proc, age)
+            if one is not None:
+                done.append(one)
         if state == _IDLE:
             idle += 1
-        elif uri.partition("?")[0] == status_path:
+        elif status_request:
             # a status request (this one, the one before it still finishing, another
             # monitor's): served in microseconds, not load; all but this one's worker are
             # as good as idle
@@ -171,7 +190,19 @@ def parse(body: bytes, status_path: str) -> FpmStatus:
         slow_requests=slow,
         youngest_busy=min(ages) if ages else None,
         oldest_busy=max(ages) if ages else None,
+        done=tuple(done),
     )
+
+
+def _done(proc: dict[str, Any], duration: float) -> tuple[int, int, float] | None:
+    """(pid, requests, duration) of a worker whose request is done; None without a PID and a
+    count to tell its requests apart (then it only goes unmeasured)."""
+    pid, requests = proc.get("pid"), proc.get("requests")
+    if type(pid) is not int or not 0 < pid < 2**22:
+        return None
+    if type(requests) is not int or not 0 <= requests < MAX_COUNTER:
+        return None
+    return pid, requests, duration
 
 
 def _process(proc: Any) -> tuple[str, float, str]:
@@ -206,10 +237,13 @@ def _headers_and_body(stdout: bytes) -> tuple[dict[str, str], bytes]:
 class StatusReader:
     """Reads one configured ``fpm_status`` source; a fresh connection every time."""
 
-    def __init__(self, name: str, spec: FpmStatusSource) -> None:
+    def __init__(self, name: str, spec: FpmStatusSource, workers: PoolWatch | None = None) -> None:
         self.name = name
         self.spec = spec
         self.path = spec.status_path
+        self._workers = workers
+        self._pool: str | None = None  # its name, from its last answer
+        self._seen: Workers | None = None  # this read's last look at the workers
         self._request = fastcgi.build_request(
             {
                 "GATEWAY_INTERFACE": "CGI/1.1",
@@ -232,15 +266,38 @@ class StatusReader:
 
     def read(self) -> FpmResult:
         start = time.monotonic()
+        self._forget_look()
         try:
             url, sock = self.spec.url, self.spec.socket or ""
             body = self._http() if url is not None else self._fastcgi(sock)
             status = parse(body, self.path)
         except fastcgi.FastCGIError as exc:
-            return FpmResult(None, exc.failure, exc.detail, time.monotonic() - start)
+            failure, detail = exc.failure, exc.detail
+            if failure in _UNANSWERED:
+                with contextlib.suppress(fastcgi.FastCGIError):
+                    self._look()
+            seen = self._seen
+            if seen is not None and seen.all_stopped and failure in _UNANSWERED:
+                failure, detail = Failure.STOPPED, _stopped(self._pool, seen)
+            return FpmResult(None, failure, detail, time.monotonic() - start, seen)
         except Refused as exc:
             return FpmResult(None, Failure.PROTOCOL, f"refused: {exc}", time.monotonic() - start)
+        if self._workers is not None:
+            self._workers.forget()
+        self._pool = status.pool
         return FpmResult(status, None, _summary(status), time.monotonic() - start)
+
+    def _forget_look(self) -> None:
+        self._seen = None
+
+    def _look(self) -> None:
+        """Look at the pool's workers (no answer yet); every one stopped ends the read."""
+        if self._workers is None:
+            return
+        seen = self._workers.look(self._pool, time.monotonic())
+        self._seen = seen
+        if seen is not None and seen.all_stopped:
+            raise fastcgi.FastCGIError(Failure.STOPPED, _stopped(self._pool, seen))
 
     def _fastcgi(self, sock: str) -> bytes:
         answer = fastcgi.request(
@@ -249,6 +306,7 @@ class StatusReader:
             timeout=self.spec.read_timeout,
             max_bytes=MAX_ANSWER,
             listener_uids=trusted_uids(),
+            on_wait=None if self._workers is None else (LOOK_AFTER, self._look),
         )
         headers, body = _headers_and_body(answer.stdout)
         code = headers.get("status", "200").split(" ", 1)[0]
@@ -312,6 +370,10 @@ def _deadline(conn: http.client.HTTPConnection, deadline: float) -> None:
         raise TimeoutError
     if conn.sock is not None:
         conn.sock.settimeout(left)
+
+
+def _stopped(pool: str | None, seen: Workers) -> str:
+    return f"no answer: every worker of pool {pool or '?'} is stopped ({seen.count}, state T)"
 
 
 def _summary(s: FpmStatus) -> str:

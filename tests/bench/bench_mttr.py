@@ -4,7 +4,7 @@ Run: ``.venv/bin/python -m tests.bench.bench_mttr`` (about 6 minutes; ``make ben
 the other benchmarks). It needs root or a user that may run nginx and PHP-FPM on high ports, and
 Debian's ``monit`` (5.33). Options: ``--reps N`` (contestants' repetitions, default 5),
 ``--baseline-reps N`` (default 3), ``--seed S``, ``--only FAULT[,FAULT]`` (kill, hang,
-saturation, master), ``--quick`` (2 and 1 reps: a smoke run), ``--no-idle``, ``--json FILE``.
+phphang, saturation, master), ``--quick`` (2 and 1 reps: a smoke run), ``--no-idle``, ``--json FILE``.
 
 Each trial starts a fresh real nginx + PHP-FPM (``tests/stack.py``), one contestant, and a paced
 keep-alive load of 1,000 req/s (``LoadGenerator``: every request's send time and status). After
@@ -14,6 +14,8 @@ anywhere in its cycle), one fault is injected:
 
 - ``kill``: SIGKILL to the PHP-FPM master's process group (the socket file is left behind);
 - ``hang``: SIGSTOP to every worker (the socket accepts, nobody answers);
+- ``phphang``: every worker blocked in PHP: as many requests to ``/lock.php`` (it waits for
+  a lock this harness holds) as workers, sent once; the site's other requests wait;
 - ``saturation``: PHP-FPM with ``listen.backlog = 16`` (the others keep the default), and as
   many 30-second requests as workers plus backlog (4 + 16) and four more, sent once; the site's
   other requests get 502 at once (``EAGAIN``);
@@ -31,7 +33,8 @@ Contestants:
 - ``remediator``: ``python -m remediator -c CFG run`` as a process, one config for all faults
   (restart on refused/missing, scale_workers on an overloaded backlog, reload then restart when
   the probe fails, restart when ``service_down`` holds for 500 ms as in the shipped
-  ``15-php-fpm-master-gone.yaml``).
+  ``15-php-fpm-master-gone.yaml``, restart on ``fpm_stuck`` as in the shipped
+  ``18-php-fpm-stuck.yaml``, the pool's status read every 100 ms with its service named).
 - ``monit``: ``monit -I`` with ``set daemon 1`` (its shortest cycle), ``check process`` by pid
   file, an HTTP test of ``/index.php`` through nginx with a 1 s timeout, a 2 s start timeout,
   and a stop program that SIGKILLs the whole PHP-FPM process group.
@@ -40,8 +43,8 @@ Contestants:
 Fairness: this process is a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``) and reaps dead
 daemons at once, as a real init does (PID 1 here reaps slowly, which makes monit see a zombie and
 wait extra cycles). Trials of the three contestants are interleaved and in a shuffled order.
-The daemon's idle CPU and RSS (stack idle, one probe a second) are measured at the end, monit's
-beside it.
+The daemon's idle CPU and RSS (stack idle, one probe a second, 60 s after 12 s of settling) are
+measured at the end, then monit's, one after the other on the same site.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import contextlib
 import ctypes
 import datetime as dt
 import enum
+import fcntl
 import http.client
 import json
 import os
@@ -73,6 +77,7 @@ from typing import Any
 import psutil
 
 from tests.stack import (
+    LOCK,
     PHP_FPM,
     LoadGenerator,
     Nginx,
@@ -96,7 +101,9 @@ MAX_CHILDREN = 4
 BACKLOG = 16  # 4 overflows when the load's 16 connections open at once
 SLOW_SECONDS = 30
 BURST = MAX_CHILDREN + BACKLOG + 4
-IDLE_SECONDS = 10.0
+IDLE_SECONDS = 60.0  # CPU time comes in 10 ms ticks: 60 s resolves 0.017 %
+# the steady state: start-up done, and a pool idle 10 s is read every second (fpmwatch)
+IDLE_SETTLE = 12.0
 POLL = 0.05
 # (d) is judged by looking at processes, not by answers: look often enough that the look's
 # own period (up to POLL late, POLL/2 on average) is not what is measured.
@@ -111,6 +118,7 @@ WORK_ROOT = Path.home() / ".cache" / "remediator-bench"
 class Fault(enum.StrEnum):
     KILL = "kill"
     HANG = "hang"
+    PHPHANG = "phphang"
     SATURATION = "saturation"
     MASTER = "master"
 
@@ -118,6 +126,7 @@ class Fault(enum.StrEnum):
 LABELS = {
     Fault.KILL: "(a) PHP-FPM master + workers killed",
     Fault.HANG: "(b) workers hung (SIGSTOP)",
+    Fault.PHPHANG: "(b') every worker blocked in PHP on a lock",
     Fault.SATURATION: f"(c) saturation (slow requests, listen.backlog {BACKLOG})",
     Fault.MASTER: "(d) only the master killed",
 }
@@ -356,6 +365,7 @@ sources:
   errors: {{type: error_log, path: {error}, format: nginx-error}}
   fpm_log: {{type: error_log, path: {fpm_log}, format: php-fpm}}
   site: {{type: probe, url: "{url}", interval: 1s, timeout: 500ms, expect_body: ok}}
+  pool: {{type: fpm_status, socket: {sock}, path: /fpm-status, interval: 100ms, service: fpm}}
 services:
   fpm:
     kind: php-fpm
@@ -378,6 +388,13 @@ playbooks:
       all:
         - status_rate: {{source: access, status: [502, 503], window: 10s, at_least: 3}}
         - error_cause: {{source: errors, cause: [upstream_refused, upstream_missing], window: 10s}}
+    steps:
+      - restart: fpm
+        verify: {{probe: site, within: 5s}}
+  - name: fpm-stuck
+    priority: 18
+    when:
+      fpm_stuck: {{source: pool}}
     steps:
       - restart: fpm
         verify: {{probe: site, within: 5s}}
@@ -420,6 +437,7 @@ class Remediator(Contestant):
                 error=site.nginx.error_log,
                 fpm_log=site.fpm.error_log,
                 url=site.nginx.url(),
+                sock=site.fpm.socket,
                 pid=site.fpm.pid_file,
                 php_fpm=PHP_FPM,
                 conf=site.fpm.conf,
@@ -515,12 +533,13 @@ class Injected:
     wall: float  # time.time() at the same moment
     old_master: int
     threads: list[threading.Thread] = field(default_factory=list)
+    lock: Any = None  # phphang: the lock file held (closed when the trial ends)
 
 
-def _slow_request(port: int) -> None:
+def _slow_request(port: int, path: str = f"/slow.php?s={SLOW_SECONDS}") -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=SLOW_SECONDS + 5)
     with contextlib.suppress(OSError, http.client.HTTPException):
-        conn.request("GET", f"/slow.php?s={SLOW_SECONDS}")
+        conn.request("GET", path)
         conn.getresponse().read()
     conn.close()
 
@@ -531,6 +550,19 @@ def inject(fault: Fault, site: Site) -> Injected:
     if master is None:
         raise RuntimeError("php-fpm is not running before the fault")
     workers = site.fpm.worker_pids()
+    if fault is Fault.PHPHANG:
+        path = site.nginx.docroot / LOCK
+        path.touch(mode=0o644)
+        held = path.open("rb")
+        fcntl.flock(held, fcntl.LOCK_EX)
+        threads = [
+            threading.Thread(target=_slow_request, args=(site.nginx.port, "/lock.php"), daemon=True)
+            for _ in range(MAX_CHILDREN)
+        ]
+        inj = Injected(time.monotonic(), time.time(), master.pid, threads, held)
+        for t in threads:
+            t.start()
+        return inj
     if fault is Fault.SATURATION:
         threads = [
             threading.Thread(target=_slow_request, args=(site.nginx.port,), daemon=True)
@@ -620,6 +652,8 @@ def run_trial(fault: Fault, name: str, reaper: Reaper, rng: random.Random) -> Tr
         time.sleep(offset)
         cpu_end, cpu_wall = contestant.cpu_seconds(), time.monotonic()
         inj = inject(fault, site)
+        if inj.lock is not None:
+            cleanup.callback(inj.lock.close)
         repaired = _observe(fault, site, load, inj, CAP_MASTER if fault is Fault.MASTER else CAP)
         samples = load.stop()
         contestant.stop()
@@ -709,33 +743,32 @@ def _remediator_detail(recs: list[dict[str, Any]], fault_wall: float) -> dict[st
 
 
 def measure_idle(reaper: Reaper) -> dict[str, dict[str, float]]:
-    """CPU (% of one core over IDLE_SECONDS) and RSS of the daemon and of monit, stack idle."""
+    """CPU (% of one core over IDLE_SECONDS) and RSS of the daemon and of monit, stack idle,
+    one after the other on the same site: side by side, each would follow the other's checks
+    (monit's HTTP test is an access-log line a second for the daemon)."""
     site = Site.start()
     WORK_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
-    dirs = [
-        Path(tempfile.mkdtemp(prefix=f"bench-mttr-idle-{n}-", dir=WORK_ROOT)) for n in ("r", "m")
-    ]
-    contestants: list[Contestant] = [Remediator(reaper, dirs[0]), Monit(reaper, dirs[1])]
     out: dict[str, dict[str, float]] = {}
     try:
-        for c in contestants:
-            c.start(site)
-        time.sleep(2.0)  # past start-up
-        before = [c.cpu_seconds() or 0.0 for c in contestants]
-        t = time.monotonic()
-        time.sleep(IDLE_SECONDS)
-        wall = time.monotonic() - t
-        for c, b in zip(contestants, before, strict=True):
-            out[c.name] = {
-                "cpu_pct": 100 * ((c.cpu_seconds() or 0.0) - b) / wall,
-                "rss_mib": (c.rss() or 0) / 2**20,
-            }
+        for make in (Remediator, Monit):
+            workdir = Path(tempfile.mkdtemp(prefix="bench-mttr-idle-", dir=WORK_ROOT))
+            c = make(reaper, workdir)
+            try:
+                c.start(site)
+                time.sleep(IDLE_SETTLE)  # past start-up, and the pool's status read as quiet
+                before = c.cpu_seconds() or 0.0
+                t = time.monotonic()
+                time.sleep(IDLE_SECONDS)
+                wall = time.monotonic() - t
+                out[c.name] = {
+                    "cpu_pct": 100 * ((c.cpu_seconds() or 0.0) - before) / wall,
+                    "rss_mib": (c.rss() or 0) / 2**20,
+                }
+            finally:
+                c.stop()
+                shutil.rmtree(workdir, ignore_errors=True)
     finally:
-        for c in contestants:
-            c.stop()
         site.stack.cleanup()
-        for d in dirs:
-            shutil.rmtree(d, ignore_errors=True)
     return out
 
 

@@ -431,6 +431,18 @@ MAIL_ADDRESS = Str(
 )
 
 
+def _check_smtp(text: str) -> str | None:
+    host, port = split_listen(text)
+    if _check_address(host) is not None or not 0 < port < 65536:
+        return f"'{text}' is not an SMTP server address: an IP address and a port (127.0.0.1:25)"
+    if not ipaddress.ip_address(host).is_loopback:
+        return (
+            f"'{text}' is not on this host: remediator submits mail in clear, without "
+            "authentication, to the local MTA only (127.0.0.1:25, [::1]:25); let it relay"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Notifier:
     """Where alerts go: a webhook that receives them as JSON (or a Slack-compatible payload),
@@ -443,7 +455,8 @@ class Notifier:
     time, with `endsAt`, when the incident closes (the alert resolves; a site still broken
     shows as the breaker open: see docs/monitoring.md).
 
-    `format: mail`: a message to `to` through `sendmail` (argv only, no shell); no `url`.
+    `format: mail`: a message to `to` through `sendmail` (argv only, no shell), or over SMTP
+    to the local MTA (`smtp: 127.0.0.1:25`: what works under the shipped unit); no `url`.
 
     A URL that carries a token (Slack's do) and an `Authorization` header are secrets: keep
     them in `url_file` and `headers_file`, files only root can read (`0600 root:root`), rather
@@ -493,7 +506,19 @@ class Notifier:
         Path("/usr/sbin/sendmail"),
     )
 
+    smtp: str | None = opt(
+        Str(check=_check_smtp, what="address"),
+        "`mail`: submit the message over SMTP to the local MTA at this loopback address "
+        "(`127.0.0.1:25`, where Debian's exim4 and postfix listen) instead of running "
+        "`sendmail`. Under the shipped unit this is the way that works: its hardening "
+        "(`NoNewPrivileges=`) stops the set-user-ID or set-group-ID sendmail of exim4 and "
+        "postfix.",
+        None,
+    )
+
     def check(self) -> list[tuple[str, str]]:
+        if self.smtp is not None and self.format != "mail":
+            return [("smtp", "only for format: mail")]
         if self.format == "mail":
             if self.url is not None or self.url_file is not None:
                 return [("url", "a mail notifier sends through sendmail: give 'to', not a URL")]

@@ -266,6 +266,18 @@ class System:
         from the message's headers, ``recipients`` is for the record)."""
         return run_command(argv, timeout, stdin=message)
 
+    def submit_mail(
+        self,
+        server: tuple[str, int],
+        message: bytes,
+        sender: str,
+        recipients: Sequence[str],
+        timeout: float,
+    ) -> CommandResult:
+        """Submit ``message`` over SMTP to the local MTA at ``server``: the result is shaped
+        like a command's (returncode 0 when accepted, the server's refusal as output)."""
+        return submit_smtp(server, message, sender, recipients, timeout)
+
 
 class DryRunSystem(System):
     """Records every change it is asked for (in ``would``); changes nothing."""
@@ -303,6 +315,20 @@ class DryRunSystem(System):
             WouldDo("mail", {"argv": list(argv), "to": list(recipients), "bytes": len(message)})
         )
         return CommandResult(tuple(argv), 0, "", 0.0, dry_run=True)
+
+    def submit_mail(
+        self,
+        server: tuple[str, int],
+        message: bytes,
+        sender: str,
+        recipients: Sequence[str],
+        timeout: float,
+    ) -> CommandResult:
+        where = f"smtp://{_hostport(server)}"
+        self.would.append(
+            WouldDo("mail", {"smtp": where, "to": list(recipients), "bytes": len(message)})
+        )
+        return CommandResult(("smtp", where), 0, "", 0.0, dry_run=True)
 
     def post_json(
         self, url: str, body: Any, headers: Mapping[str, str], timeout: float
@@ -369,3 +395,45 @@ def _describe(exc: Exception) -> str:
             return f"{type(cause).__name__}: {cause.strerror}"
         cause = cause.__cause__ or cause.__context__
     return type(exc).__name__
+
+
+def _hostport(server: tuple[str, int]) -> str:
+    host, port = server
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def submit_smtp(
+    server: tuple[str, int], message: bytes, sender: str, recipients: Sequence[str], timeout: float
+) -> CommandResult:
+    """One SMTP submission (EHLO, MAIL, RCPT, DATA, QUIT); every socket step bounded by
+    ``timeout``. Refused or unreachable: returncode 1 with the reason."""
+    import smtplib  # noqa: PLC0415 - only a mail notifier pays for it
+
+    where = ("smtp", f"smtp://{_hostport(server)}")
+    started = time.monotonic()
+    try:
+        with smtplib.SMTP(server[0], server[1], timeout=timeout) as conn:
+            refused = conn.sendmail(sender, list(recipients), message)
+    except TimeoutError:
+        return CommandResult(where, None, "", time.monotonic() - started, timed_out=True)
+    except (smtplib.SMTPException, OSError) as exc:
+        return CommandResult(where, 1, _smtp_error(exc), time.monotonic() - started)
+    if refused:
+        who = ", ".join(f"{rcpt} ({code})" for rcpt, (code, _) in sorted(refused.items()))
+        return CommandResult(where, 1, f"refused recipients: {who}", time.monotonic() - started)
+    return CommandResult(where, 0, "", time.monotonic() - started)
+
+
+def _smtp_error(exc: Exception) -> str:
+    refused = getattr(exc, "recipients", None)  # SMTPRecipientsRefused: every one refused
+    if isinstance(refused, dict) and refused:
+        return "refused " + "; ".join(
+            f"{rcpt}: {code} {said.decode('utf-8', 'replace') if isinstance(said, bytes) else said}"
+            for rcpt, (code, said) in sorted(refused.items())
+        )
+    code = getattr(exc, "smtp_code", None)
+    text = getattr(exc, "smtp_error", b"")
+    if code is not None:
+        said = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        return f"the server said {code} {said}".strip()
+    return f"{type(exc).__name__}: {exc}"

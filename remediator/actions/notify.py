@@ -34,7 +34,7 @@ import structlog
 from remediator.actions import alertmanager, mail
 from remediator.actions.base import ActionContext, ActionFn, ActionResult, Outcome
 from remediator.actions.declare import NotifyArgs
-from remediator.config import Notifier
+from remediator.config import Notifier, split_listen
 from remediator.secret import redact
 from remediator.system import endpoint_of
 
@@ -122,7 +122,8 @@ def _post(name: str, notifier: Notifier, body: Any, ctx: ActionContext) -> Actio
 
 
 def _mail(name: str, notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -> ActionResult:
-    """Hand the mail to ``sendmail -t``; FAILED with its exit status and output if it refuses."""
+    """Hand the mail to ``sendmail -t``, or submit it over SMTP to the local MTA (``smtp``);
+    FAILED with sendmail's exit status and output, or the server's refusal."""
     argv = mail.argv(notifier)
     try:
         msg = mail.message(notifier, ctx, args.message)
@@ -132,12 +133,19 @@ def _mail(name: str, notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -
     details: dict[str, Any] = {
         "notifier": name,
         "format": "mail",
-        "argv": argv,
         "to": list(notifier.to),
         "subject": str(msg["Subject"]),
     }
     mark = len(ctx.system.would)
-    ran = ctx.system.send_mail(argv, data, notifier.to, notifier.timeout)
+    if notifier.smtp is not None:
+        server = split_listen(notifier.smtp)
+        details["smtp"] = notifier.smtp
+        ran = ctx.system.submit_mail(server, data, str(msg["From"]), notifier.to, notifier.timeout)
+        via = f"the MTA at {notifier.smtp}"
+    else:
+        details["argv"] = argv
+        ran = ctx.system.send_mail(argv, data, notifier.to, notifier.timeout)
+        via = "sendmail"
     if ran.dry_run:
         details["would"] = [
             {"kind": w.kind, "notifier": name, **w.detail} for w in ctx.system.would[mark:]
@@ -148,11 +156,12 @@ def _mail(name: str, notifier: Notifier, args: NotifyArgs, ctx: ActionContext) -
     if not ran.ok:
         details["returncode"] = ran.returncode
         details["output"] = ran.output[:300]
-        why = (
-            f"sendmail timed out after {notifier.timeout:g}s"
-            if ran.timed_out
-            else f"sendmail exited {ran.returncode}: {ran.output.strip()[:200]}".rstrip(": ")
-        )
+        if ran.timed_out:
+            why = f"{via} timed out after {notifier.timeout:g}s"
+        elif notifier.smtp is not None:
+            why = f"{via} did not take it: {ran.output.strip()[:200]}"
+        else:
+            why = f"sendmail exited {ran.returncode}: {ran.output.strip()[:200]}".rstrip(": ")
         return _failed(name, notifier, why, details)
     return ActionResult(Outcome.OK, f"mailed {', '.join(notifier.to)}", name, details)
 

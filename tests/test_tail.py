@@ -650,11 +650,29 @@ def test_inotify_events_within_the_batch_interval_wait_for_its_end(log_path: Pat
         tailer.process(1.0)
         append(log_path, b"a\n")
         assert tailer.process(2.0) == {log_path: [b"a"]}
-        append(log_path, b"b\n")
+        append(log_path, b"b\n")  # close behind a: the batch interval begins with it
+        assert _readable(tailer.fileno(), 1.0)
+        assert tailer.process(2.1) == {log_path: [b"b"]}
+        append(log_path, b"c\n")
         assert not _readable(tailer.fileno(), 0)
-        assert tailer.timeout(2.1) == pytest.approx(0.4)
-        assert tailer.process(2.1) == {}
-        assert tailer.process(2.5) == {log_path: [b"b"]}
+        assert tailer.timeout(2.2) == pytest.approx(0.4)
+        assert tailer.process(2.2) == {}
+        assert tailer.process(2.6) == {log_path: [b"c"]}
+
+
+def test_the_first_events_after_a_quiet_spell_cost_one_wakeup_not_two(log_path: Path) -> None:
+    """An idle site's probe writes a line a second: read at once, and no pause follows whose
+    end would wake the loop only to re-arm inotify."""
+    with Tailer(
+        [log_path], backend=Backend.INOTIFY, rescan_interval=None, batch_interval=0.04
+    ) as tailer:
+        tailer.process(1.0)
+        for n, now in enumerate((2.0, 3.0, 4.0)):
+            append(log_path, b"probe %d\n" % n)
+            assert _readable(tailer.fileno(), 1.0)
+            assert tailer.process(now) == {log_path: [b"probe %d" % n]}
+            assert tailer.timeout(now) is None  # nothing to wake up for
+            assert not _readable(tailer.fileno(), 0)
 
 
 def test_inotify_sees_a_new_file_at_once_not_at_the_next_poll(tmp_path: Path) -> None:

@@ -17,9 +17,13 @@ def test_read_now_returns_lines_held_back_by_the_batch_interval(tmp_path: Path) 
         with log.open("ab") as f:
             f.write(b"first\n")
         select.select([t.fileno()], [], [], 2.0)
-        assert t.process(time.monotonic()) == {log: [b"first"]}  # the batch interval begins
+        assert t.process(time.monotonic()) == {log: [b"first"]}  # after quiet: no pause
         with log.open("ab") as f:
             f.write(b"second\n")
+        select.select([t.fileno()], [], [], 2.0)
+        assert t.process(time.monotonic()) == {log: [b"second"]}  # the batch interval begins
+        with log.open("ab") as f:
+            f.write(b"third\n")
         assert t.process(time.monotonic()) == {}  # held back for 30 s
-        assert t.read_now(time.monotonic()) == {log: [b"second"]}
+        assert t.read_now(time.monotonic()) == {log: [b"third"]}
         assert t.process(time.monotonic()) == {}  # nothing twice

@@ -52,6 +52,7 @@ from remediator.sources.offsets import ABSENT, OffsetStore, SavedOffset, fingerp
 log = structlog.get_logger(__name__)
 
 MAX_LINE: Final = 64 * 1024
+IDLE_GAP: Final = 10  # batch intervals without events: the next ones are read at once
 """Longest line returned; the rest of a longer one is dropped and counted."""
 FP_LEN: Final = 1024
 """How many first bytes of a file identify it, with its device and inode."""
@@ -585,6 +586,7 @@ class Tailer:
         self._watches: Watches[Follower] | None = None
         self._epoll = select.epoll()  # what fileno() gives: the inotify fd inside, when there
         self._paused_until: float | None = None
+        self._last_events: float | None = None  # when inotify last had events for us
         if backend is not Backend.POLLING:
             try:
                 self._watches = Watches()
@@ -741,8 +743,13 @@ class Tailer:
             if self._followers.get(follower.path) is follower:
                 self._unwatched.add(follower)
         if (wake.keys or wake.overflow) and self.batch_interval > 0:
-            self._paused_until = now + self.batch_interval
-            self._epoll.modify(ino, 0)
+            # The first events after a quiet spell (an idle site's probe line, once a second)
+            # are read without a pause: the pause would cost a second wake-up only to re-arm.
+            # Events that follow closely (a busy log) pause as before.
+            last, self._last_events = self._last_events, now
+            if last is not None and now - last < IDLE_GAP * self.batch_interval:
+                self._paused_until = now + self.batch_interval
+                self._epoll.modify(ino, 0)
 
     def _polling(self) -> bool:
         """Whether some path is looked at every ``poll_interval``: all of them without inotify;

@@ -117,6 +117,30 @@ def probe(
     }
 
 
+def fpm_down_when() -> dict[str, Any]:
+    """The trigger of the shipped php-fpm-down playbook, with 10 s windows: 502/503s and
+    nginx's own words that nothing listens on PHP-FPM's socket."""
+    return {
+        "all": [
+            {
+                "status_rate": {
+                    "source": "access",
+                    "status": [502, 503],
+                    "window": "10s",
+                    "at_least": 3,
+                }
+            },
+            {
+                "error_cause": {
+                    "source": "errors",
+                    "cause": ["upstream_refused", "upstream_missing"],
+                    "window": "10s",
+                }
+            },
+        ]
+    }
+
+
 def config(
     workdir: Path,
     *,

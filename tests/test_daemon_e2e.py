@@ -18,6 +18,7 @@ from tests.e2e import (
     DaemonProcess,
     config,
     failed,
+    fpm_down_when,
     fpm_service,
     nginx_sources,
     probe,
@@ -29,14 +30,7 @@ pytestmark = pytest.mark.servers
 
 PLAYBOOK = {
     "name": "fpm-down",
-    "when": {
-        "all": [
-            {"status_rate": {"source": "access", "status": [502, 503], "window": "10s",
-                             "at_least": 3}},
-            {"error_cause": {"source": "errors", "cause": ["upstream_refused", "upstream_missing"],
-                             "window": "10s"}},
-        ]
-    },
+    "when": fpm_down_when(),
     "steps": [{"restart": "fpm", "verify": {"probe": "site", "within": "5s"}}],
     "limits": {"cooldown": "30s", "max_runs": 3, "per": "1h"},
 }  # fmt: skip

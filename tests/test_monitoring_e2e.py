@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import DaemonProcess, config, fpm_service, nginx_sources, probe
+from tests.e2e import DaemonProcess, config, fpm_down_when, fpm_service, nginx_sources, probe
 from tests.promstack import Alertmanager, Prometheus, missing
 from tests.stack import LoadGenerator, Nginx, PhpFpm, free_port, wait_for
 from tests.webhook import Receiver, receiving
@@ -47,14 +47,7 @@ with open(os.path.join(out, f"{{n}}.eml"), "wb") as f:
 
 PLAYBOOK = {
     "name": "fpm-down",
-    "when": {
-        "all": [
-            {"status_rate": {"source": "access", "status": [502, 503], "window": "10s",
-                             "at_least": 3}},
-            {"error_cause": {"source": "errors", "cause": ["upstream_refused", "upstream_missing"],
-                             "window": "10s"}},
-        ]
-    },
+    "when": fpm_down_when(),
     "steps": [
         {"notify": {"notifier": "am", "message": "PHP-FPM is down: restarting it"}},
         {"notify": "ops"},

@@ -25,7 +25,15 @@ import pytest
 from remediator import escape
 from remediator.cli import main
 from tests import browser
-from tests.e2e import DaemonProcess, config, fpm_service, nginx_sources, probe, recovered_after
+from tests.e2e import (
+    DaemonProcess,
+    config,
+    fpm_down_when,
+    fpm_service,
+    nginx_sources,
+    probe,
+    recovered_after,
+)
 from tests.stack import LoadGenerator, Stack
 
 pytestmark = pytest.mark.servers
@@ -38,14 +46,7 @@ FORGED = (
 )
 PLAYBOOK = {
     "name": "fpm-down",
-    "when": {
-        "all": [
-            {"status_rate": {"source": "access", "status": [502, 503], "window": "10s",
-                             "at_least": 3}},
-            {"error_cause": {"source": "errors", "cause": ["upstream_refused", "upstream_missing"],
-                             "window": "10s"}},
-        ]
-    },
+    "when": fpm_down_when(),
     "steps": [{"restart": "fpm", "verify": {"probe": "site", "within": "5s", "settle": "500ms"}}],
     "limits": {"cooldown": "30s", "max_runs": 3, "per": "1h"},
 }  # fmt: skip

@@ -106,6 +106,23 @@ TMPFILES = ("/usr/lib/tmpfiles.d/php8.2-fpm.conf",)
 # Web units a test may start; never masked even though a package enables them.
 KEPT = frozenset({"php8.2-fpm.service", "nginx.service", "apache2.service"})
 _UNIT_DIRS = (Path("/lib/systemd/system"), Path("/etc/systemd/system"))
+
+# Debian's default site (sites-enabled/default) with PHP through Debian's php8.2-fpm socket,
+# and a page that answers "ok": what a booted web host serves in the tests.
+DEBIAN_PHP_SITE = """\
+server {
+    listen 80 default_server;
+    root /var/www/html;
+    index index.php index.html;
+    server_name _;
+    location ~ \\.php$ {
+        include snippets/fastcgi-php.conf;
+        fastcgi_pass unix:/run/php/php8.2-fpm.sock;
+    }
+}
+"""
+PHP_OK = '<?php\necho "ok\\n";\n'
+
 # Top-level directories whose writes land in a private tmpfs (an overlay); "usr" may be added,
 # so that dpkg can install a package inside (tests/test_deb.py).
 OVERLAYS = ("etc", "var")

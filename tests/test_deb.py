@@ -26,7 +26,7 @@ import pytest
 from remediator import __version__
 from tests import debpkg, sysd
 from tests.require import lacking
-from tests.sysd import BootedSystemd
+from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, BootedSystemd
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
@@ -40,19 +40,6 @@ POLICY_RC_D = "/usr/sbin/policy-rc.d"
 INSTALL_MD = debpkg.REPO / "docs" / "install.md"
 # What the package owns or makes outside its file list: never on the host.
 OUTSIDE = ("/etc/remediator", "/var/lib/remediator", "/var/log/remediator")
-_SITE = """\
-server {
-    listen 80 default_server;
-    root /var/www/html;
-    index index.php index.html;
-    server_name _;
-    location ~ \\.php$ {
-        include snippets/fastcgi-php.conf;
-        fastcgi_pass unix:/run/php/php8.2-fpm.sock;
-    }
-}
-"""
-_PHP_OK = '<?php\necho "ok\\n";\n'
 # GETs from inside, 25 ms apart: prints the statuses.
 _REQUESTS = """
 import sys, time, urllib.error, urllib.request
@@ -154,9 +141,9 @@ def machine() -> Iterator[Machine]:
         # Debian's default site with PHP, as a web host has it (a symlink: remove, never write
         # through it, which from the host side would reach the host's file).
         (host.root / "etc/nginx/sites-enabled/default").unlink(missing_ok=True)
-        host.write("/etc/nginx/sites-enabled/default", _SITE)
-        host.write("/var/www/html/index.php", _PHP_OK)
-        host.write("/var/www/html/health.php", _PHP_OK)
+        host.write("/etc/nginx/sites-enabled/default", DEBIAN_PHP_SITE)
+        host.write("/var/www/html/index.php", PHP_OK)
+        host.write("/var/www/html/health.php", PHP_OK)
         host.systemctl("start", FPM, NGINX, check=True)
         # A container's policy-rc.d (Docker's says 101: start nothing) is not a Debian host's:
         # without it, the maintainer scripts start and restart the unit as on a real host.

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.sysd import REPO, BootedSystemd
+from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, REPO, BootedSystemd
 
 pytestmark = pytest.mark.systemd
 
@@ -82,20 +82,6 @@ notifiers:
   oncall: {url: "http://127.0.0.1:9/hook", timeout: 1s}
 """
 
-# Debian's default site (sites-enabled/default), with PHP through Debian's php8.2-fpm socket.
-_SITE = """\
-server {
-    listen 80 default_server;
-    root /var/www/html;
-    index index.php index.html;
-    server_name _;
-    location ~ \\.php$ {
-        include snippets/fastcgi-php.conf;
-        fastcgi_pass unix:/run/php/php8.2-fpm.sock;
-    }
-}
-"""
-_PHP_OK = '<?php\necho "ok\\n";\n'
 
 # Paced GETs from inside until 20 answers in a row are 200 after a failure (or the limit):
 # prints [[monotonic time, status], ...]; status 0 when there was no answer.
@@ -257,9 +243,9 @@ def installed(systemd_host: BootedSystemd) -> Iterator[BootedSystemd]:
     # A symlink to /etc/nginx/sites-available/default: remove the link (a whiteout in the
     # overlay), never write through it, which from the host would reach the host's file.
     (host.root / "etc/nginx/sites-enabled/default").unlink(missing_ok=True)
-    host.write("/etc/nginx/sites-enabled/default", _SITE)
-    host.write("/var/www/html/index.php", _PHP_OK)
-    host.write("/var/www/html/health.php", _PHP_OK)
+    host.write("/etc/nginx/sites-enabled/default", DEBIAN_PHP_SITE)
+    host.write("/var/www/html/index.php", PHP_OK)
+    host.write("/var/www/html/health.php", PHP_OK)
     _write_config(host)
     host.install_unit(UNIT, SHIPPED_UNIT.read_text(), reload=False)
     host.install_unit(f"{UNIT}.d/test.conf", dropin())

@@ -40,10 +40,8 @@ import pytest
 
 from remediator import status
 from remediator.daemon import watchdog_every
-from tests.sysd import BootedSystemd
+from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, BootedSystemd
 from tests.test_service_unit import (
-    _PHP_OK,
-    _SITE,
     CONFIG,
     FPM,
     GUARDS,
@@ -236,9 +234,9 @@ def installed(systemd_host: BootedSystemd) -> Iterator[BootedSystemd]:
     host = systemd_host
     # A symlink to sites-available/default: remove the link, never write through it.
     (host.root / "etc/nginx/sites-enabled/default").unlink(missing_ok=True)
-    host.write("/etc/nginx/sites-enabled/default", _SITE)
-    host.write("/var/www/html/index.php", _PHP_OK)
-    host.write("/var/www/html/health.php", _PHP_OK)
+    host.write("/etc/nginx/sites-enabled/default", DEBIAN_PHP_SITE)
+    host.write("/var/www/html/index.php", PHP_OK)
+    host.write("/var/www/html/health.php", PHP_OK)
     host.write("/var/www/html/checkout.php", _CHECKOUT)
     host.write(HELD_TEST, _HELD_TEST).chmod(0o755)
     host.write(f"{HOLDS}/webhook.py", _WEBHOOK)

@@ -28,12 +28,10 @@ import threading
 import time
 from typing import Any
 
-from tests.sysd import BootedSystemd, available
+from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, BootedSystemd, available
 from tests.test_service_unit import (
     _CONFIG,
     _LOAD,
-    _PHP_OK,
-    _SITE,
     CONFIG,
     FPM,
     NGINX,
@@ -65,9 +63,9 @@ def _playbook() -> str:
 
 def _install(host: BootedSystemd) -> Service:
     (host.root / "etc/nginx/sites-enabled/default").unlink(missing_ok=True)
-    host.write("/etc/nginx/sites-enabled/default", _SITE)
-    host.write("/var/www/html/index.php", _PHP_OK)
-    host.write("/var/www/html/health.php", _PHP_OK)
+    host.write("/etc/nginx/sites-enabled/default", DEBIAN_PHP_SITE)
+    host.write("/var/www/html/index.php", PHP_OK)
+    host.write("/var/www/html/health.php", PHP_OK)
     _write_config(host, playbooks=())
     # the service's own budget (6 actions an hour) would refuse the 7th trial's restart
     host.write(

@@ -6,6 +6,7 @@ import itertools
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,6 +131,8 @@ def test_never_more_than_k_hold_under_contention(etcd: EtcdCluster) -> None:
                 order.append(name)
             standing = sem.standing(claim)
             assert claim.key in {f"{sem.line}{h.host}/{h.lease:x}" for h in standing.holders}
+            assert len(standing.holders) <= slots  # etcd's own view, not only ours
+            time.sleep(0.2)  # the scenario: a step holds its slot a while (others wait)
             with lock:
                 holding.discard(name)
             sem.release(claim)
@@ -143,7 +146,7 @@ def test_never_more_than_k_hold_under_contention(etcd: EtcdCluster) -> None:
         t.join(60)
     assert not errors, errors
     assert len(order) == hosts
-    assert 1 <= most[0] <= slots
+    assert most[0] == slots  # never more than K at once, and K did hold together
 
 
 def test_unreachable_when_no_endpoint_answers() -> None:

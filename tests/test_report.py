@@ -20,17 +20,12 @@ from typing import Any
 
 from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionContext, ActionResult, Outcome
-from remediator.causes import Cause
 from remediator.cli import main
-from remediator.detect import Signals
-from remediator.engine import Engine
-from remediator.guards import Guards
 from remediator.load import load
-from remediator.playbook import walk_conditions
 from remediator.report import traffic
 from remediator.report.incident import Incident
 from remediator.review import ts_of
-from remediator.system import System
+from tests.wired import resolved_incident
 
 CONFIG = """
 state_dir: state
@@ -90,27 +85,7 @@ def _restart(args: object, ctx: ActionContext) -> ActionResult:
 
 def engine_incident(cfg: Path, evidence: Iterable[str] = ()) -> None:
     """One resolved incident in ``cfg``'s action log, opened now (wall clock) by the engine."""
-    loaded = load(cfg)
-    assert loaded.config is not None
-    signals = Signals.for_conditions(c for p in loaded.playbooks for c in walk_conditions(p.when))
-    engine = Engine(
-        loaded.config,
-        loaded.playbooks,
-        signals,
-        Guards(loaded.config.state_dir, loaded.config.guards, 0),
-        ActionLog(loaded.config.action_log, journal=False),
-        System(),
-        {"restart": _restart},
-    )
-    for line in evidence:
-        signals.sample("acc", line)
-    signals.services["fpm"].record(True, "unit failed (Result=signal)", 100)
-    signals.statuses["acc"].add(100, 502, 30)
-    signals.causes["err"].add(100, Cause.UPSTREAM_REFUSED, 30)
-    engine.tick(100)
-    signals.statuses["acc"].add(101, 200, 30)
-    engine.tick(101.5)
-    assert engine.closed and engine.closed[0]["outcome"] == "resolved"
+    resolved_incident(cfg, _restart, evidence)
 
 
 def records(cfg: Path) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from remediator.guards import Guard, Guards
 from remediator.load import load
 from remediator.playbook import walk_conditions
 from remediator.system import System
+from tests.wired import resolved_incident
 
 CONFIG = """
 state_dir: state
@@ -62,25 +63,7 @@ def incident(tmp_path: Path) -> Path:
     cfg = tmp_path / "r.yaml"
     cfg.write_text(textwrap.dedent(CONFIG))
     (tmp_path / "playbooks.d").mkdir()
-    loaded = load(cfg)
-    assert loaded.config is not None
-    signals = Signals.for_conditions(c for p in loaded.playbooks for c in walk_conditions(p.when))
-    engine = Engine(
-        loaded.config,
-        loaded.playbooks,
-        signals,
-        Guards(loaded.config.state_dir, loaded.config.guards, 0),
-        ActionLog(loaded.config.action_log, journal=False),
-        System(),
-        {"restart": _restart},
-    )
-    signals.services["fpm"].record(True, "unit failed (Result=signal)", 100)  # corroborates
-    signals.statuses["acc"].add(100, 502, 30)
-    signals.causes["err"].add(100, Cause.UPSTREAM_REFUSED, 30)
-    engine.tick(100)
-    signals.statuses["acc"].add(101, 200, 30)
-    engine.tick(101.5)
-    assert engine.closed and engine.closed[0]["outcome"] == "resolved"
+    resolved_incident(cfg, _restart)
     return cfg
 
 

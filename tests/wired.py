@@ -4,12 +4,18 @@ with a real state dir and action log in ``tmp_path`` and the test's own action f
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from remediator.actionlog import ActionLog
+from remediator.actions.base import ActionFn
+from remediator.causes import Cause
+from remediator.detect import Signals
+from remediator.engine import Engine
 from remediator.guards import Guards
 from remediator.load import Loaded, load
+from remediator.playbook import walk_conditions
 from remediator.system import System
 from remediator.wiring import Wiring, wire
 
@@ -35,3 +41,31 @@ def wired(tmp_path: Path, text: str, actions: dict[str, Any], *, probes: bool = 
         actions=actions,
         probes=probes,
     )
+
+
+def resolved_incident(cfg: Path, restart: ActionFn, evidence: Iterable[str] = ()) -> None:
+    """One incident resolved by the real engine into the action log of config file ``cfg``
+    (sources ``acc`` and ``err``, service ``fpm``, a playbook that restarts it): ``fpm`` seen
+    down, 30 x 502 with nginx's "connection refused" at t=100 (``evidence`` lines sampled on
+    ``acc`` first), 200s again at t=101; the step is ``restart``."""
+    loaded = load(cfg)
+    assert loaded.config is not None, loaded.all_errors()
+    signals = Signals.for_conditions(c for p in loaded.playbooks for c in walk_conditions(p.when))
+    engine = Engine(
+        loaded.config,
+        loaded.playbooks,
+        signals,
+        Guards(loaded.config.state_dir, loaded.config.guards, 0),
+        ActionLog(loaded.config.action_log, journal=False),
+        System(),
+        {"restart": restart},
+    )
+    for line in evidence:
+        signals.sample("acc", line)
+    signals.services["fpm"].record(True, "unit failed (Result=signal)", 100)  # corroborates
+    signals.statuses["acc"].add(100, 502, 30)
+    signals.causes["err"].add(100, Cause.UPSTREAM_REFUSED, 30)
+    engine.tick(100)
+    signals.statuses["acc"].add(101, 200, 30)
+    engine.tick(101.5)
+    assert engine.closed and engine.closed[0]["outcome"] == "resolved"

@@ -100,13 +100,18 @@ def _start_daemon(
     metrics = METRICS.format(port=metrics_port, tmp=tmp, every=every) if metrics_port else ""
     cfg = tmp / "remediator.yaml"
     cfg.write_text(CONFIG.format(tmp=tmp, probe=probe, metrics=metrics))
+    return launch(cfg, tmp / "state")
+
+
+def launch(cfg: Path, state_dir: Path) -> subprocess.Popen[bytes]:
+    """``remediator run`` on ``cfg``, once it has written its status and settled a second."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "remediator", "-c", str(cfg), "run"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 15
-    while not (tmp / "state" / "status.json").exists():
+    while not (state_dir / "status.json").exists():
         if time.monotonic() > deadline or proc.poll() is not None:
             raise RuntimeError("the daemon did not start")
         time.sleep(0.05)
@@ -114,7 +119,8 @@ def _start_daemon(
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not stopped within 10 s."""
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(10)
@@ -174,7 +180,7 @@ def measure_cpu(rounds: int = 2) -> dict[str, Any]:
                     )
                     rss.append(psutil.Process(proc.pid).memory_info().rss / 2**20)
                 finally:
-                    _stop(proc)
+                    stop(proc)
                 tail = subprocess.Popen(
                     ["tail", "-F", "-n0", str(tmp / "access.log")],
                     stdout=subprocess.DEVNULL,
@@ -195,7 +201,7 @@ def measure_cpu(rounds: int = 2) -> dict[str, Any]:
                 try:
                     out["idle_probe"].append(_cpu_percent(proc.pid, IDLE))
                 finally:
-                    _stop(proc)
+                    stop(proc)
     finally:
         srv.shutdown()
     res = {k: _median(v) for k, v in out.items()}
@@ -303,8 +309,8 @@ def measure_metrics(rounds: int = 3) -> dict[str, list[float]]:
                 tmp = Path(d)
                 port = _free_port() if every is not None else None
                 proc = _start_daemon(tmp, None, port, every or 15.0)
-                stop = threading.Event()
-                scraper = threading.Thread(target=_scrape, args=(port, every, stop), daemon=True)
+                done = threading.Event()
+                scraper = threading.Thread(target=_scrape, args=(port, every, done), daemon=True)
                 if port is not None:
                     scraper.start()
                 try:
@@ -320,8 +326,8 @@ def measure_metrics(rounds: int = 3) -> dict[str, list[float]]:
                         assert 'remediator_log_lines_total{source="access"}' in body, body[:500]
                         assert (tmp / "remediator.prom").exists()
                 finally:
-                    stop.set()
-                    _stop(proc)
+                    done.set()
+                    stop(proc)
     return out
 
 

@@ -14,7 +14,6 @@ one read's duration, measured in this process over 500 reads.
 from __future__ import annotations
 
 import contextlib
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import psutil
 
 from remediator.config import FpmStatusSource
 from remediator.sources.fpmstatus import StatusReader
+from tests.bench.bench_daemon import launch, stop
 from tests.stack import PhpFpm
 
 ROUNDS = 3
@@ -77,27 +77,7 @@ def _start_daemon(tmp: Path, sock: Path | None) -> subprocess.Popen[bytes]:
             playbook=FPM_PLAYBOOK if sock else "",
         )
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "remediator", "-c", str(cfg), "run"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 15
-    while not (tmp / "state" / "status.json").exists():
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("the daemon did not start")
-        time.sleep(0.05)
-    time.sleep(1.0)  # let start-up work (imports, first snapshot) settle
-    return proc
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return launch(cfg, tmp / "state")
 
 
 def _cpu(procs: list[psutil.Process]) -> float:
@@ -152,7 +132,7 @@ def main() -> None:
                     try:
                         dc, pc = _measure(proc.pid, pool)
                     finally:
-                        _stop(proc)
+                        stop(proc)
                     daemon_out.append(dc)
                     pool_out.append(pc)
     m_on, m_off = statistics.median(on), statistics.median(off)

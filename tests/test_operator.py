@@ -16,6 +16,7 @@ import structlog
 from remediator.daemonlock import DaemonLock, Holder, Role
 from remediator.inbox import Inbox
 from remediator.operator import STALE, Kind, Reply, Request, RequestError, login_name
+from tests.unprivileged import NobodyPython
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,23 +32,13 @@ def test_login_name_is_the_name_of_the_uid_without_sudo() -> None:
 
 def test_a_uid_without_a_name_is_uid_n_never_a_bare_number() -> None:
     assert login_name({}, uid=54321) == "uid 54321"
-    # and a process really running as that uid finds it by itself
-    proc = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=54321",
-            "--regid=54321",
-            "--clear-groups",
-            sys.executable,
-            "-c",
-            "from remediator.operator import login_name; print(login_name())",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)},
-        cwd="/",
-    )
+    # and a process really running as that uid finds it by itself (the modules copied where it
+    # can read them: a checkout under /root is 0700)
+    drop = ("setpriv", "--reuid=54321", "--regid=54321", "--clear-groups")
+    with NobodyPython(["remediator.operator"]) as py:
+        proc = py.run(
+            ["-c", "from remediator.operator import login_name; print(login_name())"], drop=drop
+        )
     assert (proc.returncode, proc.stdout) == (0, "uid 54321\n"), proc.stderr
 
 

@@ -18,6 +18,7 @@ from remediator.cli import main
 from remediator.load import load
 from tests.attacker import as_www_data_argv
 from tests.stack import wait_for
+from tests.unprivileged import NobodyPython
 
 CONFIG = """\
 state_dir: state
@@ -131,12 +132,9 @@ def test_status_that_cannot_be_read_says_so_and_not_never() -> None:
         (state / "status.json").chmod(0o640)  # root:root here, as root:adm under the unit
         code = "import sys; from pathlib import Path; from remediator.status import show; "
         code += f"sys.exit(0 if show(Path({str(state)!r}), sys.stdout, as_json=False) else 1)"
-        res = subprocess.run(
-            as_www_data_argv([sys.executable, "-c", code]),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        # the modules copied where www-data can read them: a checkout under /root is 0700
+        with NobodyPython(["remediator.status"]) as py:
+            res = py.run(["-c", code], drop=as_www_data_argv([]))
         assert res.returncode == 1
         assert res.stdout == (
             f"cannot read {state}/status.json: Permission denied: run it as root or as a "

@@ -119,11 +119,14 @@ class NobodyPython(Closing):
                 else:
                     shutil.copy2(src, self.lib / src.name)
 
-    def run(self, args: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """``python -S ARGS`` in the copy's directory, as nobody when we are root."""
-        drop = list(DROP) if os.geteuid() == 0 else []
+    def run(
+        self, args: Sequence[str], timeout: float = 60.0, *, drop: Sequence[str] = DROP
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -S ARGS`` in the copy's directory, as nobody when we are root (or as the user
+        another ``drop`` prefix, such as ``setpriv --reuid=...``, switches to)."""
+        prefix = list(drop) if os.geteuid() == 0 else []
         return subprocess.run(
-            [*drop, str(self.python), "-S", *args],
+            [*prefix, str(self.python), "-S", *args],
             capture_output=True,
             text=True,
             timeout=timeout,

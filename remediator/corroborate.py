@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from remediator.actions.declare import ACTIONS
 from remediator.config import Config, FpmStatusSource, ProbeSource
 from remediator.detect import ProbeState, Reading, ServiceWatch, Signals
 from remediator.fpmdetect import FpmState
@@ -88,7 +87,7 @@ MANUAL = Judgement(True, "the operator (`remediator trigger`): a person's word, 
 
 def changes_host(pb: Playbook) -> bool:
     """Whether ``pb`` has a step that changes the host (alert and diagnose only do not)."""
-    return any(ACTIONS[s.action].changes_host for s in pb.steps)
+    return any(s.changes_host for s in pb.steps)
 
 
 def config_probes(config: Config) -> tuple[str, ...]:
@@ -111,7 +110,7 @@ def _probes(pb: Playbook, config: Config) -> tuple[str, ...]:
 
 def _services(pb: Playbook) -> tuple[str, ...]:
     """The services the playbook changes, and those its trigger watches."""
-    names = [getattr(s.args, "service", None) for s in pb.steps if ACTIONS[s.action].changes_host]
+    names = [getattr(s.args, "service", None) for s in pb.steps if s.changes_host]
     names += [c.service for c in positive_conditions(pb.when) if isinstance(c, ServiceDown)]
     return tuple(dict.fromkeys(n for n in names if isinstance(n, str)))
 

@@ -154,14 +154,14 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.configure(cfg, (pb.name for pb in playbooks))
             self.metrics.forget_lines()
-        self.engine.on_record = self._on_record
+        self.engine.records.on_record = self._on_record
         # Only the daemon itself writes incident pages (a one-shot `trigger` leaves none).
         self.engine.report_dir = cfg.report_dir() if self.is_service else None
         self._reports_keep = cfg.reports.keep
         if cfg.fleet is not None and not dry:  # no section, no etcd: not even imported
             from remediator.fleet.gate import start  # noqa: PLC0415
 
-            self.fleet = self.engine.fleet = start(cfg.fleet, wake=self._wake)
+            self.fleet = self.engine.seat.slots = start(cfg.fleet, wake=self._wake)
         self.loaded = loaded
         self.engine.close_interrupted()
         self.watcher.start()

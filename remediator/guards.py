@@ -12,7 +12,7 @@ Everything takes ``now`` (monotonic seconds) from the caller.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ import structlog
 from remediator.config import Guards as GuardsConfig
 from remediator.config import Service
 from remediator.flap import Flap, Flapping, Return, flapping, recent, returned
-from remediator.playbook import Playbook
+from remediator.playbook import Playbook, Step
 from remediator.state import JsonState, Saved, count, text
 
 log = structlog.get_logger(__name__)
@@ -426,6 +426,33 @@ class Guards:
                 False, Guard.STARTUP_GRACE, f"start-up grace: {_fmt(until - now)} left", until
             )
         return Verdict.ok()
+
+    def step_held(self, step: Step, services: Mapping[str, Service], now: float) -> Verdict | None:
+        """The guard holding back ``step`` (a changing step on a service: its budget, its
+        start-up grace), or None."""
+        name = getattr(step.args, "service", None)
+        if not isinstance(name, str) or not step.changes_host:
+            return None
+        for verdict in (
+            self.may_act(name, services[name], now),
+            self.in_grace(name, services[name], now),
+        ):
+            if not verdict.allowed:
+                return verdict
+        return None
+
+    def all_steps_held(
+        self, pb: Playbook, services: Mapping[str, Service], now: float
+    ) -> Verdict | None:
+        """The guard that would hold back every step of ``pb``, or None when some step could
+        run. Such an incident would only record held steps and then count as exhausted."""
+        held: Verdict | None = None
+        for step in pb.steps:
+            verdict = self.step_held(step, services, now)
+            if verdict is None:
+                return None
+            held = held or verdict
+        return held
 
     def service_started(self, name: str, now: float) -> None:
         """The service was (re)started at ``now``: its start-up grace runs from here."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from remediator.actions.base import ActionResult, Outcome
 from remediator.detect import Reading
-from remediator.events import Event
+from remediator.events import Event, IncidentOutcome
 from remediator.flap import Flapping
 from remediator.playbook import Condition, ErrorCause, Playbook, Step, walk_conditions
 from remediator.verify import Verification
@@ -184,3 +184,38 @@ def causes_of(when: Condition) -> list[str]:
             )
         )
     )
+
+
+def could_not_act(inc: Incident) -> bool:
+    """Whether no changing step acted, and some could not act safely (an untrusted pid file,
+    a master that is not the service's): the others were held back or change nothing."""
+    pairs = list(zip(inc.playbook.steps, inc.outcomes, strict=False))
+    untried = (Outcome.HELD, Outcome.CANNOT_ACT)
+    return any(o == Outcome.CANNOT_ACT for _, o in pairs) and not any(
+        s.changes_host and o not in untried for s, o in pairs
+    )
+
+
+_CLOSING = {
+    IncidentOutcome.RESOLVED: "the site is healthy again",
+    IncidentOutcome.COMPLETED: "its steps ran (this playbook changes nothing)",
+    IncidentOutcome.INCOMPLETE: "a step of this playbook failed (it changes nothing)",
+    IncidentOutcome.EXHAUSTED: "no step helped",
+    IncidentOutcome.HELD: "every step was held back by a guard: nothing was tried",
+    IncidentOutcome.CANNOT_ACT: (
+        "no step could act safely (see each step's reason): nothing was tried, no failure counted"
+    ),
+    IncidentOutcome.UNVERIFIED: "no evidence either way of whether the step helped",
+    IncidentOutcome.ABORTED: "the action log cannot be written: not acting",
+    IncidentOutcome.SUPERSEDED: "this dry run gave way to a real incident",
+}
+
+
+def closing_reason(inc: Incident, outcome: IncidentOutcome) -> str:
+    """The closing record's reason: the outcome, how many steps, and why in words."""
+    why = _CLOSING.get(outcome, str(outcome))
+    if inc.flapping is not None:
+        skipped = inc.flapping.start
+        why += f" (flapping: {skipped} step(s) not repeated"
+        why += ")" if inc.flapping.escalates else ", no step left to escalate to)"
+    return f"{outcome} after {len(inc.outcomes)} step(s): {why}"

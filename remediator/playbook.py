@@ -501,6 +501,12 @@ class Step:
     verify: Verify | None
     name: str | None = None
 
+    @property
+    def changes_host(self) -> bool:
+        """Whether the step changes the host (restart, reload, scale, command), which is
+        what is verified, budgeted and corroborated; alert and diagnose do not."""
+        return ACTIONS[self.action].changes_host
+
 
 class StepSpec(Spec[Step]):
     """``- restart: php-fpm`` with optional ``verify:`` and ``name:`` beside the action key."""

@@ -115,7 +115,7 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
             pb.name: _playbook(_verdict(engine, pb, now), guards.playbooks.get(pb.name))
             for pb in engine.playbooks
         }
-        out["recent_actions"] = list(engine.recent)
+        out["recent_actions"] = list(engine.records.recent)
     if daemon.fleet is not None:
         out["fleet"] = daemon.fleet.view()
     return out
@@ -127,7 +127,7 @@ def _verdict(engine: Engine, pb: Playbook, now: float) -> Verdict:
     waiting = engine.corroboration.waiting.get(pb.name)
     if verdict.allowed and waiting:
         return Verdict(False, Guard.UNCORROBORATED, f"uncorroborated: waiting for {waiting}")
-    fleet = engine.held_by_fleet(pb.name)
+    fleet = engine.holds.by_fleet(pb.name)
     if verdict.allowed and fleet:
         return Verdict(False, Guard.FLEET, fleet)
     return verdict

@@ -92,7 +92,7 @@ def _record(engine: Engine, req: Request, **fields: Any) -> bool:
         written = engine.actionlog.write(rec)
     except ActionLogError:
         return False
-    engine.recent.append(written)  # `status` shows the last records
+    engine.records.recent.append(written)  # `status` shows the last records
     return True
 
 

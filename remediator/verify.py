@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from remediator import fpmdetect
 from remediator.detect import Signals
@@ -118,6 +119,29 @@ class Verifier:
         if ver.failing is None and not self.probes:
             return Verdict.UNKNOWN
         return Verdict.FAILED
+
+    def said(
+        self, ver: Verification, verdict: Verdict, now: float, *, dry_run: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """What the record of ``verdict`` says: why, in words, and how it was judged."""
+        v = ver.verify
+        on_logs = v.probe is not None and not self.probes  # replay: the log's own future
+        judged_on = JudgedOn.LOGS if on_logs else "+".join(ver.judged_on) or None
+        extra = {"judged_on": judged_on, "duration_ms": round((now - ver.acted_at) * 1000, 1)}
+        last = ver.last.detail if ver.last is not None else "no evidence"
+        by_itself = "dry run, nothing was done: " if dry_run else ""
+        if verdict is Verdict.PASSED:
+            since = ver.healthy_since if ver.healthy_since is not None else now
+            held = f", still healthy {now - since:.2f}s later" if now > since else ""
+            after = since - ver.acted_at
+            return f"{by_itself}recovered {after:.2f}s after the action{held} ({last})", extra
+        if verdict is Verdict.UNKNOWN:
+            return f"no evidence either way within {v.within:g}s ({last})", extra
+        if ver.failing is not None:
+            why = f"still failing within {v.within:g}s ({ver.failing.detail})"
+        else:
+            why = f"no evidence of recovery within {v.within:g}s ({last})"
+        return by_itself + why, extra
 
     def judge(self, v: Verify, when: Condition, since: float, now: float) -> Judgement:
         """The site's health from the evidence that came after ``since``."""

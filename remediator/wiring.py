@@ -16,7 +16,8 @@ from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionFn
 from remediator.config import Config, FpmStatusSource, ProbeSource
 from remediator.detect import ProbeState, Signals
-from remediator.engine import Engine, Executor
+from remediator.engine import Engine
+from remediator.executor import Executor
 from remediator.feed import Feeder
 from remediator.fpmdetect import FpmState
 from remediator.guards import Guards

@@ -207,12 +207,14 @@ def test_budget_survives_an_engine_restart_mid_incident(
 def test_dry_run_records_would_run_and_marks_every_record(
     setup: tuple[Engine, Host, Signals, Path],
 ) -> None:
-    engine, host, signals, alog = setup
-    engine.system = DryRunSystem()
-    engine.actions = {
+    live, host, signals, alog = setup
+    actions = {
         "reload": host.action("reload", Outcome.WOULD_RUN),
         "restart": host.action("restart", Outcome.WOULD_RUN),
     }
+    engine = Engine(
+        live.config, live.playbooks, signals, live.guards, live.actionlog, DryRunSystem(), actions
+    )
     outage(signals, 100)
     engine.tick(100)
     recs = list(read(alog))

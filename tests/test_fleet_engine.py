@@ -22,7 +22,8 @@ import pytest
 from remediator.actionlog import ActionLog, read
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.detect import Signals
-from remediator.engine import Engine, Executor
+from remediator.engine import Engine
+from remediator.executor import Executor
 from remediator.fleet.etcd import Etcd
 from remediator.fleet.gate import Gate
 from remediator.fleet.semaphore import Semaphore
@@ -68,6 +69,7 @@ class _Bed:
         *,
         executor: Executor | None = None,
         ttl: int = 5,
+        system: System | None = None,
     ) -> None:
         self.pool = tmp_path.name.replace("_", "-")[-40:]
         self.log = tmp_path / "actions.jsonl"
@@ -96,13 +98,13 @@ class _Bed:
             self.signals,
             Guards(tmp_path / "state", loaded.config.guards, 0),
             ActionLog(self.log, journal=False),
-            System(),
+            system or System(),
             actions,
             executor=executor,
         )
         self.gate = Gate(self._sem(etcd, "web-1", ttl), poll=0.05)
         self.gate.start()
-        self.engine.fleet = self.gate
+        self.engine.seat.slots = self.gate
         self.other = self._sem(etcd, "web-9")
 
     def _sem(self, etcd: EtcdCluster, host: str, ttl: int = 5) -> Semaphore:
@@ -147,7 +149,7 @@ def test_a_changing_playbook_waits_for_the_slot_naming_its_holder(bed: _Bed) -> 
     held = bed.records("trigger_held_back")[0]
     assert (held["guard"], held["reason"]) == ("fleet", "fleet slots busy (web-9)")
     assert bed.calls == [] and bed.engine.incident is None
-    assert bed.engine.held_by_fleet("pb") == "fleet slots busy (web-9)"  # status shows it
+    assert bed.engine.holds.by_fleet("pb") == "fleet slots busy (web-9)"  # status shows it
     assert bed.gate.wanted
     bed.other.release(theirs)
     bed.tick_until(lambda: bed.calls, "the restart")
@@ -198,9 +200,13 @@ def test_playbooks_that_need_no_slot_act_while_the_pool_is_full(
 
 
 def test_a_dry_run_engine_asks_no_one(tmp_path: Path, etcd: EtcdCluster) -> None:
-    bed = _Bed(tmp_path, etcd, "{restart: fpm, verify: {probe: site, within: 5s, settle: 0s}}")
+    bed = _Bed(
+        tmp_path,
+        etcd,
+        "{restart: fpm, verify: {probe: site, within: 5s, settle: 0s}}",
+        system=DryRun(),
+    )
     try:
-        bed.engine.system = DryRun()
         theirs = bed.other.claim()
         bed.fail()
         bed.tick_until(lambda: bed.records("incident_opened"), "the dry run")

@@ -139,7 +139,7 @@ def test_a_wrong_ca_holds_and_says_why_in_the_log_and_status(
         System(),
         {"restart": restart},
     )
-    gate = engine.fleet = _gate(config)
+    gate = engine.seat.slots = _gate(config)
     try:
         with structlog.testing.capture_logs() as logs:
             signals.probes["site"].record(False, "HTTP 502", time.monotonic())

@@ -358,7 +358,7 @@ def test_an_incident_is_counted_and_its_alert_resolved_when_it_closes(tmp_path: 
         engine = Engine(loaded.config, loaded.playbooks, signals, guards, alog, System(), actions)
         m = Metrics()
         m.configure(loaded.config, [pb.name for pb in loaded.playbooks])
-        engine.on_record = m.record
+        engine.records.on_record = m.record
         signals.statuses["acc"].add(100, 502, 40)
         engine.tick(100)  # the trigger holds, but log lines alone are not enough
         assert not _open(engine)

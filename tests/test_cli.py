@@ -126,4 +126,6 @@ def test_python_m_remediator_runs_the_cli(example: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ok: ")
+    # before the verdict, check may say what it read of logs the host has (Debian's php-fpm
+    # writes /var/log/php8.2-fpm.log once it has run, even only `php-fpm8.2 -t`)
+    assert proc.stdout.splitlines()[-1].startswith("ok: "), proc.stdout

@@ -276,6 +276,9 @@ def _command(d: dict[str, Any]) -> str | None:
 def _how(d: dict[str, Any], dry_run: bool) -> str:
     notes = []
     rc = d.get("rc", d.get("returncode"))
+    test = d.get("config_test")
+    if rc is None and isinstance(test, dict) and test.get("argv") == d.get("argv"):
+        rc = test.get("rc")  # a config test's summary: its run, with its exit status, nested
     if isinstance(rc, int):
         notes.append(f"exit {rc}")
     if d.get("timed_out"):

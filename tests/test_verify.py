@@ -180,6 +180,24 @@ def test_an_alert_only_playbook_completes_and_never_opens_the_breaker(
     assert not records(alog, "breaker_opened")
 
 
+def test_an_alert_only_playbook_repeats_by_its_cooldown_not_a_back_off(tmp_path: Path) -> None:
+    """Back-off spaces fixes that may not fix; an alert changes nothing: once its cooldown is
+    over it alerts again (the back-off's first wait, 10 s, would still hold it at 106)."""
+    text = CONFIG.replace(
+        "limits: {cooldown: 5m, max_runs: 2, per: 1h}",
+        "limits: {cooldown: 5s, max_runs: 2, per: 1h}",
+    )
+    calls = Calls()
+    engine = wired(tmp_path, text, calls.actions()).engine
+    alog = tmp_path / "actions.jsonl"
+    for t in (100, 106, 112):
+        engine.signals.causes["err"].add(t, Cause.DNS_FAILURE, 3)
+        engine.tick(t)
+    assert [c["outcome"] for c in records(alog, "incident_closed")] == ["completed", "completed"]
+    held = records(alog, "trigger_held_back")
+    assert [h["guard"] for h in held] == ["max_runs"]  # the third: max_runs, still no back-off
+
+
 def test_an_alert_that_cannot_be_sent_is_incomplete_not_a_breaker(
     bed: tuple[Engine, Calls, Path],
 ) -> None:

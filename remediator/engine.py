@@ -447,7 +447,7 @@ class Engine:
             "dry_run": inc.dry_run,
             "reason": inc.reason,
             "manual": bool(manual),
-            "evidence": self._evidence(pb, readings),
+            "evidence": self._evidence(pb, readings, now),
         }
         if not manual:
             rec["detection_ms"] = round((now - self._first_sign(pb, now)) * 1000, 1)
@@ -539,7 +539,7 @@ class Engine:
             inc.outcomes.append(Outcome.SKIPPED)
             inc.done.append(f"{step_reason(inc.current)} (skipped: flapping)")
 
-    def _evidence(self, pb: Playbook, readings: list[Reading]) -> dict[str, Any]:
+    def _evidence(self, pb: Playbook, readings: list[Reading], now: float) -> dict[str, Any]:
         evidence: dict[str, Any] = {
             "readings": [reading(r) for r in readings],
             "causes": causes_of(pb.when),
@@ -553,6 +553,7 @@ class Engine:
                     "ok": st.last_ok,
                     "detail": st.last_detail,
                     "consecutive_failures": st.consecutive_failures,
+                    "age_s": round(now - st.last_at, 1),  # a probe asked seldom may be old news
                 }
                 for name, st in self.signals.probes.items()
                 if st.last_at is not None

@@ -7,6 +7,7 @@ ones act on real servers in their own tests and end to end)."""
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,23 @@ def test_a_quiet_site_is_verified_by_its_probe_alone(bed: tuple[Engine, Calls, P
     assert len(passed) == 1
     assert passed[0]["judged_on"] == "probe"
     assert records(alog, "incident_closed")[0]["outcome"] == "resolved"
+
+
+def test_the_openings_probe_evidence_says_how_old_its_answer_is(
+    bed: tuple[Engine, Calls, Path],
+) -> None:
+    """A probe asked seldom may have answered before the outage: its answer in the evidence
+    carries its age, and `log` says it (else "probe site: ok" beside 502s misleads)."""
+    from remediator.review import render  # noqa: PLC0415
+
+    engine, _, alog = bed
+    outage(engine, 100)  # the probe failed at 99
+    engine.tick(100)
+    opened = records(alog, "incident_opened")[0]
+    assert opened["evidence"]["probes"]["site"]["age_s"] == 1.0
+    out = io.StringIO()
+    render([opened], out)
+    assert "probe site: failing (502), 1 failure(s) in a row, answered 1s before" in out.getvalue()
 
 
 def test_one_good_answer_right_after_the_action_is_not_enough(

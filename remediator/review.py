@@ -211,7 +211,7 @@ def _evidence(ev: Any, all_lines: bool) -> list[str]:
         extra = f", {fails} failure(s) in a row" if fails else ""
         detail = f" ({p['detail']})" if p.get("detail") else ""
         age = p.get("age_s")
-        if isinstance(age, int | float) and age >= 1:  # not this moment's answer: say so
+        if isinstance(age, int | float) and age >= 0.1:  # not this moment's answer: say so
             extra += f", answered {age:g}s before"
         out.append(f"probe {name}: {state}{detail}{extra}")
     return out

@@ -237,8 +237,7 @@ def _walk(node: Any, found: dict[str, str], depth: int, dry_run: bool) -> None:
         shown = _command(node)
         if shown is not None:
             found.setdefault(shown, _how(node, dry_run))
-            return
-        for value in node.values():
+        for value in node.values():  # and what it holds: a reload's config test, say
             _walk(value, found, depth + 1, dry_run)
     elif isinstance(node, list):
         for item in node:

@@ -269,7 +269,8 @@ def test_commands_name_signals_edits_and_what_a_dry_run_did_not_do() -> None:
 def test_a_config_test_a_dry_run_ran_shows_its_exit_status_not_not_run() -> None:
     """A dry run runs read-only config tests (diagnose's, a reload's): the timeline must not
     say they were not run. The shapes are those of real records (diagnose's summary of a test,
-    the config_test action's); a test's exit status is never lent to another command.
+    the config_test action's, a reload's); a test's exit status is never lent to another
+    command.
     """
     from remediator.review import commands  # noqa: PLC0415
 
@@ -287,7 +288,10 @@ def test_a_config_test_a_dry_run_ran_shows_its_exit_status_not_not_run() -> None
     action = {"argv": test, "config_test": {"argv": test, "rc": 1}}  # the config_test action
     assert commands(action, dry_run=True) == ["$ php-fpm8.2 -t  (exit 1)"]
     other = {"argv": ["systemctl", "reload", "nginx"], "config_test": {"argv": test, "rc": 0}}
-    assert commands(other, dry_run=True) == ["$ systemctl reload nginx  (not run: dry run)"]
+    assert commands(other, dry_run=True) == [
+        "$ systemctl reload nginx  (not run: dry run)",
+        "$ php-fpm8.2 -t  (exit 0)",
+    ]
 
 
 # ---- usage errors ------------------------------------------------------------------------------

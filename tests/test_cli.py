@@ -126,4 +126,5 @@ def test_python_m_remediator_runs_the_cli(example: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ok: ")
+    # the last line: on a host whose logs exist, the lines before say how each was read
+    assert proc.stdout.splitlines()[-1].startswith("ok: ")

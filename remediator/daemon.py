@@ -389,7 +389,7 @@ class Daemon:
             if self.engine.incident is not None:
                 self.engine.actionlog.write(
                     {
-                        "event": "incident_abandoned",
+                        "event": Event.INCIDENT_ABANDONED,
                         "incident": inc.id,
                         "playbook": inc.playbook.name,
                         "reason": "the daemon is stopping",

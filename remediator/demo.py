@@ -31,6 +31,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from remediator.cli import main as cli
+from remediator.events import Event
 
 if TYPE_CHECKING:
     from tests.stack import Nginx, PhpFpm
@@ -156,7 +157,7 @@ class _Ticker(threading.Thread):
 def _closed(action_log: Path) -> bool:
     from remediator.actionlog import read  # noqa: PLC0415
 
-    return any(r.get("event") == "incident_closed" for r in read(action_log))
+    return any(r.get("event") == Event.INCIDENT_CLOSED for r in read(action_log))
 
 
 def _live(tmp: Path) -> int:

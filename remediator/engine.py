@@ -286,7 +286,7 @@ class Engine:
             "dry_run": inc.dry_run,
             "reason": inc.reason,
             "manual": bool(manual),
-            "evidence": evidence.gather(pb, readings, self.signals, self.snapshot),
+            "evidence": evidence.gather(pb, readings, self.signals, self.snapshot, now),
         }
         if not manual:
             rec["detection_ms"] = round((now - self.openings.detected(pb, now)) * 1000, 1)

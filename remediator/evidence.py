@@ -25,6 +25,7 @@ def gather(
     readings: list[Reading],
     signals: Signals,
     snapshot: Callable[[], dict[str, Any]] | None,
+    now: float,
 ) -> dict[str, Any]:
     """The evidence an opening record carries."""
     evidence: dict[str, Any] = {
@@ -36,6 +37,7 @@ def gather(
                 "ok": st.last_ok,
                 "detail": st.last_detail,
                 "consecutive_failures": st.consecutive_failures,
+                "age_s": round(now - st.last_at, 1),  # a probe asked seldom may be old news
             }
             for name, st in signals.probes.items()
             if st.last_at is not None

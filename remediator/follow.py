@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-CLOSING = frozenset(("incident_closed", "incident_abandoned"))
+from remediator.events import Event
+
+CLOSING = frozenset((Event.INCIDENT_CLOSED, Event.INCIDENT_ABANDONED))
 
 
 class LogTail:

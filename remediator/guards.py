@@ -299,7 +299,7 @@ class Guards:
                 f"{len(recent)} runs in the last {_fmt(pb.limits.per)} (max {pb.limits.max_runs})",
                 until,
             )
-        if pb.limits.backoff and st.last_end is not None:
+        if _backs_off(pb) and st.last_end is not None:
             wait = self._backoff_wait(st, now)
             if now < st.last_end + wait:
                 until = st.last_end + wait
@@ -472,3 +472,9 @@ class Guards:
         st.actions = [t for t in st.actions if t > now - svc.actions_window] + [now]
         if restarted:
             st.started = now
+
+
+def _backs_off(pb: Playbook) -> bool:
+    """Whether back-off spaces ``pb``'s incidents: only a playbook that changes the host (its
+    fixes may not fix); an alert-only or diagnose-only one repeats by cooldown and max_runs."""
+    return pb.limits.backoff and any(s.changes_host for s in pb.steps)

@@ -602,7 +602,12 @@ class Limits:
     cooldown: float = opt(Duration(max=24 * 3600), "Quiet time after a run ends.", 300.0)
     max_runs: int = opt(Int(min=1, max=1000), "At most this many runs ...", 3)
     per: float = opt(Duration(min=60, max=7 * 86400), "... in this sliding window.", 3600.0)
-    backoff: bool = opt(Bool(), "Apply the exponential back-off between repeated incidents.", True)
+    backoff: bool = opt(
+        Bool(),
+        "Apply the exponential back-off between repeated incidents (of a playbook with a "
+        "changing step: an alert-only or diagnose-only one repeats by cooldown and max_runs).",
+        True,
+    )
 
 
 @dataclass(frozen=True)

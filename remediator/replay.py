@@ -579,15 +579,16 @@ def print_json(records: list[dict[str, Any]], summary: dict[str, Any], out: Text
 
 
 _LABELS = {
-    "incident_opened": "trigger held",
-    "trigger_held_back": "held back",
-    "action_intent": "would run",
-    "action_held": "step held",
-    "verify_passed": "recovered",
-    "verify_failed": "not recovered",
-    "incident_closed": "closed",
-    "breaker_opened": "breaker open",
-    "notify": "would notify",
+    Event.INCIDENT_OPENED: "trigger held",
+    Event.TRIGGER_HELD_BACK: "held back",
+    Event.ACTION_INTENT: "would run",
+    Event.ACTION_HELD: "step held",
+    Event.VERIFY_PASSED: "recovered",
+    Event.VERIFY_FAILED: "not recovered",
+    Event.INCIDENT_CLOSED: "closed",
+    Event.BREAKER_OPENED: "breaker open",
+    Event.VERIFY_UNKNOWN: "unverified",
+    Event.NOTIFY: "would notify",
 }
 
 
@@ -604,7 +605,7 @@ def print_timeline(
         if label is None:
             continue
         what = rec.get("reason") or ""
-        if rec["event"] == "action_intent":
+        if rec["event"] == Event.ACTION_INTENT:
             what = f"step {rec['step']}: {rec['action']} {rec.get('target') or ''}".rstrip()
         by = (rec.get("corroboration") or {}).get("by", "")
         if by.startswith("assumed"):  # replay sees no probe: say what live would have needed

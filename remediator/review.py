@@ -20,7 +20,7 @@ from typing import Any, Final, TextIO
 from remediator import escape
 from remediator.actionlog import read
 from remediator.actions.base import Outcome
-from remediator.events import IncidentOutcome
+from remediator.events import Event, IncidentOutcome
 from remediator.timezone import stamp
 
 # How an incident can end (the engine's incident_closed outcomes); steps end in an Outcome.
@@ -66,7 +66,7 @@ def select(records: Iterable[dict[str, Any]], flt: Filter) -> list[dict[str, Any
     ended = {
         r.get("incident")
         for r in kept
-        if r.get("event") == "incident_closed" and r.get("outcome") == flt.outcome
+        if r.get("event") == Event.INCIDENT_CLOSED and r.get("outcome") == flt.outcome
     }
     return [r for r in kept if r.get("incident") in ended or r.get("outcome") == flt.outcome]
 
@@ -128,30 +128,30 @@ def _line(rec: dict[str, Any]) -> str:
     dur = f" ({rec['duration_ms']:g} ms)" if isinstance(rec.get("duration_ms"), int | float) else ""
     reason = rec.get("reason") or ""
     match ev:
-        case "incident_opened":
+        case Event.INCIDENT_OPENED:
             return f"opened: {reason}"
-        case "action_intent":
+        case Event.ACTION_INTENT:
             return f"{step}: starting ({reason})"
-        case "action_result":
+        case Event.ACTION_RESULT:
             return f"{step}: {rec.get('outcome')}{dur}: {reason}"
-        case "action_held":
+        case Event.ACTION_HELD:
             return f"{step}: held back: {reason}"
-        case "verify_passed" | "verify_failed":
-            word = "verified" if ev == "verify_passed" else "NOT verified"
+        case Event.VERIFY_PASSED | Event.VERIFY_FAILED:
+            word = "verified" if ev == Event.VERIFY_PASSED else "NOT verified"
             return f"{step} {word}: {reason}"
-        case "rollback_intent" | "rollback_result":
+        case Event.ROLLBACK_INTENT | Event.ROLLBACK_RESULT:
             return f"{step} rollback: {rec.get('outcome') or ''} {reason}".rstrip()
-        case "incident_closed":
+        case Event.INCIDENT_CLOSED:
             return f"closed: {rec.get('outcome')}{dur}" + (f": {reason}" if reason else "")
-        case "trigger_held_back" if rec.get("guard") == "fleet":
+        case Event.TRIGGER_HELD_BACK if rec.get("guard") == "fleet":
             return f"{rec.get('playbook')} held: {reason}"
-        case "fleet_slot_acquired":
+        case Event.FLEET_SLOT_ACQUIRED:
             return f"fleet slot acquired: {reason}"
-        case "fleet_slot_lost":
+        case Event.FLEET_SLOT_LOST:
             return f"fleet slot LOST: {reason}"
-        case "fleet_slot_released":
+        case Event.FLEET_SLOT_RELEASED:
             return f"fleet slot released: {reason}"
-        case "fleet_acting_alone":
+        case Event.FLEET_ACTING_ALONE:
             return f"fleet: {reason}"
         case _:
             target = f" {rec.get('target')}" if rec.get("target") else ""
@@ -161,7 +161,7 @@ def _line(rec: dict[str, Any]) -> str:
 
 def _below(rec: dict[str, Any], all_evidence: bool) -> list[str]:
     """The lines under a record: an opening's evidence, a step's commands."""
-    if rec.get("event") == "incident_opened":
+    if rec.get("event") == Event.INCIDENT_OPENED:
         fleet = rec.get("fleet")
         slot = (
             [f"fleet: {fleet['reason']}"] if isinstance(fleet, dict) and fleet.get("reason") else []
@@ -210,6 +210,9 @@ def _evidence(ev: Any, all_lines: bool) -> list[str]:
         fails = p.get("consecutive_failures") or 0
         extra = f", {fails} failure(s) in a row" if fails else ""
         detail = f" ({p['detail']})" if p.get("detail") else ""
+        age = p.get("age_s")
+        if isinstance(age, int | float) and age >= 0.1:  # not this moment's answer: say so
+            extra += f", answered {age:g}s before"
         out.append(f"probe {name}: {state}{detail}{extra}")
     return out
 
@@ -234,8 +237,7 @@ def _walk(node: Any, found: dict[str, str], depth: int, dry_run: bool) -> None:
         shown = _command(node)
         if shown is not None:
             found.setdefault(shown, _how(node, dry_run))
-            return
-        for value in node.values():
+        for value in node.values():  # and what it holds: a reload's config test, say
             _walk(value, found, depth + 1, dry_run)
     elif isinstance(node, list):
         for item in node:
@@ -276,6 +278,9 @@ def _command(d: dict[str, Any]) -> str | None:
 def _how(d: dict[str, Any], dry_run: bool) -> str:
     notes = []
     rc = d.get("rc", d.get("returncode"))
+    test = d.get("config_test")
+    if rc is None and isinstance(test, dict) and test.get("argv") == d.get("argv"):
+        rc = test.get("rc")  # a config test's summary: its run, with its exit status, nested
     if isinstance(rc, int):
         notes.append(f"exit {rc}")
     if d.get("timed_out"):
@@ -311,7 +316,7 @@ def render(
     for key in order:
         recs = groups[key]
         first = recs[0]
-        closing = next((r for r in recs if r.get("event") == "incident_closed"), None)
+        closing = next((r for r in recs if r.get("event") == Event.INCIDENT_CLOSED), None)
         if first.get("incident"):
             state = closing.get("outcome") if closing else "open"
             dry = "  (dry run)" if any(r.get("dry_run") for r in recs) else ""

@@ -21,6 +21,7 @@ from remediator.actionlog import ActionLog, ActionLogError
 from remediator.actions.base import ActionFn, Outcome
 from remediator.detect import Signals
 from remediator.engine import Engine
+from remediator.events import Event
 from remediator.guards import Guards
 from remediator.load import Loaded
 from remediator.operator import Kind, Reply, Request, describe
@@ -184,13 +185,13 @@ def trigger_succeeded(records: Iterable[dict[str, Any]], *, dry_run: bool) -> bo
     """A followed trigger's verdict from its incident's records: in a dry run, whether every
     step would have run (none held back, refused or failed); otherwise whether it resolved."""
     recs = list(records)
-    closed = [r for r in recs if r.get("event") == "incident_closed"]
+    closed = [r for r in recs if r.get("event") == Event.INCIDENT_CLOSED]
     if not closed:
         return False
     if not dry_run:
         return closed[-1].get("outcome") == "resolved"
     bad = {Outcome.HELD, Outcome.REFUSED, Outcome.FAILED, Outcome.CANNOT_ACT}
-    steps = [r for r in recs if r.get("event") in ("action_result", "action_held")]
+    steps = [r for r in recs if r.get("event") in (Event.ACTION_RESULT, Event.ACTION_HELD)]
     return closed[-1].get("outcome") not in ("aborted", "interrupted") and not any(
         r.get("outcome") in bad for r in steps
     )

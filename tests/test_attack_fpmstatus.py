@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,9 @@ FORGED = (
     '"max children reached":9,"slow requests":0,"processes":['
     '{"pid":1,"state":"Running","request duration":5,"request uri":"/fpm-status?json&full"}]}'
 )
-# The attacker's server: plain python3, run as www-data by the kernel's rules (setpriv).
+# The attacker's server: plain python3, run as www-data by the kernel's rules (setpriv); not
+# the venv's (in a checkout under /root, 0700, www-data cannot enter it).
+PYTHON = "/usr/bin/python3"
 FAKE_POOL = f"""
 import os, socket, struct, sys
 body = b"Content-Type: application/json\\r\\n\\r\\n" + {FORGED.encode()!r}
@@ -67,7 +68,7 @@ def hijacked(fpm: PhpFpm) -> Iterator[subprocess.Popen[str]]:
     give_to_www_data(fpm.dir)
     fpm.socket.unlink()
     proc = subprocess.Popen(
-        as_www_data_argv([sys.executable, "-c", FAKE_POOL, str(fpm.socket)]),
+        as_www_data_argv([PYTHON, "-c", FAKE_POOL, str(fpm.socket)]),
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,

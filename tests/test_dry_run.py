@@ -33,6 +33,7 @@ from remediator.actions.declare import (
 )
 from remediator.actions.registry import all_actions
 from remediator.config import Notifier, Service
+from remediator.review import commands
 from remediator.system import DryRunSystem, System
 from tests.stack import PHP_FPM, Nginx, PhpFpm, http_get
 from tests.webhook import Receiver, receiving
@@ -336,6 +337,11 @@ def test_dry_run_reload_of_a_unit_whose_state_cannot_be_read_tests_and_would_run
     assert r.details["config_test"]["argv"] == [PHP_FPM, "-t", "-y", str(fpm.conf)]
     assert r.details["config_test"]["rc"] == 0
     assert "state_error" in r.details
+    # `log` shows both: the config test it ran, the reload it did not
+    assert commands(r.details, dry_run=True) == [
+        f"$ systemctl reload {UNIT}  (not run: dry run)",
+        f"$ {PHP_FPM} -t -y {fpm.conf}  (exit 0)",
+    ]
 
 
 @NO_SYSTEMD

@@ -9,20 +9,22 @@ from pathlib import Path
 import pytest
 
 from remediator import state
+from remediator.actions.declare import ServiceArgs
 from remediator.config import Backoff, Breaker, Service
 from remediator.config import Guards as GuardsConfig
 from remediator.guards import Guard, Guards, stored_pause
-from remediator.playbook import Limits, Playbook, ProbeFailing
+from remediator.playbook import Limits, Playbook, ProbeFailing, Step
 
 CFG = GuardsConfig(backoff=Backoff(10, 300, 600), breaker=Breaker(failures=3, open_for=3600))
 FPM = Service(kind="php-fpm", unit="php8.2-fpm.service", max_actions=3, actions_window=600)
 
 
 def playbook(**limits: float) -> Playbook:
+    """A playbook that restarts a service (back-off spaces only those that change the host)."""
     return Playbook(
         name="pb",
         when=ProbeFailing(probe="site"),
-        steps=(),
+        steps=(Step("restart", ServiceArgs("fpm"), None),),
         limits=Limits(**limits),  # type: ignore[arg-type]
     )
 

@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 
 from remediator.cli import main
-from tests.e2e import DaemonProcess, Record, config, fpm_service, nginx_sources, probe
+from tests.e2e import DaemonProcess, Record, config, fpm_service, nginx_sources, only, probe
 from tests.stack import Nginx, PhpFpm, http_get, wait_for
 
 pytestmark = pytest.mark.servers
 
 BURST = 12  # the trigger needs exactly this many 502s: it holds once the whole burst is in
+WARM = 20  # users served before the outage
 
 PLAYBOOK = {
     "name": "fpm-down",
@@ -64,7 +65,7 @@ def _incident(nginx: Nginx, daemon: DaemonProcess, *, restart_ourselves: bool) -
     """Play the outage against the running daemon; the logs it read, copied."""
     fpm = nginx.fpm
     assert isinstance(fpm, PhpFpm)
-    for _ in range(20):
+    for _ in range(WARM):
         assert http_get(nginx.url())[0] == 200
     fpm.kill_all()
     with ThreadPoolExecutor(BURST) as pool:
@@ -146,3 +147,32 @@ def test_one_incident_live_and_replayed_tells_the_same_story(
         result = next(r for r in live if r["event"] == "action_result")
         assert result["outcome"] == "would_run"
         assert passed_live["reason"].startswith("dry run, nothing was done: recovered")
+
+
+def test_a_site_no_user_comes_back_to_is_verified_by_its_probe(
+    nginx_fpm: Nginx, tmp_path: Path
+) -> None:
+    """After the outage no user comes back: no access-log line tells whether the restart
+    helped. The step must still pass on the probe, not stay
+    "verifying" until its deadline and fail."""
+    with DaemonProcess(tmp_path, _config(tmp_path, nginx_fpm)) as daemon:
+        fpm = nginx_fpm.fpm
+        assert isinstance(fpm, PhpFpm)
+        for _ in range(WARM):
+            assert http_get(nginx_fpm.url())[0] == 200
+        fpm.kill_all()
+        with ThreadPoolExecutor(BURST) as pool:
+            statuses = list(pool.map(lambda _: http_get(nginx_fpm.url())[0], range(BURST)))
+        assert statuses == [502] * BURST
+        closed = daemon.wait_record("incident_closed", timeout=20)[0]
+    assert closed["outcome"] == "resolved", closed["reason"]
+    passed = only(daemon.records("verify_passed"))
+    assert "probe" in passed["judged_on"], passed
+    users = [
+        line
+        for line in nginx_fpm.access_log.read_text().splitlines()
+        if "remediator-probe" not in line
+    ]
+    # users' requests: the warm-up and the burst, none after (the probe's own are logged too:
+    # the access log is not silent, but no user's request judged the step)
+    assert [" 502 " in line for line in users] == [False] * WARM + [True] * BURST

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -265,6 +266,34 @@ def test_commands_name_signals_edits_and_what_a_dry_run_did_not_do() -> None:
     ]
 
 
+def test_a_config_test_a_dry_run_ran_shows_its_exit_status_not_not_run() -> None:
+    """A dry run runs read-only config tests (diagnose's, a reload's): the timeline must not
+    say they were not run. The shapes are those of real records (diagnose's summary of a test,
+    the config_test action's, a reload's); a test's exit status is never lent to another
+    command.
+    """
+    from remediator.review import commands  # noqa: PLC0415
+
+    test = ["php-fpm8.2", "-t"]
+    diagnose = {
+        "config_tests": [
+            {
+                "steps": [{"kind": "observe", "argv": test, "rc": 0}],
+                "argv": test,
+                "config_test": {"argv": test, "rc": 0, "output": "test is successful"},
+            }
+        ]
+    }
+    assert commands(diagnose, dry_run=True) == ["$ php-fpm8.2 -t  (exit 0)"]
+    action = {"argv": test, "config_test": {"argv": test, "rc": 1}}  # the config_test action
+    assert commands(action, dry_run=True) == ["$ php-fpm8.2 -t  (exit 1)"]
+    other = {"argv": ["systemctl", "reload", "nginx"], "config_test": {"argv": test, "rc": 0}}
+    assert commands(other, dry_run=True) == [
+        "$ systemctl reload nginx  (not run: dry run)",
+        "$ php-fpm8.2 -t  (exit 0)",
+    ]
+
+
 # ---- usage errors ------------------------------------------------------------------------------
 
 
@@ -308,6 +337,28 @@ def test_since_takes_a_time_of_day_a_day_a_duration_iso_and_epoch(
 ) -> None:
     rc, out, _ = run("-c", str(incident), "log", "--json", "--since", since)
     assert rc == 0 and out.count("\n") == 5
+
+
+@pytest.mark.parametrize("since", ["yesterday 00:00", "2h", "00:00", "ISO", "EPOCH"])
+def test_since_leaves_out_what_came_before(incident: Path, since: str) -> None:
+    """An incident of three days ago is left out by each form of --since (the day's five
+    records are kept): a --since that parsed but filtered nothing would fail here."""
+    actions = incident.parent / "log" / "actions.jsonl"
+    old = json.loads(actions.read_text().splitlines()[0])
+    then = time.time() - 3 * 86400
+    old["ts"] = dt.datetime.fromtimestamp(then, dt.UTC).isoformat().replace("+00:00", "Z")
+    old["incident"] = "19991231T000000Z-0ld000"
+    with actions.open("a") as f:
+        f.write(json.dumps(old) + "\n")
+    day_ago = time.time() - 86400
+    since = {
+        "ISO": dt.datetime.fromtimestamp(day_ago, dt.UTC).isoformat(),
+        "EPOCH": str(int(day_ago)),
+    }.get(since, since)
+    rc, everything, _ = run("-c", str(incident), "log", "--json")
+    assert rc == 0 and old["incident"] in everything
+    rc, out, _ = run("-c", str(incident), "log", "--json", "--since", since)
+    assert rc == 0 and out.count("\n") == 5 and old["incident"] not in out
 
 
 def test_until_a_while_ago_leaves_out_what_came_after(incident: Path) -> None:

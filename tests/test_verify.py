@@ -7,6 +7,7 @@ ones act on real servers in their own tests and end to end)."""
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,23 @@ def test_a_quiet_site_is_verified_by_its_probe_alone(bed: tuple[Engine, Calls, P
     assert records(alog, "incident_closed")[0]["outcome"] == "resolved"
 
 
+def test_the_openings_probe_evidence_says_how_old_its_answer_is(
+    bed: tuple[Engine, Calls, Path],
+) -> None:
+    """A probe asked seldom may have answered before the outage: its answer in the evidence
+    carries its age, and `log` says it (else "probe site: ok" beside 502s misleads)."""
+    from remediator.review import render  # noqa: PLC0415
+
+    engine, _, alog = bed
+    outage(engine, 100)  # the probe failed at 99
+    engine.tick(100)
+    opened = records(alog, "incident_opened")[0]
+    assert opened["evidence"]["probes"]["site"]["age_s"] == 1.0
+    out = io.StringIO()
+    render([opened], out)
+    assert "probe site: failing (502), 1 failure(s) in a row, answered 1s before" in out.getvalue()
+
+
 def test_one_good_answer_right_after_the_action_is_not_enough(
     bed: tuple[Engine, Calls, Path],
 ) -> None:
@@ -178,6 +196,24 @@ def test_an_alert_only_playbook_completes_and_never_opens_the_breaker(
     engine.tick(500)
     assert [c["outcome"] for c in records(alog, "incident_closed")] == ["completed", "completed"]
     assert not records(alog, "breaker_opened")
+
+
+def test_an_alert_only_playbook_repeats_by_its_cooldown_not_a_back_off(tmp_path: Path) -> None:
+    """Back-off spaces fixes that may not fix; an alert changes nothing: once its cooldown is
+    over it alerts again (the back-off's first wait, 10 s, would still hold it at 106)."""
+    text = CONFIG.replace(
+        "limits: {cooldown: 5m, max_runs: 2, per: 1h}",
+        "limits: {cooldown: 5s, max_runs: 2, per: 1h}",
+    )
+    calls = Calls()
+    engine = wired(tmp_path, text, calls.actions()).engine
+    alog = tmp_path / "actions.jsonl"
+    for t in (100, 106, 112):
+        engine.signals.causes["err"].add(t, Cause.DNS_FAILURE, 3)
+        engine.tick(t)
+    assert [c["outcome"] for c in records(alog, "incident_closed")] == ["completed", "completed"]
+    held = records(alog, "trigger_held_back")
+    assert [h["guard"] for h in held] == ["max_runs"]  # the third: max_runs, still no back-off
 
 
 def test_an_alert_that_cannot_be_sent_is_incomplete_not_a_breaker(

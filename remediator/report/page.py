@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from remediator import __version__
 from remediator.causes import Cause, describe
+from remediator.events import Event
 from remediator.report.incident import Incident, Record, Step
 from remediator.report.markup import text as t
 from remediator.report.markup import tone
@@ -283,7 +284,7 @@ def _steps_section(inc: Incident, tz: dt.tzinfo | None) -> list[str]:
 
 def _step(step: Step, tz: dt.tzinfo | None) -> list[str]:
     ended = next(
-        (r for r in step.records if r.get("event") in ("action_result", "action_held")), {}
+        (r for r in step.records if r.get("event") in (Event.ACTION_RESULT, Event.ACTION_HELD)), {}
     )
     verdict = step.verdict
     head = [
@@ -308,15 +309,17 @@ def _step(step: Step, tz: dt.tzinfo | None) -> list[str]:
         out.append('<pre class="commands"><code>' + "\n".join(t(c) for c in cmds) + "</code></pre>")
     for rec in step.records:
         ev = rec.get("event")
-        if ev in ("verify_passed", "verify_failed", "verify_unknown"):
+        if ev in (Event.VERIFY_PASSED, Event.VERIFY_FAILED, Event.VERIFY_UNKNOWN):
             on = f" (judged on {rec['judged_on']})" if rec.get("judged_on") else ""
             out.append(
                 f'<p class="verify {tone(verdict)}"><strong>{t(verdict.capitalize())}</strong> '
                 f"at {t(_when(ts_of(rec), tz))}{t(on)}: {t(rec.get('reason') or '')}</p>"
             )
-        elif ev in ("rollback_intent", "rollback_result"):
+        elif ev in (Event.ROLLBACK_INTENT, Event.ROLLBACK_RESULT):
             word = (
-                "rolling back" if ev == "rollback_intent" else f"rolled back: {rec.get('outcome')}"
+                "rolling back"
+                if ev == Event.ROLLBACK_INTENT
+                else f"rolled back: {rec.get('outcome')}"
             )
             out.append(
                 f"<p>{t(_when(ts_of(rec), tz))}: {t(word)}: {t(rec.get('reason') or '')}</p>"
@@ -392,9 +395,9 @@ def _guards_section(inc: Incident, tz: dt.tzinfo | None) -> list[str]:
 
 def _held_what(rec: Record) -> str:
     ev = str(rec.get("event") or "")
-    if ev == "trigger_held_back":
+    if ev == Event.TRIGGER_HELD_BACK:
         return f"trigger of {rec.get('playbook')}"
-    if ev == "breaker_opened":
+    if ev == Event.BREAKER_OPENED:
         return "breaker opened"
     if rec.get("step") is not None:
         return f"step {rec.get('step')} {rec.get('action') or ''} {rec.get('target') or ''}".strip()

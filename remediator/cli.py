@@ -53,6 +53,15 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> Exit:
     loaded = load(args.config)
     _report(loaded, err)
     if loaded.config is None or not loaded.ok:
+        if loaded.config is not None:
+            # What `run` would do with it (one truth): the main file is sound, so it would
+            # start without what the errors disable. The shipped unit runs this check first
+            # and does not start; a SIGHUP keeps a broken file's previous playbooks.
+            print(
+                f"run would start with {_plural(len(loaded.playbooks), 'playbook')}, without "
+                "what these errors disable (the shipped unit checks first and does not start)",
+                file=err,
+            )
         n = len(loaded.all_errors())
         print(f"{loaded.path}: {_plural(n, 'error')}, configuration not usable", file=err)
         return Exit.CONFIG

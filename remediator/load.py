@@ -137,7 +137,10 @@ def load(path: Path, *, uids: frozenset[int] | None = None) -> Loaded:
     playbooks_dir = config.playbooks_dir
     if not playbooks_dir.is_absolute():
         playbooks_dir = path.parent / playbooks_dir
-    files, dir_errors, dir_warnings = _load_dir(playbooks_dir, uids)
+    # The default directory may be absent (playbooks in this file, or none yet); one the
+    # operator named must exist: a typo would silently leave its playbooks out.
+    named = isinstance(node, MappingNode) and any(k.value == "playbooks_dir" for k, _ in node.value)
+    files, dir_errors, dir_warnings = _load_dir(playbooks_dir, uids, required=named)
     warnings += dir_warnings
     tables = _tables(config)
     main_errors = [*ctx.errors, *_check_refs(ctx.refs, tables), *dir_errors]
@@ -275,9 +278,11 @@ def state_dir_hint(path: Path) -> Path:
 
 
 def _load_dir(
-    directory: Path, uids: frozenset[int]
+    directory: Path, uids: frozenset[int], *, required: bool = True
 ) -> tuple[list[PlaybookFile], list[ConfigError], list[str]]:
     display = _display(directory)
+    if not required and not os.path.lexists(directory):
+        return [], [], []
     if not directory.is_dir():
         return [], [ConfigError(display, 1, 1, "", "playbooks directory does not exist")], []
     try:

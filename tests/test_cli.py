@@ -115,6 +115,41 @@ def test_schema_prints_json_schema_for_config_and_playbooks() -> None:
     assert "playbook" in json.loads(out)["definitions"]
 
 
+INLINE_ONLY = """\
+state_dir: state
+action_log: actions.jsonl
+sources:
+  acc: {type: access_log, path: access.log}
+playbooks:
+  - name: pb
+    when: {status_rate: {source: acc, status: 502, at_least: 5}}
+    steps: [notify: oncall]
+notifiers:
+  oncall: {url: "http://127.0.0.1:9/hook"}
+"""
+
+
+def test_playbooks_in_the_main_file_need_no_playbooks_directory(tmp_path: Path) -> None:
+    # check and run agree: the default playbooks.d may be absent; run starts on this config
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(INLINE_ONLY)
+    (tmp_path / "access.log").touch()
+    rc, out, err = run("-c", str(cfg), "check")
+    assert (rc, err) == (0, "")
+    assert out.startswith("ok: 1 source, 0 services, 1 playbook (0 playbook files; ")
+    # a directory the operator names must exist (a typo would leave its playbooks out), and
+    # check says what run would do with the rest
+    cfg.write_text("playbooks_dir: playbook.d\n" + INLINE_ONLY)
+    rc, out, err = run("-c", str(cfg), "check")
+    assert rc == 2
+    assert err.splitlines() == [
+        f"{tmp_path}/playbook.d:1:1: playbooks directory does not exist",
+        "run would start with 1 playbook, without what these errors disable (the shipped "
+        "unit checks first and does not start)",
+        f"{cfg}: 1 error, configuration not usable",
+    ]
+
+
 def test_python_m_remediator_runs_the_cli(example: Path) -> None:
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415

@@ -186,7 +186,7 @@ def test_fpm_killed_is_restarted_each_time(
             times.append(back - killed_at)
             detected.append(wall_ts(daemon.records("incident_opened")[-1]) - killed_wall)
             lost.append(failed(load, killed_at, back))
-            time.sleep(2.1)  # the cooldown, and the trigger's window, pass
+            time.sleep(2.1)  # the scenario: the next kill comes once the 2 s cooldown is over
     median = statistics.median(times)
     results = daemon.records("action_result")
     print(

@@ -204,17 +204,22 @@ def _evidence(ev: Any, all_lines: bool) -> list[str]:
         out.extend(f"  {line}" for line in shown)
     probes = ev.get("probes")
     for name, p in probes.items() if isinstance(probes, dict) else ():
-        if not isinstance(p, dict):
-            continue
-        state = {True: "ok", False: "failing", None: "no answer yet"}.get(p.get("ok"), "?")
-        fails = p.get("consecutive_failures") or 0
-        extra = f", {fails} failure(s) in a row" if fails else ""
-        detail = f" ({p['detail']})" if p.get("detail") else ""
-        age = p.get("age_s")
-        if isinstance(age, int | float) and age >= 0.1:  # not this moment's answer: say so
-            extra += f", answered {age:g}s before"
-        out.append(f"probe {name}: {state}{detail}{extra}")
+        if isinstance(p, dict):
+            out.append(f"probe {name}: {probe_said(p)}")
     return out
+
+
+def probe_said(p: dict[str, Any]) -> str:
+    """A probe's last answer in an opening's evidence: ``ok (status 200), answered 42s
+    before`` (the age only when it is not this moment's answer: a probe asked seldom)."""
+    state = {True: "ok", False: "failing", None: "no answer yet"}.get(p.get("ok"), "?")
+    fails = p.get("consecutive_failures") or 0
+    extra = f", {fails} failure(s) in a row" if fails else ""
+    detail = f" ({p['detail']})" if p.get("detail") else ""
+    age = p.get("age_s")
+    if isinstance(age, int | float) and age >= 0.1:
+        extra += f", answered {age:g}s before"
+    return f"{state}{detail}{extra}"
 
 
 def commands(details: Any, *, dry_run: bool = False) -> list[str]:

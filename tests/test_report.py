@@ -277,7 +277,8 @@ def _hostile_log(cfg: Path) -> None:
             "lines": {"acc": [f"line {HOSTILE}"], "err": [f"err {HOSTILE}"]},
             "readings": [{"condition": "status_rate", "source": "acc", "holds": True,
                           "count": 3, "note": HOSTILE}],
-            "probes": {"site": {"ok": False, "detail": HOSTILE, "consecutive_failures": 2}},
+            "probes": {"site": {"ok": False, "detail": HOSTILE, "consecutive_failures": 2,
+                                "age_s": 42}},
         },
     })  # fmt: skip
     step = base | {"step": 1, "action": "restart", "target": f"fpm{HOSTILE}"}
@@ -304,6 +305,8 @@ def test_hostile_values_in_every_field_are_text_on_the_page(tmp_path: Path) -> N
     # evidence (2), opening reason, corroboration, reading, probe, step reason, command,
     # the target, the held step's and the held trigger's reasons, closing reason and summary
     assert page.count(shown) >= 12
+    # a probe's answer says how old it was, as `log` does (a probe asked seldom is old news)
+    assert ", 2 failure(s) in a row, answered 42s before</li>" in page
 
 
 def test_a_held_step_and_a_held_trigger_are_drawn_and_listed_under_guards(

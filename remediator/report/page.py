@@ -23,7 +23,7 @@ from remediator.report.incident import Incident, Record, Step
 from remediator.report.markup import text as t
 from remediator.report.markup import tone
 from remediator.report.traffic import Traffic
-from remediator.review import ts_of
+from remediator.review import probe_said, ts_of
 from remediator.timezone import stamp
 
 CSS: Final = """
@@ -447,12 +447,7 @@ def _probes(probes: Any) -> list[str]:
     for name, p in probes.items():
         if not isinstance(p, dict):
             continue
-        ok = p.get("ok")
-        state = "ok" if ok is True else "failing" if ok is False else "no answer yet"
-        fails = p.get("consecutive_failures") or 0
-        extra = f", {fails} failure(s) in a row" if fails else ""
-        detail = f" ({p['detail']})" if p.get("detail") else ""
-        out.append(f"<li><strong>{t(name)}</strong>: {t(state + detail + extra)}</li>")
+        out.append(f"<li><strong>{t(name)}</strong>: {t(probe_said(p))}</li>")
     out.append("</ul>")
     return out
 

@@ -13,6 +13,10 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
+from tests.stack import Nginx, wait_for
+
 WWW_DATA = pwd.getpwnam("www-data")
 UID = WWW_DATA.pw_uid
 GID = WWW_DATA.pw_gid
@@ -46,3 +50,10 @@ def append_as_www_data(path: Path, text: str) -> None:
         text=True,
         timeout=30,
     )
+
+
+def serving(nginx: Nginx) -> tuple[psutil.Process | None, list[int]]:
+    """nginx's master and workers once it has workers (a fixture's nginx may still be forking
+    them), to compare with after an attack: nothing of nginx may have been signalled."""
+    wait_for(lambda: nginx.worker_pids() != [], 10, "nginx's workers")
+    return nginx.master(), nginx.worker_pids()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from remediator.cli import main
-from tests.attacker import append_as_www_data, give_to_www_data
+from tests.attacker import append_as_www_data, give_to_www_data, serving
 from tests.e2e import DaemonProcess, config, fpm_service, nginx_sources, probe
 from tests.stack import Nginx, PhpFpm, http_get, wait_for
 
@@ -122,7 +122,7 @@ def test_forged_502s_on_a_healthy_site_act_on_nothing_and_use_no_budget(
     for log in (nginx_fpm.access_log, nginx_fpm.error_log):
         give_to_www_data(log)  # as logrotate's `create 0640 www-data adm` and nginx's reopen do
     fpm_before = _group(fpm)
-    nginx_before = nginx_fpm.master(), nginx_fpm.worker_pids()
+    nginx_before = serving(nginx_fpm)
     assert nginx_before[0] is not None
     with DaemonProcess(tmp_path, _config(tmp_path, nginx_fpm, FPM_DOWN)) as daemon:
         wait_for(lambda: _probe_ok(daemon), 10, "the daemon's probe to see the site up")
@@ -191,7 +191,7 @@ def test_forged_200s_dilute_the_ratio_but_not_the_count_of_real_502s(
     assert isinstance(fpm, PhpFpm)
     give_to_www_data(nginx_fpm.access_log)
     fpm_before = _group(fpm)
-    nginx_before = nginx_fpm.master(), nginx_fpm.worker_pids()
+    nginx_before = serving(nginx_fpm)
     with DaemonProcess(tmp_path, _config(tmp_path, nginx_fpm, FPM_502)) as daemon:
         wait_for(lambda: _probe_ok(daemon), 10, "the daemon's probe to see the site up")
         append_as_www_data(nginx_fpm.access_log, _forged_200s(1000))

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.attacker import append_as_www_data, give_to_www_data
+from tests.attacker import append_as_www_data, give_to_www_data, serving
 from tests.e2e import DaemonProcess, config, fpm_service, nginx_sources, probe
 from tests.stack import Nginx, PhpFpm, free_port, http_get, wait_for
 from tests.webhook import receiving
@@ -110,7 +110,7 @@ def test_forged_lines_reach_no_metric_alert_or_mail(nginx_fpm: Nginx, tmp_path: 
     sendmail.write_text(CATCHER.format(python=sys.executable, out=str(mailbox)))
     sendmail.chmod(0o755)
     port = free_port()
-    nginx_before = nginx_fpm.master(), nginx_fpm.worker_pids()
+    nginx_before = serving(nginx_fpm)
     with receiving() as am:
         cfg = config(
             tmp_path / "d",

@@ -183,10 +183,11 @@ def test_an_outage_as_the_daemon_starts_is_remediated(
     nginx_fpm: Nginx, tmp_path: Path, mode: str
 ) -> None:
     """PHP-FPM dies the moment the daemon is ready, and the burst is all the site gets: the
-    windows hold nothing from before the start, 12 of 13 requests failed (the probe's own
-    included), fewer than the ratio's `min_sample` of 20. Such a sample is judged as if the
-    requests it lacks had succeeded (12 of 20 is still far above 5%): the outage is
-    corroborated and remediated, not left in silence because the site is quiet."""
+    windows hold nothing from before the start: the burst and the probe's answers, fewer than
+    the ratio's `min_sample` of 20 requests. Such a sample is judged as if the requests it
+    lacks had succeeded (12 of 20 is still far above 5%): the outage is corroborated and
+    remediated, not left in silence because the site is quiet. Before, the trigger never
+    held (12 x 502 of 13 requests: below min_sample), and nothing was recorded."""
     fpm = nginx_fpm.fpm
     assert isinstance(fpm, PhpFpm)
     cfg = _config(tmp_path, nginx_fpm)

@@ -417,7 +417,7 @@ def holds(cond: Condition, sig: Signals, now: float, *, since: float | None = No
             return False
         if cond.ratio is None or (cond.count_alone is not None and matched >= cond.count_alone):
             return True
-        return total >= cond.min_sample and (matched / total if total else 0.0) >= cond.ratio
+        return _ratio_met(cond.ratio, cond.min_sample, matched, total)
     if isinstance(cond, ErrorCause):
         cwin = sig.causes.get(cond.source)
         span = _span(cond.window, now, since)
@@ -606,6 +606,14 @@ def _leaf(cond: Condition, sig: Signals, now: float, since: float | None = None)
     raise TypeError(f"not a leaf condition: {cond!r}")
 
 
+def _ratio_met(ratio: float, min_sample: int, matched: int, total: int) -> bool:
+    """Whether ``matched`` of ``total`` requests make ``ratio``. A window holding fewer than
+    ``min_sample`` requests (a quiet site; a daemon just started, whose windows hold nothing
+    from before) is judged as if the requests it lacks had succeeded: one failure of one
+    request is not 100%, but 12 failures of 13 requests are at least 12 of 20."""
+    return matched / max(total, min_sample, 1) >= ratio
+
+
 def _status_rate(
     cond: StatusRate, win: Windows | None, now: float, since: float | None = None
 ) -> Reading:
@@ -614,7 +622,7 @@ def _status_rate(
     holds = matched >= cond.at_least
     ratio = matched / total if total else 0.0
     if cond.ratio is not None:
-        by_ratio = total >= cond.min_sample and ratio >= cond.ratio
+        by_ratio = _ratio_met(cond.ratio, cond.min_sample, matched, total)
         by_count = cond.count_alone is not None and matched >= cond.count_alone
         holds = holds and (by_ratio or by_count)
     detail = {
@@ -627,6 +635,8 @@ def _status_rate(
         "at_least": cond.at_least,
         "min_ratio": cond.ratio,
     }
+    if cond.ratio is not None:
+        detail["min_sample"] = cond.min_sample  # fewer requests: judged as if they succeeded
     if cond.count_alone is not None:
         detail["count_alone"] = cond.count_alone
     return Reading("status_rate", holds, detail)

@@ -144,8 +144,10 @@ class StatusRate:
     )
     min_sample: int = opt(
         Int(min=1),
-        "The ratio is judged only once the window holds at least this many requests (and a "
-        "`not` of this condition holds only then).",
+        "The ratio is judged on at least this many requests: a window that holds fewer (a "
+        "quiet site, a daemon just started) is judged as if the requests it lacks had "
+        "succeeded, so 1 failure of 1 request is not 100%, while 12 failures of 13 are still "
+        "60% of 20. A `not` of this condition holds only once the window holds this many.",
         20,
     )
     count_alone: int | None = opt(

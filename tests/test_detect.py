@@ -60,13 +60,17 @@ def test_status_rate_stops_holding_when_the_502s_leave_the_window() -> None:
     assert not evaluate(RATE, sig, 1021)[0]
 
 
-def test_ratio_is_not_judged_below_the_minimum_sample() -> None:
+def test_a_ratio_below_the_minimum_sample_counts_the_missing_requests_as_successes() -> None:
     cond = StatusRate(source="acc", status=S502, window=20.0, at_least=1, ratio=0.5, min_sample=20)
     sig = signals(cond)
-    sig.statuses["acc"].add(1000, 502, 5)  # 100 % of 5 requests: too few to judge a ratio
-    assert not evaluate(cond, sig, 1000)[0]
-    sig.statuses["acc"].add(1000, 502, 15)
-    assert evaluate(cond, sig, 1000)[0]
+    sig.statuses["acc"].add(1000, 502, 5)  # 100 % of 5 requests: only 5 of 20 as judged
+    assert not evaluate(cond, sig, 1000)[0] and not holds(cond, sig, 1000)
+    sig.statuses["acc"].add(1000, 200, 3)
+    sig.statuses["acc"].add(1000, 502, 5)  # 10 of 13 requests: at least 10 of 20
+    holding, readings = evaluate(cond, sig, 1000)
+    assert holding and holds(cond, sig, 1000)
+    d = readings[0].detail
+    assert (d["count"], d["total"], d["min_sample"]) == (10, 13, 20)
 
 
 def test_ratio_below_threshold_does_not_hold_on_a_busy_site() -> None:

@@ -176,3 +176,32 @@ def test_a_site_no_user_comes_back_to_is_verified_by_its_probe(
     # users' requests: the warm-up and the burst, none after (the probe's own are logged too:
     # the access log is not silent, but no user's request judged the step)
     assert [" 502 " in line for line in users] == [False] * WARM + [True] * BURST
+
+
+@pytest.mark.parametrize("mode", ["service", "probe", "any"])
+def test_an_outage_as_the_daemon_starts_is_remediated(
+    nginx_fpm: Nginx, tmp_path: Path, mode: str
+) -> None:
+    """PHP-FPM dies the moment the daemon is ready, and the burst is all the site gets: the
+    windows hold nothing from before the start: the burst and the probe's answers, fewer than
+    the ratio's `min_sample` of 20 requests. Such a sample is judged as if the requests it
+    lacks had succeeded (12 of 20 is still far above 5%): the outage is corroborated and
+    remediated, not left in silence because the site is quiet. Before, the trigger never
+    held (12 x 502 of 13 requests: below min_sample), and nothing was recorded."""
+    fpm = nginx_fpm.fpm
+    assert isinstance(fpm, PhpFpm)
+    cfg = _config(tmp_path, nginx_fpm)
+    cfg["playbooks"][0] = {**PLAYBOOK, "corroborate": mode}
+    with DaemonProcess(tmp_path, cfg) as daemon:
+        fpm.kill_all()
+        with ThreadPoolExecutor(BURST) as pool:
+            statuses = list(pool.map(lambda _: http_get(nginx_fpm.url())[0], range(BURST)))
+        assert statuses == [502] * BURST
+        closed = daemon.wait_record("incident_closed", timeout=20)[0]
+    assert closed["outcome"] == "resolved", daemon.report()
+    opened = only(daemon.records("incident_opened"))
+    by = opened["corroboration"]["by"]
+    wanted = {"service": ("fpm",), "probe": ("probe site failed",)}
+    assert by.startswith(wanted.get(mode, ("fpm", "probe site failed"))), by
+    assert opened["evidence"]["readings"][0]["total"] < 20  # below min_sample
+    assert fpm.ping()

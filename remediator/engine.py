@@ -141,6 +141,11 @@ class Engine:
     def dry_run(self) -> bool:
         return self.system.dry_run
 
+    @property
+    def acted_until(self) -> float | None:
+        """When the last incident was acted on: triggers count only evidence after it."""
+        return self._acted_until
+
     def close_interrupted(self) -> None:
         """Give incidents a daemon died in their closing record (found in the guard book)."""
         for playbook, incident in self.guards.interrupted:

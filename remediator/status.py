@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from remediator import escape
+from remediator.detect import evaluate
 from remediator.guards import Guard, PlaybookBook, Verdict, stored_pause
+from remediator.incident import describe
 from remediator.state import write_atomic
 from remediator.timezone import stamp
 
@@ -113,6 +115,7 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
         out["paused"] = None if paused.allowed else paused.reason
         out["playbooks"] = {
             pb.name: _playbook(_verdict(engine, pb, now), guards.playbooks.get(pb.name))
+            | {"trigger": _nearing(engine, pb, now)}
             for pb in engine.playbooks
         }
         out["recent_actions"] = list(engine.records.recent)
@@ -131,6 +134,22 @@ def _verdict(engine: Engine, pb: Playbook, now: float) -> Verdict:
     if verdict.allowed and fleet:
         return Verdict(False, Guard.FLEET, fleet)
     return verdict
+
+
+def _nearing(engine: Engine, pb: Playbook, now: float) -> list[str]:
+    """The failures a playbook's trigger counts now, each beside what trips it: a trigger
+    that has not held leaves no record, and the operator should still see one that nears it
+    (or one that a small window keeps from holding)."""
+    out = []
+    for r in evaluate(pb.when, engine.signals, now, since=engine.acted_until)[1]:
+        d = r.detail
+        if r.condition not in ("status_rate", "error_cause") or not d.get("count"):
+            continue
+        trips = f"{d['at_least']}"
+        if d.get("min_ratio") is not None:
+            trips += f" and {d['min_ratio'] * 100:g}% of at least {d['min_sample']} requests"
+        out.append(f"{describe(r)}: {'holds' if r.holds else f'trips at {trips}'}")
+    return out
 
 
 def _playbook(verdict: Any, st: PlaybookBook | None) -> dict[str, Any]:
@@ -247,6 +266,8 @@ def _text(data: dict[str, Any] | None, running: bool, state_dir: Path) -> Iterat
     for name, p in data.get("playbooks", {}).items():
         state = "ready" if p["ready"] else f"held: {p['reason']}"
         yield f"  {name:<24} {state}"
+        for counted in p.get("trigger") or ():
+            yield f"    now: {counted}"
     recent = data.get("recent_actions") or []
     cannot = [r for r in recent if r.get("outcome") == "cannot_act" and r.get("step")]
     if cannot:  # the last step that could not act safely: someone must look

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,21 @@ def test_status_shows_the_running_daemon_and_its_sources(
     assert out.startswith(f"remediator running, pid {daemon.pid} (DRY RUN)")
     assert "access           access_log ok" in out
     assert "  a                        ready" in out
+
+
+def test_status_shows_a_trigger_nearing_what_trips_it(
+    conf: Path, daemon: subprocess.Popen[bytes]
+) -> None:
+    # 3 of the 5 502s the playbooks need: no record (nothing held), but status says so
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    line = f'127.0.0.1 - - [{stamp}] "GET / HTTP/1.1" 502 157 "-" "curl/7.88.1"\n'
+    with (conf.parent / "access.log").open("a") as f:
+        f.write(line * 3)
+
+    wait_for(lambda: "now: " in run("-c", str(conf), "status")[1], 10, "the 502s counted")
+    out = run("-c", str(conf), "status")[1]
+    assert "  a                        ready\n    now: 3 x 502 of 3 requests" in out
+    assert out.count("on access: trips at 5\n") == 2  # playbooks a and b
 
 
 def test_status_still_works_while_the_config_on_disk_is_broken(

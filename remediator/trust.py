@@ -255,6 +255,24 @@ def trusted_dir(path: Path, uids: frozenset[int]) -> Resolved:
     return how
 
 
+def trusted_file(path: Path, uids: frozenset[int]) -> tuple[Resolved, os.stat_result]:
+    """``path`` (absolute) resolved through trusted directories, a regular file owned by a
+    trusted uid and writable by nobody else, judged on a descriptor opened once.
+
+    Raises :class:`Untrusted` or ``OSError``.
+    """
+    how = resolve(path, uids)
+    fd = os.open(how.path, _READ_FLAGS)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise Untrusted(f"not a regular file{how.via()}")
+    _judge_file(how.path, st, uids, secret=False, how=how)
+    return how, st
+
+
 def program(name: str, base_dir: Path, uids: frozenset[int]) -> Path:
     """The absolute path of the program ``name`` (looked up in :data:`PROGRAM_PATH` when it
     has no ``/``, else taken from ``base_dir``), which must be trusted like config: resolved
@@ -274,16 +292,8 @@ def program(name: str, base_dir: Path, uids: frozenset[int]) -> Path:
                 f"program '{name}' is not in {':'.join(PROGRAM_PATH)}; fix with: give its absolute path"
             )
         found = hit
-    how = resolve(found, uids)
-    fd = os.open(how.path, _READ_FLAGS)
     try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise Untrusted(f"{found} is not a regular file{how.via()}")
-    try:
-        _judge_file(how.path, st, uids, secret=False, how=how)
+        how, st = trusted_file(found, uids)
     except Untrusted as exc:
         raise Untrusted(f"program {found}: {exc}") from None
     if not st.st_mode & 0o111:

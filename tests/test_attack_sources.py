@@ -168,6 +168,8 @@ def test_log_replaced_by_a_symlink_to_a_root_only_file_is_blind_and_never_read(
     _ok(followed)
     with pytest.raises(subprocess.CalledProcessError):
         as_www_data(["cat", str(secret)])  # www-data cannot read it...
+    with pytest.raises(subprocess.CalledProcessError):  # nor hard-link a root file (the kernel's
+        as_www_data(["ln", "-f", "/etc/shadow", str(followed.log)])  # fs.protected_hardlinks)
     as_www_data(["ln", "-sf", str(secret), str(followed.log)])  # ...but can point the log at it
     _blind_then_alive(followed, "is a symbolic link in a directory www-data (uid 33) can write")
     # Root read nothing of it: no line counted, none quoted, no incident but the drill.

@@ -262,15 +262,22 @@ def trusted_file(path: Path, uids: frozenset[int]) -> tuple[Resolved, os.stat_re
     Raises :class:`Untrusted` or ``OSError``.
     """
     how = resolve(path, uids)
+    st = _fstat_regular(how, f"not a regular file{how.via()}")
+    _judge_file(how.path, st, uids, secret=False, how=how)
+    return how, st
+
+
+def _fstat_regular(how: Resolved, problem: str) -> os.stat_result:
+    """``fstat`` of ``how.path`` opened once (no symlink, no FIFO); ``problem`` when it is
+    not a regular file."""
     fd = os.open(how.path, _READ_FLAGS)
     try:
         st = os.fstat(fd)
     finally:
         os.close(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise Untrusted(f"not a regular file{how.via()}")
-    _judge_file(how.path, st, uids, secret=False, how=how)
-    return how, st
+        raise Untrusted(problem)
+    return st
 
 
 def program(name: str, base_dir: Path, uids: frozenset[int]) -> Path:
@@ -292,8 +299,10 @@ def program(name: str, base_dir: Path, uids: frozenset[int]) -> Path:
                 f"program '{name}' is not in {':'.join(PROGRAM_PATH)}; fix with: give its absolute path"
             )
         found = hit
+    how = resolve(found, uids)
+    st = _fstat_regular(how, f"{found} is not a regular file{how.via()}")
     try:
-        how, st = trusted_file(found, uids)
+        _judge_file(how.path, st, uids, secret=False, how=how)
     except Untrusted as exc:
         raise Untrusted(f"program {found}: {exc}") from None
     if not st.st_mode & 0o111:

@@ -16,6 +16,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -222,3 +223,64 @@ def test_a_100_mb_line_without_newline_is_cut_and_bounded(followed: Followed) ->
     )
     append_as_www_data(followed.log, "\n")
     _opens_on_what_follows(followed)  # the long line cut and dropped, the next ones whole
+
+
+# --- `check` (the unit's ExecStartPre) and `format: auto` read the logs too --------------------
+
+
+@pytest.fixture
+def www_logs() -> Iterator[Path]:
+    """www-data's log directory with its access log, and root's config naming it."""
+    logs = make_workdir("remediator-app-logs-")
+    give_to_www_data(logs)
+    try:
+        yield logs / "access.log"
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def _check(tmp_path: Path, log: Path, fmt: str = "nginx-combined") -> tuple[int, str]:
+    """``remediator check`` as a process (a hang is its timeout), on a config naming ``log``."""
+    (tmp_path / "playbooks.d").mkdir(exist_ok=True)
+    cfg = tmp_path / "remediator.yaml"
+    cfg.write_text(f"sources:\n  access: {{type: access_log, path: {log}, format: {fmt}}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "remediator", "-c", str(cfg), "check"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("fmt", ["nginx-combined", "auto"])
+def test_check_on_a_log_replaced_by_a_fifo_answers_at_once(
+    tmp_path: Path, www_logs: Path, fmt: str
+) -> None:
+    """On main, `check` (and a daemon with `format: auto`) blocked in open() until a writer
+    came: the unit's ExecStartPre hung, the daemon never started."""
+    as_www_data(["mkfifo", str(www_logs)])
+    rc, out = _check(tmp_path, www_logs, fmt)
+    assert rc == 0, out
+    assert "cannot be read: not a regular file (a FIFO)" in out, out
+
+
+def test_check_never_prints_a_root_only_file_www_data_points_its_log_at(
+    tmp_path: Path, www_logs: Path, secret: Path
+) -> None:
+    as_www_data(["ln", "-s", str(secret), str(www_logs)])
+    rc, out = _check(tmp_path, www_logs)
+    assert rc == 0, out
+    assert "is a symbolic link in a directory www-data (uid 33) can write" in out, out
+    assert SECRET not in out
+
+
+def test_junk_www_data_appends_does_not_fail_check(tmp_path: Path, www_logs: Path) -> None:
+    """A thousand lines of junk in a log www-data can write: on main `check` failed (exit 2),
+    and with it the unit's ExecStartPre: remediation off until someone cleaned the log."""
+    as_www_data(["sh", "-c", f"yes 'junk from php' | head -n 1000 > {www_logs}"])
+    rc, out = _check(tmp_path, www_logs)
+    assert rc == 0, out
+    assert "0 of the last 1000 lines read as nginx-combined" in out
+    assert "others can write this log: not an error" in out

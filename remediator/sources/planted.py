@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from remediator.filekind import not_regular
+
 _MAX_LINKS: Final = 40  # as the kernel's ELOOP
 
 
@@ -99,3 +101,21 @@ def last_dir_untrusted(path: Path) -> bool:
     except OSError:
         return True
     return bool(_strangers(st)) or bool(st.st_mode & stat.S_IWOTH)
+
+
+def open_log(path: Path) -> int:
+    """A read-only descriptor of the log file ``path`` for a one-off read (``check``,
+    ``format: auto``): never through a planted symlink, never blocking on a FIFO, never a
+    device. Raises ``OSError`` (its ``strerror`` says why) otherwise."""
+    planted = planted_link(path)
+    if planted is not None:
+        raise OSError(errno.ELOOP, planted, str(path))
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if last_dir_untrusted(path):
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, not_regular(st.st_mode), str(path))
+    return fd

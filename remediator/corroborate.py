@@ -26,6 +26,9 @@ from remediator.fpmdetect import FpmState
 from remediator.playbook import (
     Corroborate,
     ErrorCause,
+    FpmHung,
+    FpmSaturated,
+    FpmSlow,
     Playbook,
     ProbeFailing,
     ServiceDown,
@@ -233,6 +236,34 @@ def warnings(config: Config, playbooks: Iterable[Playbook]) -> list[str]:
             out.append(
                 f"playbook '{pb.name}': `corroborate: {mode}` but there is {lacks}: a trigger "
                 "on log lines will always be held back (fix: add one, or choose `any`)"
+            )
+    out += _pool_numbers_by_url(config, playbooks)
+    return out
+
+
+def _pool_numbers_by_url(config: Config, playbooks: Iterable[Playbook]) -> list[str]:
+    """Changing playbooks set off by a pool's numbers read through the web server (``url``):
+    corroboration does not guard them, and whoever answers that URL writes the numbers (a
+    www-data process that replaces the pool's socket in its ``/run/php`` does, for nginx)."""
+    out = []
+    for pb in playbooks:
+        if not changes_host(pb):
+            continue
+        by_url = sorted(
+            {
+                c.source
+                for c in positive_conditions(pb.when)
+                if isinstance(c, FpmSaturated | FpmHung | FpmSlow)
+                and isinstance(src := config.sources.get(c.source), FpmStatusSource)
+                and src.url is not None
+            }
+        )
+        for name in by_url:
+            out.append(
+                f"playbook '{pb.name}': its trigger reads pool status {name} through a URL, "
+                "whose answer is whoever serves that URL's word (a process that replaces the "
+                "pool's socket, in www-data's /run/php, answers for nginx) (fix: read the "
+                "pool's `socket:` instead, whose listener is checked to be root's)"
             )
     return out
 

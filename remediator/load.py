@@ -163,6 +163,7 @@ def load(path: Path, *, uids: frozenset[int] | None = None) -> Loaded:
         warnings.append("no usable playbooks: the daemon will watch and report, but never act")
     loaded = Loaded(path, config, main_errors, files, warnings)
     warnings += _blind_stuck(config, loaded.playbooks)
+    warnings += _untrusted_arguments(loaded.playbooks, uids)
     return loaded
 
 
@@ -180,6 +181,32 @@ def _blind_stuck(config: Config, playbooks: list[Playbook]) -> list[str]:
                     "the source must read the pool's socket and name its `service` (the "
                     "workers are looked at in /proc)"
                 )
+    return out
+
+
+def _untrusted_arguments(playbooks: list[Playbook], uids: frozenset[int]) -> list[str]:
+    """A ``command`` whose argument names a file others can change (``php /var/www/artisan``,
+    ``sh /srv/app/fix.sh``): its program is judged, but what it runs or reads from that file
+    is whoever can write it's word, run as root. Warned, not refused: the program may only
+    write there."""
+    out = []
+    for pb in playbooks:
+        for number, step in enumerate(pb.steps, 1):
+            if step.action != "command":
+                continue
+            for arg in step.args.argv[1:]:
+                if not arg.startswith("/") or "{" in arg or not os.path.isfile(arg):  # noqa: PTH113
+                    continue
+                try:
+                    trust.trusted_file(Path(arg), uids)
+                except Untrusted as exc:
+                    out.append(
+                        f"playbook '{pb.name}' step {number}: its command's argument {arg} "
+                        f"can be changed by others ({exc}): if {step.args.argv[0]} runs or "
+                        "reads it, whoever can write it steers root"
+                    )
+                except OSError:
+                    continue
     return out
 
 

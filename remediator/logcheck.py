@@ -3,8 +3,11 @@
 For every access_log and error_log source whose file exists, the last lines (up to
 :data:`LINES`) are read as the daemon would read them: an access line parses when its format
 reads a status and a time from it, an error line when its time is read. None parsing is an
-error (the wrong format: the daemon would be blind and not know it); under :data:`GOOD` a
-warning, with the first line that failed, escaped. A path that does not exist is a warning:
+error (the wrong format: the daemon would be blind and not know it), unless someone other
+than root can write the log (then its lines are not the operator's to answer for, and junk
+appended by www-data must not fail ``check``, the unit's ``ExecStartPre``): a warning; under
+:data:`GOOD` a warning, with the first line that failed, escaped. The file is opened as the
+daemon opens logs: no FIFO, no device, no symlink planted in a directory others can write. A path that does not exist is a warning:
 the daemon reports that source blind until it appears.
 """
 
@@ -15,6 +18,7 @@ from typing import Final
 
 from remediator import escape
 from remediator.config import AccessLogSource, Config, ErrorLogSource
+from remediator.logtrust import writers
 from remediator.sources.access.guess import AUTO, last_lines
 from remediator.sources.formats import access_format, error_format
 
@@ -71,9 +75,23 @@ def _check_source(name: str, src: AccessLogSource | ErrorLogSource, report: LogR
     bad = lines[ok.index(False)].decode("utf-8", "surrogateescape")
     shown = bad if len(bad) <= _SHOWN else bad[:_SHOWN] + "..."
     said += f"; the first that does not: {shown}"
-    if parsed == 0:
+    if parsed == 0 and _others_write(src):
+        # Not the operator's lines alone: whoever else can write the log could fail `check`
+        # (and with it the unit's ExecStartPre) with a thousand lines of junk.
+        report.warnings.append(
+            escape.text(said + " (the wrong format? others can write this log: not an error)")
+        )
+    elif parsed == 0:
         report.errors.append(escape.text(said + " (the wrong format?)"))
     elif parsed < GOOD * len(lines):
         report.warnings.append(escape.text(said))
     else:
         report.notes.append(escape.text(said))
+
+
+def _others_write(src: AccessLogSource | ErrorLogSource) -> bool:
+    """Whether someone other than root can write the log or replace it in its directory."""
+    try:
+        return bool(writers(src.path.stat()) or writers(src.path.parent.stat(), directory=True))
+    except OSError:
+        return True

@@ -255,6 +255,31 @@ def trusted_dir(path: Path, uids: frozenset[int]) -> Resolved:
     return how
 
 
+def trusted_file(path: Path, uids: frozenset[int]) -> tuple[Resolved, os.stat_result]:
+    """``path`` (absolute) resolved through trusted directories, a regular file owned by a
+    trusted uid and writable by nobody else, judged on a descriptor opened once.
+
+    Raises :class:`Untrusted` or ``OSError``.
+    """
+    how = resolve(path, uids)
+    st = _fstat_regular(how, f"not a regular file{how.via()}")
+    _judge_file(how.path, st, uids, secret=False, how=how)
+    return how, st
+
+
+def _fstat_regular(how: Resolved, problem: str) -> os.stat_result:
+    """``fstat`` of ``how.path`` opened once (no symlink, no FIFO); ``problem`` when it is
+    not a regular file."""
+    fd = os.open(how.path, _READ_FLAGS)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise Untrusted(problem)
+    return st
+
+
 def program(name: str, base_dir: Path, uids: frozenset[int]) -> Path:
     """The absolute path of the program ``name`` (looked up in :data:`PROGRAM_PATH` when it
     has no ``/``, else taken from ``base_dir``), which must be trusted like config: resolved
@@ -275,13 +300,7 @@ def program(name: str, base_dir: Path, uids: frozenset[int]) -> Path:
             )
         found = hit
     how = resolve(found, uids)
-    fd = os.open(how.path, _READ_FLAGS)
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise Untrusted(f"{found} is not a regular file{how.via()}")
+    st = _fstat_regular(how, f"{found} is not a regular file{how.via()}")
     try:
         _judge_file(how.path, st, uids, secret=False, how=how)
     except Untrusted as exc:

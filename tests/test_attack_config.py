@@ -237,7 +237,9 @@ def _daemon(tmp_path: Path) -> DaemonProcess:
     return daemon
 
 
-def test_the_daemon_under_sighup_keeps_its_old_config_through_bombs(tmp_path: Path) -> None:
+def test_the_daemon_under_sighup_keeps_its_old_config_through_bombs(
+    tmp_path: Path, shared: Path
+) -> None:
     with _daemon(tmp_path) as daemon:
         good = daemon.config_path.read_text()
         # the main file becomes an alias bomb
@@ -261,8 +263,52 @@ def test_the_daemon_under_sighup_keeps_its_old_config_through_bombs(tmp_path: Pa
             return rc == 0 and "last reload FAILED" in out and "  a " in out
 
         wait_for(shows_kept, 15, "status to show the kept playbook and the failed reload")
-        # nothing acted, nothing consumed: the only records are the two refusals
-        assert daemon.events() == ["config_refused", "config_refused"]
+        # a playbook symlinked from www-data's directory appears: refused on SIGHUP, with why
+        (tmp_path / "playbooks.d" / "a.yaml").write_text(PLAYBOOK.format(name="a"))
+        www = shared / "app"
+        www.mkdir()
+        give_to_www_data(www)
+        as_www_data(["sh", "-c", f"echo 'name: b' > {www / 'b.yaml'}"])
+        (tmp_path / "playbooks.d" / "b.yaml").symlink_to(www / "b.yaml")
+        os.kill(daemon.pid, signal.SIGHUP)
+        [*_, linked] = daemon.wait_record("config_refused", 15, count=3)
+        assert (
+            f"its directory {www} is owned by uid {UID} (www-data), not root" in (linked["reason"])
+        )
+        assert daemon.is_running()
+        rc, out, _ = run("-c", str(daemon.config_path), "status")
+        assert rc == 0, out
+        # nothing acted, nothing consumed: the only records are the three refusals
+        assert daemon.events() == ["config_refused"] * 3
         assert daemon.stop() == 0
     crashed = [r for r in daemon.log_events() if r.get("event") == "config_reload_crashed"]
     assert crashed == []
+
+
+def test_a_command_running_a_script_www_data_can_change_is_warned_about(
+    tmp_path: Path, shared: Path
+) -> None:
+    """The program (python3) is root's, but the script it runs is www-data's word."""
+    www = shared / "app"
+    www.mkdir()
+    give_to_www_data(www)
+    script = www / "fix.py"
+    as_www_data(["touch", str(script)])
+    (tmp_path / "playbooks.d").mkdir()
+    (tmp_path / "playbooks.d" / "fix.yaml").write_text(
+        "name: fix\n"
+        "when: {status_rate: {source: access, status: 502, at_least: 5}}\n"
+        f"steps: [command: [/usr/bin/python3, {script}], command: [/bin/echo, {tmp_path}]]\n"
+    )
+    cfg = tmp_path / "remediator.yaml"
+    cfg.write_text(GOOD)
+    rc, _, err = run("-c", str(cfg), "check")
+    assert rc == 0, err
+    [warning] = [line for line in err.splitlines() if "argument" in line]
+    assert warning.startswith(
+        f"warning: playbook 'fix' step 1: its command's argument {script} can be changed by "
+        f"others (its directory {www} is owned by uid {UID} (www-data), not root"
+    ), warning
+    assert warning.endswith(
+        "if /usr/bin/python3 runs or reads it, whoever can write it steers root"
+    )

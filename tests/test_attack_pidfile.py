@@ -17,6 +17,7 @@ service's master.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -26,6 +27,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -72,8 +74,8 @@ def _fpm_in(stack: Stack, run: Path, name: str) -> PhpFpm:
     return fpm
 
 
-@pytest.fixture
-def site(stack: Stack, tmp_path: Path) -> Iterator[Site]:
+@contextlib.contextmanager
+def _site(stack: Stack, tmp_path: Path, playbook: dict[str, Any], **service: Any) -> Iterator[Site]:
     run = make_workdir("remediator-run-php-")  # like /run/php: www-data's, reachable by it
     give_to_www_data(run)
     fpm = _fpm_in(stack, run, "php8.2-fpm")
@@ -85,8 +87,8 @@ def site(stack: Stack, tmp_path: Path) -> Iterator[Site]:
     cfg = config(
         tmp_path / "daemon",
         sources={"access": {"type": "access_log", "path": str(access)}},
-        services={"php": fpm_service(fpm, max_actions=1)},
-        playbooks=[PLAYBOOK],
+        services={"php": fpm_service(fpm, **service)},
+        playbooks=[playbook],
     )
     try:
         with DaemonProcess(tmp_path / "daemon", cfg) as daemon:
@@ -94,6 +96,12 @@ def site(stack: Stack, tmp_path: Path) -> Iterator[Site]:
             print(daemon.report())
     finally:
         shutil.rmtree(run, ignore_errors=True)
+
+
+@pytest.fixture
+def site(stack: Stack, tmp_path: Path) -> Iterator[Site]:
+    with _site(stack, tmp_path, PLAYBOOK, max_actions=1) as s:
+        yield s
 
 
 def _cli(daemon: DaemonProcess, *argv: str) -> tuple[int, str]:
@@ -284,3 +292,66 @@ def test_root_owned_pid_file_naming_a_zombie_starts_nothing_over_the_live_master
         _trigger_and_judge(site, "held by a running instance", started=True)
     finally:
         zombie.wait()
+
+
+# Swaps our pid file and the other site's, as fast as it can, until killed (www-data may rename
+# root's files in its directory, not write them).
+SWAPPER = """\
+import os, sys
+os.chdir(sys.argv[1])
+while True:
+    try:
+        os.rename("php8.2-fpm.pid", "swap.tmp")
+        os.rename("other-site-fpm.pid", "php8.2-fpm.pid")
+        os.rename("swap.tmp", "other-site-fpm.pid")
+    except FileNotFoundError:  # between our restart's removal and the new master's write
+        pass
+"""
+
+
+@pytest.fixture
+def racing_site(stack: Stack, tmp_path: Path) -> Iterator[Site]:
+    """As ``site``, with room for a restart each time (no budget, no breaker to stop them)."""
+    playbook = {**PLAYBOOK, "on_exhausted": {"stop": False}}
+    playbook["steps"] = [{"restart": "php", "verify": {"within": "200ms"}}]
+    playbook["limits"] = {"cooldown": "0s", "backoff": False}
+    with _site(stack, tmp_path, playbook, max_actions=1000) as s:
+        yield s
+
+
+def test_pid_files_swapped_while_the_daemon_restarts_never_reach_the_other_site(
+    racing_site: Site,
+) -> None:
+    """Between the read of the pid file and the signal, www-data swaps ours and the other
+    site's: whatever each restart read, the other site's master is never signalled (it is
+    checked again, as the group's leader, right before the signal)."""
+    other = racing_site.masters[1]
+    before = psutil.Process(other)
+    other_workers = {c.pid for c in before.children()}  # not by pid file: those are swapped
+    swapper = subprocess.Popen(
+        as_www_data_argv(["/usr/bin/python3", "-c", SWAPPER, str(racing_site.run)]),
+        start_new_session=True,
+    )
+    try:
+        for n in range(1, 6):
+            _cli(racing_site.daemon, "trigger", "php-restart", "--force", "--reason", f"race {n}")
+            racing_site.daemon.wait_record("incident_closed", STEP_DEADLINE, count=n)
+    finally:
+        os.killpg(swapper.pid, signal.SIGKILL)
+        swapper.wait()
+    outcomes = [r["outcome"] for r in racing_site.daemon.records("action_result")]
+    assert set(outcomes) <= {"ok", "failed", "cannot_act"}, outcomes
+    assert len(outcomes) == 5, outcomes  # each trigger tried a restart
+    # The other site: same master, same workers, still serving.
+    assert is_alive(other) and psutil.Process(other).create_time() == before.create_time()
+    assert {c.pid for c in psutil.Process(other).children()} == other_workers
+    assert racing_site.other.ping()
+    stopped = {
+        p
+        for r in racing_site.daemon.records("action_result")
+        for p in r["details"].get("stopped", [])
+    }
+    assert not stopped & {other, *other_workers}, stopped
+    assert racing_site.daemon.is_running()
+    rc, out = _cli(racing_site.daemon, "status")
+    assert rc == 0, out

@@ -496,3 +496,32 @@ def test_fpm_stuck_on_a_source_without_its_service_is_a_check_warning(tmp_path: 
     wrong = load_text(tmp_path, text.replace("kind: php-fpm", "kind: nginx") % ", service: fpm")
     [err] = [str(e) for e in wrong.all_errors()]
     assert "service 'fpm' is a nginx; an fpm_status source needs a php-fpm" in err
+
+
+def test_check_warns_about_a_changing_playbook_on_pool_numbers_read_through_a_url(
+    tmp_path: Path,
+) -> None:
+    """Whoever answers the URL writes the numbers, and corroboration does not guard them."""
+    text = """\
+sources:
+  web: {type: fpm_status, url: "http://127.0.0.1:8080/status"}
+  sock: {type: fpm_status, socket: /run/php/php8.2-fpm.sock, path: /status}
+playbooks:
+  - name: by-url
+    when: {fpm_saturated: {source: web}}
+    steps: [command: [/bin/true]]
+  - name: by-socket
+    when: {fpm_saturated: {source: sock}}
+    steps: [command: [/bin/true]]
+  - name: only-tells
+    when: {fpm_hung: {source: web}}
+    steps: [diagnose: {snapshot: true}]
+"""
+    loaded = load_text(tmp_path, text)
+    assert loaded.ok, loaded.all_errors()
+    assert loaded.config is not None
+    [warning] = [
+        w for w in corroborate.warnings(loaded.config, loaded.playbooks) if "through a URL" in w
+    ]
+    assert warning.startswith("playbook 'by-url': its trigger reads pool status web through")
+    assert "fix: read the pool's `socket:` instead" in warning

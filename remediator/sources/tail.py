@@ -48,6 +48,7 @@ import structlog
 from remediator.filekind import not_regular
 from remediator.sources.inotify import InotifyUnavailableError, Watches
 from remediator.sources.offsets import ABSENT, OffsetStore, SavedOffset, fingerprint
+from remediator.sources.planted import last_dir_untrusted, planted_link
 
 log = structlog.get_logger(__name__)
 
@@ -266,13 +267,24 @@ class Follower:
             self._missing_since = None
 
     def _open(self, st: os.stat_result, now: float | None) -> None:
+        planted = planted_link(self.path)
+        if planted is not None:  # www-data's symlink to /etc/shadow: never read as root
+            self._unreadable(st, planted, now)
+            return
+        swappable = last_dir_untrusted(self.path)
         try:
-            fd = os.open(self.path, _OPEN_FLAGS)
+            fd = os.open(self.path, _OPEN_FLAGS | (os.O_NOFOLLOW if swappable else 0))
         except FileNotFoundError:
             self._on_missing(now)
             return
         except OSError as exc:
-            self._unreadable(st, _reason(exc), now)
+            reason = _reason(exc)
+            if exc.errno == errno.ELOOP and swappable:
+                reason = (
+                    f"{self.path} became a symbolic link in a directory others can write: "
+                    "not followed"
+                )
+            self._unreadable(st, reason, now)
             return
         fst = os.fstat(fd)
         if not stat.S_ISREG(fst.st_mode):  # replaced between the stat and the open
@@ -472,6 +484,11 @@ class Follower:
     def _read(self, h: _Handle, now: float, budget: list[int]) -> list[bytes]:
         chunks: list[bytes] = []
         while budget[0] > 0:
+            past = _past_hole(h.fd, h.pos)
+            if past is not None:
+                if chunks:
+                    break  # the next call skips it, once what came before is split
+                h.pos, h.partial, h.skip = past, b"", False  # a hole ends any line
             data = os.pread(h.fd, min(_CHUNK, budget[0]), h.pos)
             if not data:
                 break
@@ -526,6 +543,24 @@ class Follower:
             log.warning("source_blind", path=path, reason=reason)
 
 
+def _past_hole(fd: int, pos: int) -> int | None:
+    """Where the data after a hole at ``pos`` start (``SEEK_DATA``), or None when there is no
+    hole there.
+
+    A hole holds no line: a sparse file of a terabyte (``truncate -s 1T``, which costs its
+    maker no disk) would otherwise keep a core busy reading zeros, and logrotate's
+    copytruncate under a writer without ``O_APPEND`` leaves one where the old lines were.
+    A file system without holes answers ``pos`` itself.
+    """
+    try:
+        data_at = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: a hole from here to the end
+            return None
+        data_at = os.fstat(fd).st_size
+    return data_at if data_at > pos else None
+
+
 def _reason(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
@@ -538,9 +573,9 @@ def _dot_one(path: Path) -> Path:
 
 def _open_regular(path: Path) -> int | None:
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            return None  # a FIFO or a device is never opened
-        fd = os.open(path, _OPEN_FLAGS)
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None  # a FIFO, a device or a symlink (logrotate's copy is none) is never opened
+        fd = os.open(path, _OPEN_FLAGS | os.O_NOFOLLOW)
     except OSError:
         return None
     if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -9,6 +9,7 @@ from typing import Final
 
 from remediator.sources.access.builtin import ACCESS_FORMATS
 from remediator.sources.access.compiled import AccessFormat
+from remediator.sources.planted import open_log
 
 AUTO = "auto"
 """The format name that asks for a guess."""
@@ -52,7 +53,7 @@ def guess(lines: list[bytes]) -> Guess | None:
 def last_lines(path: Path, n: int = 1000) -> list[bytes]:
     """The last ``n`` complete lines of ``path`` (without newlines; blank ones left out);
     OSError when it cannot be read."""
-    with path.open("rb") as f:
+    with os.fdopen(open_log(path), "rb") as f:  # no FIFO, device or planted symlink
         size = os.fstat(f.fileno()).st_size
         start = max(0, size - _TAIL_BYTES)
         f.seek(start)

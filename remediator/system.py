@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from urllib.parse import urlsplit
 
 from remediator import contain
 from remediator.state import write_atomic
+
+Check = Callable[[int], "str | None"]
+"""Why process N may not be signalled (not the service's master), or None."""
 
 OUTPUT_LIMIT = 16 * 1024
 TERM_GRACE = 2.0
@@ -235,6 +239,31 @@ class System:
     def send_signal_group(self, pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
+    def send_signal_checked(
+        self, pid: int, sig: signal.Signals, check: Check, *, group: bool = False
+    ) -> str | None:
+        """Signal ``pid`` (``group``: the process group it leads) only when ``check`` passes
+        on the very process that gets it: why not when it does not, None once sent.
+
+        A pidfd is taken before the check, and the process is seen still alive after it, so
+        it held its PID throughout: a PID that died and was reused between a check and a
+        signal is never signalled (``ProcessLookupError`` instead). A group's id cannot be
+        reused while its leader lives."""
+        fd = os.pidfd_open(pid)
+        try:
+            problem = check(pid)
+            if problem is not None:
+                return problem
+            if _exited(fd):
+                raise ProcessLookupError(pid)
+            if group:
+                os.killpg(pid, sig)
+            else:
+                signal.pidfd_send_signal(fd, sig)
+        finally:
+            os.close(fd)
+        return None
+
     def replace_file(self, path: Path, data: bytes) -> None:
         """Atomically replace ``path``, keeping its mode and owner."""
         st = path.stat()
@@ -279,6 +308,11 @@ class System:
         return submit_smtp(server, message, sender, recipients, timeout)
 
 
+def _exited(pidfd: int) -> bool:
+    """Whether the process a pidfd refers to has exited (its pidfd polls readable)."""
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
 class DryRunSystem(System):
     """Records every change it is asked for (in ``would``); changes nothing."""
 
@@ -298,6 +332,15 @@ class DryRunSystem(System):
 
     def send_signal_group(self, pgid: int, sig: signal.Signals) -> None:
         self.would.append(WouldDo("signal_group", {"pgid": pgid, "signal": sig.name}))
+
+    def send_signal_checked(
+        self, pid: int, sig: signal.Signals, check: Check, *, group: bool = False
+    ) -> str | None:
+        """The check runs (it only reads /proc); the signal is only recorded."""
+        problem = check(pid)
+        if problem is None:
+            (self.send_signal_group if group else self.send_signal)(pid, sig)
+        return problem
 
     def replace_file(self, path: Path, data: bytes) -> None:
         self.would.append(WouldDo("write", {"path": str(path), "bytes": len(data)}))

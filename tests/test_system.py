@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from remediator.system import DryRunSystem, System, run_command
 
@@ -92,3 +93,64 @@ def test_replace_file_keeps_mode_and_owner(tmp_path: Path) -> None:
     st = target.stat()
     assert target.read_text() == "new\n"
     assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o604, 65534, 65534)
+
+
+def _sleeper() -> psutil.Popen:
+    return psutil.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+
+
+def test_a_checked_signal_reaches_the_process_that_passed_its_check() -> None:
+    proc = _sleeper()
+    try:
+        seen: list[int] = []
+
+        def check(pid: int) -> str | None:
+            seen.append(pid)
+            return None
+
+        assert System().send_signal_checked(proc.pid, signal.SIGTERM, check) is None
+        assert proc.wait(10) == -signal.SIGTERM
+        assert seen == [proc.pid]
+    finally:
+        if proc.is_running():
+            proc.kill()
+            proc.wait()
+
+
+def test_a_checked_signal_is_not_sent_when_the_check_fails() -> None:
+    proc = _sleeper()
+    try:
+        why = System().send_signal_checked(proc.pid, signal.SIGKILL, lambda pid: "not ours")
+        assert why == "not ours"
+        assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_process_that_dies_after_its_check_is_not_signalled_by_its_pid() -> None:
+    # What a PID reused between the check and the signal needs first: the judged process
+    # dies (and is reaped) after the check. The signal is then refused as gone; nothing that
+    # takes the PID next can get it.
+    proc = _sleeper()
+
+    def check(pid: int) -> str | None:
+        proc.kill()
+        proc.wait()  # reaped: the PID is free for anyone
+        return None
+
+    with pytest.raises(ProcessLookupError):
+        System().send_signal_checked(proc.pid, signal.SIGTERM, check)
+
+
+def test_a_checked_signal_in_a_dry_run_checks_and_records_only() -> None:
+    proc = _sleeper()
+    try:
+        dry = DryRunSystem()
+        assert dry.send_signal_checked(proc.pid, signal.SIGTERM, lambda pid: None) is None
+        assert dry.send_signal_checked(proc.pid, signal.SIGTERM, lambda pid: "no") == "no"
+        assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        assert [(w.kind, w.detail["pid"]) for w in dry.would] == [("signal", proc.pid)]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from remediator.config import Service
 from remediator.events import Outcome
-from remediator.system import CommandResult, System
+from remediator.system import Check, CommandResult, System
 
 CONFIG_TEST_TIMEOUT = 30.0
 EXCERPT = 2000  # characters of a command's output kept in the details (its tail)
@@ -146,13 +146,15 @@ class Steps:
             step["dry_run"] = True
         self.log.append(step)
 
-    def signal(self, pid: int, sig: Signals) -> bool:
-        """Send ``sig`` to ``pid``; False (recorded) when it is already gone."""
-        return self._signal("signal", pid, sig, self.system.send_signal)
+    def signal(self, pid: int, sig: Signals, *, check: Check | None = None) -> bool:
+        """Send ``sig`` to ``pid``; False (recorded) when it is already gone, or when
+        ``check`` (the master's identity) fails on the process that would get it."""
+        return self._signal("signal", pid, sig, self.system.send_signal, check)
 
-    def signal_group(self, pgid: int, sig: Signals) -> bool:
-        """Send ``sig`` to process group ``pgid``; False (recorded) when it is empty."""
-        return self._signal("signal_group", pgid, sig, self.system.send_signal_group)
+    def signal_group(self, pgid: int, sig: Signals, *, check: Check | None = None) -> bool:
+        """Send ``sig`` to process group ``pgid``; False (recorded) when it is empty, or when
+        ``check`` fails on its leader."""
+        return self._signal("signal_group", pgid, sig, self.system.send_signal_group, check)
 
     def _signal(
         self,
@@ -160,11 +162,20 @@ class Steps:
         target: int,
         sig: Signals,
         send: Callable[[int, Signals], None],
+        check: Check | None,
     ) -> bool:
         key = "pgid" if kind == "signal_group" else "pid"
         step: dict[str, Any] = {"kind": kind, key: target, "signal": sig.name}
         try:
-            send(target, sig)
+            if check is None:
+                send(target, sig)
+            else:  # judged on the very process that gets it (no PID reused in between)
+                group = kind == "signal_group"
+                refused = self.system.send_signal_checked(target, sig, check, group=group)
+                if refused is not None:
+                    step["refused"] = refused
+                    self.log.append(step)
+                    return False
         except ProcessLookupError:
             step["error"] = "no such process"
             self.log.append(step)

@@ -264,7 +264,11 @@ class PidFileControl(Backend):
         if self.service.reload is None and self.service.kind == "php-fpm":
             details |= {"signal": signal.SIGUSR2.name, "pid": old}
             how = f"SIGUSR2 to master {old}"
-            self.steps.signal(old, signal.SIGUSR2)
+            if not self.steps.signal(old, signal.SIGUSR2, check=self.identity.problem):
+                refused = self.steps.log[-1].get("refused")
+                if refused is not None:  # no longer the master it was judged to be
+                    return self._cannot_act("reload", refused, pid=old)
+                return Attempt(Outcome.FAILED, f"{self.name} stopped running before the reload")
             # The master ends its workers with QUIT, TERM and, a second later, KILL; a stopped
             # worker (SIGSTOP, a debugger gone) acts on nothing but KILL until it is continued.
             for pid in sorted(workers):
@@ -455,8 +459,8 @@ class PidFileControl(Backend):
             self.steps.note("still alive after SIGKILL", pids=[p for p in pids if is_alive(p)])
 
     def _send(self, group: int | None, pids: list[int], sig: signal.Signals) -> None:
-        if group is not None:
-            self.steps.signal_group(group, sig)
+        if group is not None:  # led by the verified master: judged again as it is signalled
+            self.steps.signal_group(group, sig, check=self.identity.problem)
             return
         for pid in pids:
             if self.system.dry_run or is_alive(pid):

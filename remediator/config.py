@@ -16,6 +16,7 @@ from remediator.flap import Flap
 from remediator.fleet.options import Fleet
 from remediator.playbook import PLAYBOOK, Playbook
 from remediator.schema import (
+    Argv,
     Bool,
     Choice,
     Duration,
@@ -42,7 +43,6 @@ UNIT = Str(
     pattern_help=" (a full unit name like php8.2-fpm.service)",
     what="systemd unit name",
 )
-ARGV = ListOf(Str(what="argument"), min_len=1)
 STATUS = Int(min=100, max=599)
 
 
@@ -382,17 +382,21 @@ class Service:
     unit: str | None = opt(UNIT, "The systemd unit, e.g. `php8.2-fpm.service`.", None)
     pid_file: Path | None = opt(PathSpec(), "Without systemd: the master's pid file.", None)
     start: tuple[str, ...] | None = opt(
-        ARGV, "Without systemd: the command that starts it (it may daemonize).", None
+        Argv(),
+        "Without systemd: the command that starts it (it may daemonize). Like `reload` and "
+        "`config_test`, its program is found at load time (absolute, or in the system's "
+        "sbin/bin directories) and must be root's and writable by no one else.",
+        None,
     )
     reload: tuple[str, ...] | None = opt(
-        ARGV,
+        Argv(),
         "A graceful reload command instead of the default (systemd: `systemctl reload`; "
         "otherwise php-fpm: SIGUSR2 to the master, nginx: `nginx -s reload`, "
         "apache: `apachectl -k graceful`).",
         None,
     )
     config_test: tuple[str, ...] | None = opt(
-        ARGV,
+        Argv(),
         "The test every reload must pass first. Default: `php-fpm8.2 -t`, `nginx -t`, "
         "`apachectl configtest`, with `-y`/`-c`/`-f` `config_file` when that is given.",
         None,

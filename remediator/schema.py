@@ -130,6 +130,11 @@ def _join(key: str, part: str | int) -> str:
     return f"{key}.{part}" if key else part
 
 
+def _a(what: str) -> str:
+    """``what`` with its indefinite article: "an argument", "a string"."""
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
+
+
 def _kind(node: Node) -> str:
     return _TAG_NAMES.get(node.tag, f"a value tagged {node.tag}")
 
@@ -202,11 +207,11 @@ class Str(_ScalarSpec[str]):
     def convert(self, node: ScalarNode, ctx: Context, key: str) -> str | _Invalid:
         if node.tag in (_BOOL, _NULL):
             return ctx.error(
-                node, key, f"expected a {self.what}, got {_kind(node)} '{node.value}' (quote it)"
+                node, key, f"expected {_a(self.what)}, got {_kind(node)} '{node.value}' (quote it)"
             )
         value = str(node.value)
         if self.nonempty and not value:
-            return ctx.error(node, key, f"must not be empty (expected a {self.what})")
+            return ctx.error(node, key, f"must not be empty (expected {_a(self.what)})")
         if self.pattern and not self.pattern.fullmatch(value):
             return ctx.error(node, key, f"'{value}' is not a valid {self.what}{self.pattern_help}")
         if self.check:

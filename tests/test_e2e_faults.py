@@ -766,7 +766,8 @@ def test_fault_that_never_heals_stops_at_the_breaker(
         assert (r["action"], r["target"], r["outcome"]) == ("restart", "fpm", "failed")
         assert r["reason"].startswith("start command failed (rc 78): ")
         start = r["details"]["steps"][-1]
-        assert start["argv"][0] == "php-fpm8.2" and start["rc"] == 78
+        # the program as check found and judged it, by its absolute path
+        assert start["argv"][0] == "/usr/sbin/php-fpm8.2" and start["rc"] == 78
         assert "unable to parse value for entry 'pm'" in start["output"]  # the cause, recorded
     assert [r["outcome"] for r in daemon.records("incident_closed")] == ["exhausted"] * 3
     breaker = only(daemon.records("breaker_opened"))

@@ -108,7 +108,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Made]:
         shown = browser.render(
             page, work / "report.png", work, width=WIDTH, height=HEIGHT, pdf=work / "report.pdf"
         )
-        command = f"$ php-fpm8.2 -y {fpm.conf}"
+        command = f"$ /usr/sbin/php-fpm8.2 -y {fpm.conf}"  # the program as check resolved it
         yield Made(daemon.records(), command, rc, out.getvalue(), page, page.read_text(), shown)
 
 

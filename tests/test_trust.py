@@ -217,6 +217,38 @@ def test_a_command_program_is_resolved_at_load_time(tmp_path: Path) -> None:
     assert argv[1:] == ("x",)
 
 
+def test_a_services_own_programs_are_found_and_judged_like_a_commands(tmp_path: Path) -> None:
+    # start, reload and config_test run as root too: a script www-data can rewrite is refused
+    cfg = _config(tmp_path / "etc")
+    www = tmp_path / "www"
+    www.mkdir()
+    give_to_www_data(www)
+    shutil.copy("/bin/true", www / "start")
+    cfg.write_text(
+        CONFIG.replace(
+            "fpm: {kind: php-fpm, unit: php8.2-fpm.service}",
+            f"fpm: {{kind: php-fpm, pid_file: fpm.pid, start: [{www / 'start'}], "
+            "reload: [kill, -USR2, x], config_test: [php-fpm8.2, -t]}",
+        )
+    )
+    [error] = _errors(cfg)
+    assert error.startswith(
+        f"{cfg}:4:51: services.fpm.start[0]: refusing to run it: its directory {www} is "
+        f"owned by uid {UID}"
+    ), error
+    cfg.write_text(cfg.read_text().replace(str(www / "start"), "echo"))
+    loaded = load(cfg, uids=ROOT)
+    assert loaded.ok, loaded.all_errors()
+    assert loaded.config is not None
+    fpm = loaded.config.services["fpm"]
+    # what runs is what was judged: the absolute path found in the fixed PATH
+    assert [fpm.start, fpm.reload, fpm.config_test] == [
+        (shutil.which("echo", path=":".join(trust.PROGRAM_PATH)),),
+        (shutil.which("kill", path=":".join(trust.PROGRAM_PATH)), "-USR2", "x"),
+        (shutil.which("php-fpm8.2", path=":".join(trust.PROGRAM_PATH)), "-t"),
+    ]
+
+
 def test_a_command_program_in_a_writable_directory_is_a_located_error(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "etc")
     www = tmp_path / "www"

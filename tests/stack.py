@@ -610,11 +610,13 @@ class PhpFpm(_Server):
     def kill_master_only(self, timeout: float = 5.0) -> list[int]:
         """SIGKILL only the master: orphan workers keep the socket and keep serving.
 
-        Returns the orphans' PIDs.
+        Returns the orphans' PIDs: the workers the master had when it was killed (a daemon
+        that sees the death by its pidfd may have ended them before this returns).
         """
+        workers = self.worker_pids()
         master = self._signal_master(signal.SIGKILL)
         wait_gone([master], timeout, "php-fpm master to die")
-        return self.worker_pids()
+        return workers
 
     def stop_workers(self) -> list[int]:
         """SIGSTOP every worker (a hang: the socket still accepts, nobody answers)."""

@@ -61,8 +61,8 @@ def _config(workdir: Path, nginx: Nginx) -> dict[str, Any]:
     )
 
 
-def _incident(nginx: Nginx, daemon: DaemonProcess, *, restart_ourselves: bool) -> Path:
-    """Play the outage against the running daemon; the logs it read, copied."""
+def _outage(nginx: Nginx) -> PhpFpm:
+    """The outage: a few good requests, PHP-FPM killed, a burst of BURST users get 502."""
     fpm = nginx.fpm
     assert isinstance(fpm, PhpFpm)
     for _ in range(WARM):
@@ -71,6 +71,12 @@ def _incident(nginx: Nginx, daemon: DaemonProcess, *, restart_ourselves: bool) -
     with ThreadPoolExecutor(BURST) as pool:
         statuses = list(pool.map(lambda _: http_get(nginx.url())[0], range(BURST)))
     assert statuses == [502] * BURST
+    return fpm
+
+
+def _incident(nginx: Nginx, daemon: DaemonProcess, *, restart_ourselves: bool) -> Path:
+    """Play the outage against the running daemon; the logs it read, copied."""
+    fpm = _outage(nginx)
     if restart_ourselves:  # the dry run changes nothing: the site comes back by itself
         daemon.wait_record("action_result", timeout=10)
         fpm.start()
@@ -156,14 +162,7 @@ def test_a_site_no_user_comes_back_to_is_verified_by_its_probe(
     helped. The step must still pass on the probe, not stay
     "verifying" until its deadline and fail."""
     with DaemonProcess(tmp_path, _config(tmp_path, nginx_fpm)) as daemon:
-        fpm = nginx_fpm.fpm
-        assert isinstance(fpm, PhpFpm)
-        for _ in range(WARM):
-            assert http_get(nginx_fpm.url())[0] == 200
-        fpm.kill_all()
-        with ThreadPoolExecutor(BURST) as pool:
-            statuses = list(pool.map(lambda _: http_get(nginx_fpm.url())[0], range(BURST)))
-        assert statuses == [502] * BURST
+        _outage(nginx_fpm)
         closed = daemon.wait_record("incident_closed", timeout=20)[0]
     assert closed["outcome"] == "resolved", closed["reason"]
     passed = only(daemon.records("verify_passed"))

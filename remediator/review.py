@@ -239,11 +239,15 @@ def _walk(node: Any, found: dict[str, str], depth: int, dry_run: bool) -> None:
     if depth > 6:
         return
     if isinstance(node, dict):
+        steps = node.get("steps")
+        if isinstance(steps, list):  # the backend's own log, in the order it acted: first
+            _walk(steps, found, depth + 1, dry_run)
         shown = _command(node)
         if shown is not None:
             found.setdefault(shown, _how(node, dry_run))
-        for value in node.values():  # and what it holds: a reload's config test, say
-            _walk(value, found, depth + 1, dry_run)
+        for key, value in node.items():  # and what it holds: a reload's config test, say
+            if key != "steps":
+                _walk(value, found, depth + 1, dry_run)
     elif isinstance(node, list):
         for item in node:
             _walk(item, found, depth + 1, dry_run)
@@ -286,7 +290,7 @@ def _how(d: dict[str, Any], dry_run: bool) -> str:
     test = d.get("config_test")
     if rc is None and isinstance(test, dict) and test.get("argv") == d.get("argv"):
         rc = test.get("rc")  # a config test's summary: its run, with its exit status, nested
-    if isinstance(rc, int):
+    if isinstance(rc, int) and not d.get("dry_run"):  # a dry run's stand-in status is none
         notes.append(f"exit {rc}")
     if d.get("timed_out"):
         notes.append("timed out")

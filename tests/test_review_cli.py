@@ -266,6 +266,27 @@ def test_commands_name_signals_edits_and_what_a_dry_run_did_not_do() -> None:
     ]
 
 
+def test_commands_come_in_the_order_the_backend_acted() -> None:
+    """A restart's record sums up its start command (``argv``) beside the backend's own log
+    (``steps``), in which a stale pid file was removed first: the timeline says so in that
+    order, as a person would redo it."""
+    from remediator.review import commands  # noqa: PLC0415
+
+    start = ["/usr/sbin/php-fpm8.2", "-y", "/etc/php/fpm.conf"]
+    details = {
+        "backend": "pid_file",
+        "steps": [
+            {"kind": "remove", "path": "/run/php/php-fpm.pid"},
+            {"kind": "change", "argv": start, "rc": 0, "ms": 12.0},
+        ],
+        "argv": start,
+    }
+    assert commands(details) == [
+        "$ rm /run/php/php-fpm.pid",
+        "$ /usr/sbin/php-fpm8.2 -y /etc/php/fpm.conf  (exit 0)",
+    ]
+
+
 def test_a_config_test_a_dry_run_ran_shows_its_exit_status_not_not_run() -> None:
     """A dry run runs read-only config tests (diagnose's, a reload's): the timeline must not
     say they were not run. The shapes are those of real records (diagnose's summary of a test,

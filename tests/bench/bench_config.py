@@ -6,7 +6,8 @@ median wall time and the largest peak RSS) on:
 * the shipped example (``config/``): the baseline, mostly Python's start-up;
 * the example with a 377-byte "billion laughs" playbook (nested YAML aliases);
 * the example with a playbook of 300 nested ``any:``;
-* the example with a 300 KB playbook of 100 k list items (the node-count bound).
+* the example with a playbook of 20 k list items (the node-count bound), and a 1 MiB `any:`
+  of 15,000 conditions (refused at that bound).
 
 The files live in a directory under ``~/.cache`` (root's home): /tmp would be refused.
 """
@@ -37,6 +38,14 @@ def _case(base: Path, name: str, playbook: str | None) -> Path:
     return d / "remediator.yaml"
 
 
+def _big_any() -> str:
+    """The slowest hostile file found (issue 9's audit): 1 MiB of plausible conditions."""
+    cond = " - {status_rate: {source: nginx_access, status: 502, at_least: 5}}\n"
+    head = "name: big\nwhen:\n any:\n"
+    n = (1024 * 1024 - len(head) - 200) // len(cond)
+    return head + cond * n + "steps: [restart: php-fpm]\n"
+
+
 def _run(cfg: Path) -> tuple[float, float, int]:
     """Wall seconds, peak RSS (MiB) of the child, exit status."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -60,7 +69,8 @@ def main() -> int:
             "shipped example": _case(base, "ok", None),
             "alias bomb (377 B)": _case(base, "bomb", BOMB),
             "300 nested any": _case(base, "deep", nested_any(300)),
-            "100 k items (300 KB)": _case(base, "wide", "[" + "0, " * 100_001 + "0]\n"),
+            "20 k items (60 KB)": _case(base, "wide", "[" + "0, " * 20_001 + "0]\n"),
+            "1 MiB any: of 15 k conditions": _case(base, "big", _big_any()),
         }
         print(f"| case | exit | wall (median of {RUNS}) | peak RSS |")
         print("|---|---|---|---|")

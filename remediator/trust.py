@@ -18,9 +18,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+
+from remediator.pathwalk import components
 
 MAX_SYMLINKS = 40  # as the kernel's ELOOP
 # Where the programs of ``command`` actions are looked up: systemd's default PATH, fixed, never
@@ -70,34 +71,16 @@ def resolve(path: Path, uids: frozenset[int]) -> Resolved:
         raise ValueError(f"not an absolute path: {path}")
     current = Path("/")
     _judge_dir(current, os.lstat(current), uids, Resolved(current))
-    parts = deque(path.parts[1:])
     links: list[tuple[Path, str]] = []
-    while parts:
-        part = parts.popleft()
-        if part in ("", "."):
+    for c in components(path, MAX_SYMLINKS):
+        if c.target is not None:
+            links.append((c.path, str(c.target)))
             continue
-        if part == "..":
-            current = current.parent
-            continue
-        nxt = current / part
-        st = os.lstat(nxt)
-        if stat.S_ISLNK(st.st_mode):
-            if len(links) >= MAX_SYMLINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
-            target = str(nxt.readlink())
-            links.append((nxt, target))
-            tpath = Path(target)
-            if tpath.is_absolute():
-                current = Path("/")
-                parts.extendleft(reversed(tpath.parts[1:]))
-            else:
-                parts.extendleft(reversed(tpath.parts))
-            continue
-        if parts:  # a directory we walk through
-            if not stat.S_ISDIR(st.st_mode):
-                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(nxt))
-            _judge_dir(nxt, st, uids, Resolved(nxt, tuple(links)))
-        current = nxt
+        if not c.last:  # a directory we walk through
+            if not stat.S_ISDIR(c.st.st_mode):
+                raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(c.path))
+            _judge_dir(c.path, c.st, uids, Resolved(c.path, tuple(links)))
+        current = c.path
     return Resolved(current, tuple(links))
 
 

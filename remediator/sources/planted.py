@@ -19,12 +19,12 @@ import grp
 import os
 import pwd
 import stat
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 from remediator.filekind import not_regular
+from remediator.pathwalk import components
 
 _MAX_LINKS: Final = 40  # as the kernel's ELOOP
 
@@ -56,39 +56,18 @@ def planted_link(path: Path) -> str | None:
     None. A missing component is None: opening it says what it is."""
     if not path.is_absolute():
         path = Path(os.path.abspath(path))  # noqa: PTH100 - no symlink resolution here
-    current = Path("/")
-    parts = deque(path.parts[1:])
-    links = 0
     try:
-        while parts:
-            part = parts.popleft()
-            if part in ("", "."):
+        for c in components(path, _MAX_LINKS):
+            if c.target is None:
                 continue
-            if part == "..":
-                current = current.parent
-                continue
-            nxt = current / part
-            st = os.lstat(nxt)
-            if not stat.S_ISLNK(st.st_mode):
-                current = nxt
-                continue
-            who = _strangers(current.stat(), st)
+            who = _strangers(c.parent.stat(), c.st)
             if who:
                 return (
-                    f"{nxt} is a symbolic link in a directory {who} can write: it could "
+                    f"{c.path} is a symbolic link in a directory {who} can write: it could "
                     "point at any file, root's included; not followed"
                 )
-            links += 1
-            if links > _MAX_LINKS:
-                return os.strerror(errno.ELOOP).lower()
-            target = nxt.readlink()
-            if target.is_absolute():
-                current = Path("/")
-                parts.extendleft(reversed(target.parts[1:]))
-            else:
-                parts.extendleft(reversed(target.parts))
-    except OSError:
-        return None
+    except OSError as exc:
+        return os.strerror(errno.ELOOP).lower() if exc.errno == errno.ELOOP else None
     return None
 
 

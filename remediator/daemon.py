@@ -107,6 +107,8 @@ class Daemon:
         self._status_due = 0.0
         self._shown_incident: object = None  # the incident status.json last showed
         self._ping_every: float | None = None  # run(): half of WatchdogSec, under systemd
+        # The 5xx and error lines matched when no trigger counted any (status skips them)
+        self.nearing_quiet_at: int | None = None
         self.published: tuple[str | None, float] = (None, 0.0)  # status.json's last body, when
         self._reload_deferred = False
         self.is_service = False  # run(): the daemon itself, which owns status.json
@@ -121,6 +123,7 @@ class Daemon:
 
     def build(self, loaded: Loaded, cfg: Config) -> None:
         """Open sources and make the engine for ``loaded`` (the old ones must be closed)."""
+        self.nearing_quiet_at = None  # new sources count their matched lines from 0
         for f in loaded.files:
             for e in f.errors:
                 log.error("playbook_file_disabled", file=str(f.path), error=str(e))

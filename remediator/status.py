@@ -113,9 +113,15 @@ def collect(daemon: Daemon, now: float) -> dict[str, Any]:
         guards = engine.guards
         paused = guards.paused(now)
         out["paused"] = None if paused.allowed else paused.reason
+        # Nothing matched since every trigger last counted nothing: none counts anything now
+        # (windows only forget), so an idle daemon judges no condition for its status.
+        matched = sum(st.matched for st in watcher.feeder.stats.values()) if watcher else None
+        quiet = matched is not None and matched == daemon.nearing_quiet_at
+        nearing = {pb.name: [] if quiet else _nearing(engine, pb, now) for pb in engine.playbooks}
+        daemon.nearing_quiet_at = matched if not any(nearing.values()) else None
         out["playbooks"] = {
             pb.name: _playbook(_verdict(engine, pb, now), guards.playbooks.get(pb.name))
-            | {"trigger": _nearing(engine, pb, now)}
+            | {"trigger": nearing[pb.name]}
             for pb in engine.playbooks
         }
         out["recent_actions"] = list(engine.records.recent)

@@ -29,6 +29,7 @@ from remediator.playbook import (
     FpmHung,
     FpmSaturated,
     FpmSlow,
+    FpmStuck,
     Playbook,
     ProbeFailing,
     ServiceDown,
@@ -50,6 +51,9 @@ class Need:
     services: tuple[str, ...]
     window: float
     fpm: tuple[str, ...] = ()  # fpm_status sources: a pool that could not serve backs it
+    # fpm_status sources read through a URL that the trigger reads: whoever answers the URL
+    # writes those numbers, so they back nothing, as log lines do not
+    forgeable: tuple[str, ...] = ()
 
     def wanted(self) -> str:
         """What would corroborate, in words: ``a failure of probe site or fpm down``."""
@@ -144,7 +148,24 @@ def need_of(pb: Playbook, config: Config) -> Need | None:
         for c in positive_conditions(pb.when)
         if isinstance(c, StatusRate | StatusSpike | ErrorCause)
     ]
-    return Need(mode, probes, services, max(windows, default=DEFAULT_WINDOW), fpm)
+    window = max(windows, default=DEFAULT_WINDOW)
+    return Need(mode, probes, services, window, fpm, _by_url(pb, config))
+
+
+def _by_url(pb: Playbook, config: Config) -> tuple[str, ...]:
+    """The fpm_status sources ``pb``'s trigger reads through a URL (not the pool's socket,
+    whose listener is checked to be root's)."""
+    return tuple(
+        sorted(
+            {
+                c.source
+                for c in positive_conditions(pb.when)
+                if isinstance(c, FpmSaturated | FpmHung | FpmSlow | FpmStuck)
+                and isinstance(src := config.sources.get(c.source), FpmStatusSource)
+                and src.url is not None
+            }
+        )
+    )
 
 
 def prepare(signals: Signals, needs: Iterable[Need]) -> None:
@@ -166,8 +187,8 @@ def judge(
     """Whether a trigger that holds (``readings``) may act. ``observed`` False (replay): no
     probe or service state exists, so corroboration is assumed and the record says so."""
     # A negated leaf (a probe that answers, say) says the site works: it backs no outage.
-    held = [r.condition for r in readings if r.holds and not r.negated]
-    beyond = sorted({c for c in held if c not in LOG_CONDITIONS})
+    held = [r for r in readings if r.holds and not r.negated]
+    beyond = sorted({r.condition for r in held if not _forgeable(r, need)})
     if beyond:
         return Judgement(True, f"the trigger holds on more than log lines ({', '.join(beyond)})")
     if not observed:
@@ -215,6 +236,19 @@ def judge(
     return Judgement(False, missing=need.wanted(), seen=seen)
 
 
+def _forgeable(r: Reading, need: Need) -> bool:
+    """Whether reading ``r`` is something a log writer (or whoever answers a status URL) could
+    have made up: it backs no change to the host by itself."""
+    if r.condition in LOG_CONDITIONS:
+        return True
+    return r.condition.startswith("fpm_") and r.detail.get("source") in need.forgeable
+
+
+def forged_what(need: Need) -> str:
+    """What an uncorroborated trigger rests on, in words."""
+    return "log lines or pool numbers read through a URL" if need.forgeable else "log lines"
+
+
 def warnings(config: Config, playbooks: Iterable[Playbook]) -> list[str]:
     """What ``check`` says about corroboration: changing playbooks that forged lines alone
     could set off, and corroboration that can never come."""
@@ -243,27 +277,20 @@ def warnings(config: Config, playbooks: Iterable[Playbook]) -> list[str]:
 
 def _pool_numbers_by_url(config: Config, playbooks: Iterable[Playbook]) -> list[str]:
     """Changing playbooks set off by a pool's numbers read through the web server (``url``):
-    corroboration does not guard them, and whoever answers that URL writes the numbers (a
-    www-data process that replaces the pool's socket in its ``/run/php`` does, for nginx)."""
+    whoever answers that URL writes the numbers (a www-data process that replaces the pool's
+    socket in its ``/run/php`` does, for nginx), so they need corroboration as log lines do."""
     out = []
     for pb in playbooks:
         if not changes_host(pb):
             continue
-        by_url = sorted(
-            {
-                c.source
-                for c in positive_conditions(pb.when)
-                if isinstance(c, FpmSaturated | FpmHung | FpmSlow)
-                and isinstance(src := config.sources.get(c.source), FpmStatusSource)
-                and src.url is not None
-            }
-        )
-        for name in by_url:
+        for name in _by_url(pb, config):
             out.append(
                 f"playbook '{pb.name}': its trigger reads pool status {name} through a URL, "
                 "whose answer is whoever serves that URL's word (a process that replaces the "
-                "pool's socket, in www-data's /run/php, answers for nginx) (fix: read the "
-                "pool's `socket:` instead, whose listener is checked to be root's)"
+                "pool's socket, in www-data's /run/php, answers for nginx): it acts only when "
+                "corroborated, as log lines do, so it cannot act before users see failures "
+                "(fix: read the pool's `socket:` instead, whose listener is checked to be "
+                "root's)"
             )
     return out
 

@@ -52,8 +52,8 @@ class HoldBacks:
     def uncorroborated(self, pb: Playbook, held: corroborate.Held) -> None:
         """A trigger on log lines alone that nothing corroborated: held back, nothing counted."""
         reason = (
-            "uncorroborated: the trigger rests on log lines only, which whoever can write "
-            f"the logs can forge; waiting for {held.judgement.missing}"
+            f"uncorroborated: the trigger rests on {corroborate.forged_what(held.need)} only, "
+            f"which whoever can write them can forge; waiting for {held.judgement.missing}"
         )
         self.record(
             pb,

@@ -524,4 +524,20 @@ playbooks:
         w for w in corroborate.warnings(loaded.config, loaded.playbooks) if "through a URL" in w
     ]
     assert warning.startswith("playbook 'by-url': its trigger reads pool status web through")
+    assert "it acts only when corroborated, as log lines do" in warning
     assert "fix: read the pool's `socket:` instead" in warning
+    # and so it does: saturated numbers read through the URL back nothing by themselves;
+    # through the socket (its listener checked to be root's) they do
+    by_url, by_socket = (
+        next(pb for pb in loaded.playbooks if pb.name == n) for n in ("by-url", "by-socket")
+    )
+    signals = Signals.for_conditions([by_url.when, by_socket.when])
+    for pb, source, acts in ((by_url, "web", False), (by_socket, "sock", True)):
+        need = corroborate.need_of(pb, loaded.config)
+        assert need is not None
+        saturated = Reading("fpm_saturated", True, {"source": source})
+        judged = corroborate.judge(need, [saturated], signals, 100.0)
+        assert judged.ok is acts, judged
+    need_url = corroborate.need_of(by_url, loaded.config)
+    assert need_url is not None and need_url.forgeable == ("web",)
+    assert corroborate.forged_what(need_url) == "log lines or pool numbers read through a URL"

@@ -15,8 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import pytest
 from remediator import __version__
 from tests import debpkg, sysd
 from tests.require import lacking
+from tests.stack import wait_for
 from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, BootedSystemd
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
@@ -55,14 +55,6 @@ for _ in range(int(sys.argv[2])):
     time.sleep(0.025)
 print(*out)
 """
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _fingerprint(path: Path) -> tuple[Any, ...]:
@@ -117,7 +109,7 @@ class Machine:
         """Wait until the unit is active and its MainPID answers ``remediator status``."""
         self.host.wait_for(UNIT, "ActiveState", ["active"], timeout=20)
         pid = self.host.main_pid(UNIT)
-        _wait(
+        wait_for(
             lambda: self.cli("status").stdout.startswith(f"remediator running, pid {pid} "),
             15,
             f"remediator status to name pid {pid}",
@@ -245,7 +237,7 @@ def test_check_and_reload_as_docs_install_md_says(machine: Machine) -> None:
     assert "remediator check && systemctl reload remediator" in INSTALL_MD.read_text()
     res = machine.host.run(["sh", "-c", "remediator check && systemctl reload remediator"])
     assert res.returncode == 0, res.stdout + res.stderr
-    _wait(
+    wait_for(
         lambda: machine.host.show(UNIT, "StatusText")["StatusText"] == "watching (reloaded)",
         10,
         "the reload to be acknowledged",
@@ -266,7 +258,7 @@ def test_the_pools_status_is_reached_on_debians_socket_as_install_md_says(
         lines = machine.cli("status").stdout.splitlines()
         return next((ln for ln in lines if ln.lstrip().startswith("fpm_pool ")), "")
 
-    _wait(lambda: "failing" in pool_line(), 10, "the fpm_pool source to be read")
+    wait_for(lambda: "failing" in pool_line(), 10, "the fpm_pool source to be read")
     assert said in pool_line(), pool_line()
     # install.md's two commands turn the status on; then the source reads the pool
     text = " ".join(INSTALL_MD.read_text().split())
@@ -279,7 +271,7 @@ def test_the_pools_status_is_reached_on_debians_socket_as_install_md_says(
         assert command in text, command
         res = machine.host.run(["sh", "-c", command])
         assert res.returncode == 0, res.stdout + res.stderr
-    _wait(lambda: "ok (pool www:" in pool_line(), 10, "the pool's status read")
+    wait_for(lambda: "ok (pool www:" in pool_line(), 10, "the pool's status read")
 
 
 def test_the_metrics_textfile_monitoring_md_names_is_written_under_the_unit(
@@ -299,7 +291,7 @@ def test_the_metrics_textfile_monitoring_md_names_is_written_under_the_unit(
     try:
         main.write_bytes(original + f"metrics: {{textfile: {prom}}}\n".encode())
         machine.host.run(["systemctl", "reload", UNIT], check=True)
-        _wait(machine.inside(prom).exists, 20, "the textfile")
+        wait_for(machine.inside(prom).exists, 20, "the textfile")
         assert "remediator_dry_run 1.0" in machine.inside(prom).read_text()
     finally:
         main.write_bytes(original)  # the conffile as shipped: the upgrades below see no edit
@@ -325,7 +317,7 @@ def test_a_killed_php_fpm_is_recorded_would_run(machine: Machine) -> None:
         host.run(["python3", "-c", _REQUESTS, url, "20"])
         return any(r.get("outcome") == "would_run" for r in machine.actions())
 
-    _wait(would_run, 30, "a would_run record in the action log")
+    wait_for(would_run, 30, "a would_run record in the action log")
     record = next(r for r in machine.actions() if r.get("outcome") == "would_run")
     # Which shipped playbook sees it first (master gone, or the 502s) is theirs to decide.
     assert record["playbook"] in ("php-fpm-master-gone", "php-fpm-down"), record
@@ -351,7 +343,7 @@ def test_an_upgrade_restarts_the_daemon(machine: Machine) -> None:
     res = machine.dpkg("-i", str(new_deb))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "NOT restarted" not in res.stderr
-    _wait(lambda: machine.host.main_pid(UNIT) not in (0, old), 20, "a new main pid")
+    wait_for(lambda: machine.host.main_pid(UNIT) not in (0, old), 20, "a new main pid")
     assert machine.active_pid() != old
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.stack import wait_for
 from tests.sysd import BootedSystemd
 from tests.test_service_unit import (
     FPM,
@@ -23,7 +24,6 @@ from tests.test_service_unit import (
     SITE,
     UNIT,
     Service,
-    _wait,
     _write_config,
     installed,
 )
@@ -86,7 +86,7 @@ def _armed(service: Service, pid: int) -> bool:
 def _main_armed(service: Service) -> int:
     pid = service.host.main_pid(FPM)
     assert pid
-    _wait(lambda: _armed(service, pid), 15, f"a pidfd for php8.2-fpm's main {pid}")
+    wait_for(lambda: _armed(service, pid), 15, f"a pidfd for php8.2-fpm's main {pid}")
     return pid
 
 
@@ -95,7 +95,7 @@ def test_a_unit_killed_with_no_log_evidence_is_a_crash_and_restarted(service: Se
     old = _main_armed(service)
     before = len(service.actions())
     host.run(["kill", "-9", str(old)], check=True)
-    _wait(
+    wait_for(
         lambda: any(r["event"] == "incident_closed" for r in service.actions()[before:]),
         20,
         "the incident to close",
@@ -120,7 +120,7 @@ def test_an_operators_systemctl_stop_is_not_an_outage(service: Service) -> None:
     old = _main_armed(service)
     looked, before = len(_seen(service)), len(service.actions())
     host.systemctl("stop", FPM, check=True)
-    _wait(
+    wait_for(
         lambda: any(
             r.get("seen_by") in ("pidfd", "cgroup.events") and not r["down"]
             for r in _seen(service)[looked:]
@@ -141,7 +141,7 @@ def test_an_operators_systemctl_restart_is_not_an_outage(service: Service) -> No
     host.systemctl("restart", FPM, check=True)
     new = host.main_pid(FPM)
     assert new not in (0, old)
-    _wait(lambda: _armed(service, new), 15, "a pidfd for the restarted main process")
+    wait_for(lambda: _armed(service, new), 15, "a pidfd for the restarted main process")
     seen = _seen(service)[looked:]
     assert any(r.get("seen_by") in ("pidfd", "cgroup.events") for r in seen)
     assert not any(r["down"] for r in seen)

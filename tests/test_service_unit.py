@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from tests.stack import wait_for
 from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, REPO, BootedSystemd
 
 pytestmark = pytest.mark.systemd
@@ -138,14 +139,6 @@ def dropin(watchdog_s: int = WATCHDOG_S) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 class Service:
     """The remediator unit inside ``host``, and what it publishes."""
 
@@ -180,7 +173,7 @@ class Service:
             seen[0] = self.status_json()
             return bool(seen[0]) and cond(seen[0])
 
-        _wait(ok, 10, f"status.json: {what} (last: {seen[0]})")
+        wait_for(ok, 10, f"status.json: {what} (last: {seen[0]})")
         return seen[0]
 
     def wait_serving(self) -> int:
@@ -448,7 +441,7 @@ def test_watchdog_kills_a_hung_daemon_and_restart_brings_it_back(service: Servic
     stopped_at = time.monotonic()
     os.kill(host_pid, signal.SIGSTOP)
     try:
-        _wait(lambda: service.main_pid() not in (0, old), 20, "a new MainPID")
+        wait_for(lambda: service.main_pid() not in (0, old), 20, "a new MainPID")
         new = service.wait_serving()
     finally:
         if service.main_pid() == old:  # not killed: do not leave it stopped
@@ -497,10 +490,10 @@ def test_php_fpm_killed_under_load_is_restarted_by_the_daemon(service: Service) 
     before = len(service.actions())
     served = _load_lines(host)
     thread, load = _load(host, 20)
-    _wait(lambda: _load_lines(host) >= served + 20, 10, "the load to be served")
+    wait_for(lambda: _load_lines(host) >= served + 20, 10, "the load to be served")
     host.run(["kill", "-9", str(old)], check=True)
     killed_at = time.monotonic()
-    _wait(
+    wait_for(
         lambda: any(r["event"] == "incident_closed" for r in service.actions()[before:]),
         25,
         "the incident to close",

@@ -40,6 +40,7 @@ import pytest
 
 from remediator import status
 from remediator.daemon import watchdog_every
+from tests.stack import wait_for
 from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, BootedSystemd
 from tests.test_service_unit import (
     CONFIG,
@@ -198,14 +199,6 @@ ExecStart=/usr/bin/python3 {HOLDS}/webhook.py {HOLD_HOOK} {RECEIVED} {HOOK_PORT}
 """
 
 
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 class Hold:
     """A hold file: while it exists, the held config test or the webhook waits."""
 
@@ -245,7 +238,7 @@ def installed(systemd_host: BootedSystemd) -> Iterator[BootedSystemd]:
     host.install_unit(f"{UNIT}.d/test.conf", dropin(WATCHDOG_S))
     try:
         host.systemctl("start", FPM, NGINX, HOOK_UNIT, check=True)
-        _wait(
+        wait_for(
             lambda: host.http_get(f"http://127.0.0.1:{HOOK_PORT}/")[0] == 200,
             10,
             "the webhook to listen",
@@ -366,7 +359,7 @@ def _wait_alive(run: Run, cond: Callable[[], bool], timeout: float, what: str) -
             )
         return False
 
-    _wait(check, timeout, what)
+    wait_for(check, timeout, what)
 
 
 def _hold_through(run: Run, hold: Hold, phase: str, held: Callable[[], bool]) -> Seen:
@@ -411,7 +404,7 @@ def _closed(run: Run) -> list[dict[str, Any]]:
     def done() -> bool:
         return any(r["event"] == "incident_closed" for r in run.svc.actions()[run.before :])
 
-    _wait(done, 30, "the incident to close")
+    wait_for(done, 30, "the incident to close")
     recs = run.svc.actions()[run.before :]
     assert len({r.get("incident") for r in recs}) == 1, recs
     return recs
@@ -526,7 +519,7 @@ def test_a_rollback_longer_than_the_watchdog_runs_off_the_loop(
     def scaled() -> bool:
         return any(r["event"] == "action_result" for r in run.svc.actions()[run.before :])
 
-    _wait(scaled, 20, "the scale_workers result")
+    wait_for(scaled, 20, "the scale_workers result")
     holds.test.on()  # the edit's own config test and reload ran: hold the rollback's
     result = next(r for r in run.svc.actions()[run.before :] if r["event"] == "action_result")
     assert (result["action"], result["outcome"]) == ("scale_workers", "ok"), result["reason"]

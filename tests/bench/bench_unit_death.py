@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any
 
+from tests.stack import wait_for
 from tests.sysd import DEBIAN_PHP_SITE, PHP_OK, BootedSystemd, available
 from tests.test_service_unit import (
     _CONFIG,
@@ -41,7 +42,6 @@ from tests.test_service_unit import (
     SITE,
     UNIT,
     Service,
-    _wait,
     _write_config,
     dropin,
 )
@@ -97,7 +97,7 @@ def _trial(svc: Service) -> dict[str, Any]:
         time.sleep(max(0.0, last + GRACE - time.time()))
     host.wait_for(FPM, "ActiveState", ["active"], timeout=15)
     main = host.main_pid(FPM)
-    _wait(lambda: _armed(svc, main), 15, "the daemon to watch the main process")
+    wait_for(lambda: _armed(svc, main), 15, "the daemon to watch the main process")
     before = len(svc.actions())
     result: list[list[Any]] = []
 
@@ -111,7 +111,7 @@ def _trial(svc: Service) -> dict[str, Any]:
     killed, killed_wall = time.monotonic(), time.time()
     host.run(["kill", "-9", str(main)], check=True)
     thread.join(40)
-    _wait(
+    wait_for(
         lambda: any(r["event"] == "incident_closed" for r in svc.actions()[before:]),
         20,
         "the incident to close",

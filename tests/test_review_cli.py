@@ -17,17 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from remediator.actionlog import ActionLog
 from remediator.actions.base import ActionContext, ActionResult, Outcome
 from remediator.causes import Cause
 from remediator.cli import main
-from remediator.detect import Signals
-from remediator.engine import Engine
 from remediator.guards import Guard, Guards
 from remediator.load import load
-from remediator.playbook import walk_conditions
-from remediator.system import System
-from tests.wired import resolved_incident
+from tests.wired import engine_of, resolved_incident
 
 CONFIG = """
 state_dir: state
@@ -156,18 +151,7 @@ def command_incident(tmp_path: Path) -> Path:
     cfg = tmp_path / "r.yaml"
     cfg.write_text(textwrap.dedent(COMMAND_CONFIG))
     (tmp_path / "playbooks.d").mkdir()
-    loaded = load(cfg)
-    assert loaded.config is not None, loaded.all_errors()
-    signals = Signals.for_conditions(c for p in loaded.playbooks for c in walk_conditions(p.when))
-    engine = Engine(
-        loaded.config,
-        loaded.playbooks,
-        signals,
-        Guards(loaded.config.state_dir, loaded.config.guards, 0),
-        ActionLog(loaded.config.action_log, journal=False),
-        System(),
-        all_actions(),
-    )
+    engine, signals = engine_of(cfg, all_actions())
     for n in range(6):
         signals.sample("acc", FORGED.format(n=n))
         signals.sample("err", REFUSED.format(n=n))

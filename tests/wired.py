@@ -43,11 +43,8 @@ def wired(tmp_path: Path, text: str, actions: dict[str, Any], *, probes: bool = 
     )
 
 
-def resolved_incident(cfg: Path, restart: ActionFn, evidence: Iterable[str] = ()) -> None:
-    """One incident resolved by the real engine into the action log of config file ``cfg``
-    (sources ``acc`` and ``err``, service ``fpm``, a playbook that restarts it): ``fpm`` seen
-    down, 30 x 502 with nginx's "connection refused" at t=100 (``evidence`` lines sampled on
-    ``acc`` first), 200s again at t=101; the step is ``restart``."""
+def engine_of(cfg: Path, actions: dict[str, ActionFn]) -> tuple[Engine, Signals]:
+    """An engine on config file ``cfg`` (its state dir and action log), and its signals."""
     loaded = load(cfg)
     assert loaded.config is not None, loaded.all_errors()
     signals = Signals.for_conditions(c for p in loaded.playbooks for c in walk_conditions(p.when))
@@ -58,8 +55,17 @@ def resolved_incident(cfg: Path, restart: ActionFn, evidence: Iterable[str] = ()
         Guards(loaded.config.state_dir, loaded.config.guards, 0),
         ActionLog(loaded.config.action_log, journal=False),
         System(),
-        {"restart": restart},
+        actions,
     )
+    return engine, signals
+
+
+def resolved_incident(cfg: Path, restart: ActionFn, evidence: Iterable[str] = ()) -> None:
+    """One incident resolved by the real engine into the action log of config file ``cfg``
+    (sources ``acc`` and ``err``, service ``fpm``, a playbook that restarts it): ``fpm`` seen
+    down, 30 x 502 with nginx's "connection refused" at t=100 (``evidence`` lines sampled on
+    ``acc`` first), 200s again at t=101; the step is ``restart``."""
+    engine, signals = engine_of(cfg, {"restart": restart})
     for line in evidence:
         signals.sample("acc", line)
     signals.services["fpm"].record(True, "unit failed (Result=signal)", 100)  # corroborates

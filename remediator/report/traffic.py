@@ -220,24 +220,44 @@ def _access(name: str, src: AccessLogSource, traffic: Traffic) -> int:
     if fmt is None or not fmt.has_time:
         traffic.notes.append(f"{name}: its format has no time: not charted")
         return 0
-    lo, hi = traffic.start - _SLACK, traffic.end + _SLACK
+    hi = traffic.end + _SLACK
+
+    def scan(f: io.BufferedIOBase) -> int:
+        n = 0
+        for batch in fmt.scan_file(f):
+            n += _count(batch.runs or (), batch.codes, traffic)
+            if batch.runs and batch.runs[-1][0] > hi:
+                break
+        return n
+
+    return _read_each(name, src.path, traffic, fmt.time, scan, traffic.access_read)
+
+
+def _read_each(
+    name: str,
+    path: Path,
+    traffic: Traffic,
+    time_of: TimeOf,
+    read: Callable[[io.BufferedIOBase], int],
+    read_from: list[str],
+) -> int:
+    """``read`` each of a source's files (from the window's start, where it can be sought);
+    what each counted, summed. A file that counted is named in ``read_from``; one that
+    cannot be read, in the notes."""
+    lo = traffic.start - _SLACK
     counted = 0
-    for path in _files(name, src.path, lo, traffic.notes):
+    for file in _files(name, path, lo, traffic.notes):
         try:
-            with _open(path) as (f, size):
+            with _open(file) as (f, size):
                 if size is not None:
-                    _seek(f, size, fmt.time, lo)
-                n = 0
-                for batch in fmt.scan_file(f):
-                    n += _count(batch.runs or (), batch.codes, traffic)
-                    if batch.runs and batch.runs[-1][0] > hi:
-                        break
+                    _seek(f, size, time_of, lo)
+                n = read(f)
         except (_Unreadable, OSError, EOFError) as exc:
-            traffic.notes.append(str(exc) if isinstance(exc, _Unreadable) else f"{path}: {exc}")
+            traffic.notes.append(str(exc) if isinstance(exc, _Unreadable) else f"{file}: {exc}")
             continue
         counted += n
         if n:
-            traffic.access_read.append(f"{name}: {path}")
+            read_from.append(f"{name}: {file}")
     return counted
 
 
@@ -282,21 +302,15 @@ def _errors(name: str, src: ErrorLogSource, traffic: Traffic, tz: dt.tzinfo | No
     efmt = error_format(src.format)
     if efmt is None:
         return 0
-    lo, hi = traffic.start - _SLACK, traffic.end + _SLACK
-    counted = 0
-    for path in _files(name, src.path, lo, traffic.notes):
-        try:
-            with _open(path) as (f, size):
-                if size is not None:
-                    _seek(f, size, lambda line: efmt.time(line, tz), lo)
-                n = _classify(f, efmt, traffic, tz, hi)
-        except (_Unreadable, OSError, EOFError) as exc:
-            traffic.notes.append(str(exc) if isinstance(exc, _Unreadable) else f"{path}: {exc}")
-            continue
-        counted += n
-        if n:
-            traffic.errors_read.append(f"{name}: {path}")
-    return counted
+    hi = traffic.end + _SLACK
+    return _read_each(
+        name,
+        src.path,
+        traffic,
+        lambda line: efmt.time(line, tz),
+        lambda f: _classify(f, efmt, traffic, tz, hi),
+        traffic.errors_read,
+    )
 
 
 def _classify(
